@@ -1,0 +1,1 @@
+"""Data: random-access sources and numpy batch pipelines (no jax imports)."""

@@ -1,0 +1,251 @@
+"""Numpy batches from an ArraySource: order, per-process split, augmentation, normalisation.
+
+Preprocessing follows the Caffe release (spec §2): the mean (per-pixel image or
+per channel) is subtracted before zero padding, so padded pixels equal the mean;
+train crops are random, eval crops centred; mirroring may apply at eval too.
+Every random choice is a pure function of (seed, epoch, step), drawn for the
+global batch and then sliced, so results do not depend on the process count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+
+from nofe_jax.data.sources import ArraySource, resize_image
+
+# Distinct first words of the seed sequences, so the permutation, train
+# augmentation and eval augmentation streams never coincide.
+_PERMUTATION_STREAM, _TRAIN_AUG_STREAM, _EVAL_AUG_STREAM, _STATS_STREAM = range(4)
+
+_MEAN_MODES = ('none', 'per_channel', 'per_pixel')
+_STD_MODES = ('none', 'per_channel')
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How a uint8 batch becomes the float32 network input."""
+
+    mean: str = 'none'  # 'none' | 'per_channel' | 'per_pixel'
+    scale: float = 1.0  # multiplier after mean subtraction (1/255, or 1.0 for Caffe 0-255 inputs)
+    std: str = 'none'  # 'none' | 'per_channel'
+    bgr: bool = False  # reverse channel order, as Caffe/OpenCV
+    pad: int = 0  # zero padding after mean subtraction
+    crop: int = 0  # crop size; train random, eval centre; 0 = none
+    flip: bool = False  # random horizontal flip at train
+    test_flip: bool = False  # random horizontal flip at eval too (the release's ResNet)
+    resize: int = 0  # resize the source images to resize x resize first; 0 = keep
+
+    def __post_init__(self):
+        if self.mean not in _MEAN_MODES:
+            raise ValueError(f'preprocess.mean={self.mean!r}; valid: {", ".join(_MEAN_MODES)}')
+        if self.std not in _STD_MODES:
+            raise ValueError(f'preprocess.std={self.std!r}; valid: {", ".join(_STD_MODES)}')
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict | Preprocess) -> Preprocess:
+        """Preprocess settings from a config's preprocess block."""
+        if isinstance(config, Preprocess):
+            return config
+        return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
+
+    def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Shape [H',W',C] of one preprocessed image."""
+        height, width, channels = image_shape
+        if self.resize:
+            height = width = self.resize
+        if self.crop:
+            return (self.crop, self.crop, channels)
+        return (height + 2 * self.pad, width + 2 * self.pad, channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Training-split statistics: mean [H,W,C], [C] or [] and std [C] or [] (float32)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def compute_normalization(train_source: ArraySource, preprocess: ml_collections.ConfigDict | Preprocess,
+                          max_examples: int = 50_000, chunk_size: int = 1024, seed: int = 0) -> Normalization:
+    """Mean image or channel means and channel stds of (a sample of) the training split."""
+    preprocess = Preprocess.from_config(preprocess)
+    if preprocess.mean == 'none' and preprocess.std == 'none':
+        return Normalization(mean=np.zeros((), np.float32), std=np.ones((), np.float32))
+    n = len(train_source)
+    if n > max_examples:  # image folders: a sample is enough and avoids decoding everything
+        indices = random_subset(n, max_examples, np.random.default_rng([_STATS_STREAM, seed]))
+    else:
+        indices = np.arange(n)
+    total = total_sq = None
+    for start in range(0, len(indices), chunk_size):
+        images, _ = train_source.get(indices[start:start + chunk_size])
+        x = _resize_batch(images, preprocess.resize).astype(np.float64)
+        chunk_sum, chunk_sq = x.sum(0), np.square(x).sum(0)
+        total = chunk_sum if total is None else total + chunk_sum
+        total_sq = chunk_sq if total_sq is None else total_sq + chunk_sq
+    pixel_mean = total / len(indices)  # [H,W,C]
+    channel_mean = pixel_mean.mean((0, 1))
+    channel_var = (total_sq / len(indices)).mean((0, 1)) - np.square(channel_mean)
+    mean = {'none': np.zeros(()), 'per_channel': channel_mean, 'per_pixel': pixel_mean}[preprocess.mean]
+    std = np.sqrt(np.maximum(channel_var, 1e-12)) if preprocess.std == 'per_channel' else np.ones(())
+    return Normalization(mean=mean.astype(np.float32), std=std.astype(np.float32))
+
+
+def _resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+    if not size or images.shape[1:3] == (size, size):
+        return images
+    return np.stack([resize_image(image, size) for image in images])
+
+
+def _crop_offsets(rng: np.random.Generator, n: int, size: tuple[int, int], crop: int,
+                  train: bool) -> np.ndarray:
+    """Top-left corners [n, 2]: uniform at train, centred at eval."""
+    height, width = size
+    if crop > height or crop > width:
+        raise ValueError(f'crop {crop} is larger than the padded image {height}x{width}')
+    if train:
+        return np.stack([rng.integers(0, height - crop + 1, n), rng.integers(0, width - crop + 1, n)], 1)
+    return np.tile([(height - crop) // 2, (width - crop) // 2], (n, 1))
+
+
+def _draw_augmentation(rng: np.random.Generator, n: int, preprocess: Preprocess,
+                       size: tuple[int, int], train: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Crop corners [n,2] (or None) and flip flags [n] (or None) for a global batch."""
+    height, width = size
+    padded = (height + 2 * preprocess.pad, width + 2 * preprocess.pad)
+    offsets = _crop_offsets(rng, n, padded, preprocess.crop, train) if preprocess.crop else None
+    flip = preprocess.flip if train else preprocess.test_flip
+    flips = rng.random(n) < 0.5 if flip else None
+    return offsets, flips
+
+
+def apply_preprocess(images: np.ndarray, preprocess: Preprocess, normalization: Normalization,
+                     offsets: np.ndarray | None = None, flips: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [b,H,W,C] -> float32 [b,H',W',C]: resize, normalise, pad, crop, flip, BGR."""
+    x = _resize_batch(images, preprocess.resize).astype(np.float32)
+    x = (x - normalization.mean) / normalization.std * np.float32(preprocess.scale)
+    if preprocess.pad:
+        p = preprocess.pad
+        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    if offsets is not None:
+        crop = np.arange(preprocess.crop)
+        rows = (offsets[:, 0:1] + crop)[:, :, None]  # [b, crop, 1]
+        cols = (offsets[:, 1:2] + crop)[:, None, :]  # [b, 1, crop]
+        x = x[np.arange(len(x))[:, None, None], rows, cols]
+    if flips is not None:
+        x = np.where(flips[:, None, None, None], x[:, :, ::-1], x)
+    if preprocess.bgr:
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x, np.float32)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full training batches per epoch (the remainder is dropped)."""
+    return num_examples // batch_size
+
+
+def num_eval_batches(num_examples: int, batch_size: int) -> int:
+    """Eval batches needed to see every example once (the last one padded)."""
+    return -(-num_examples // batch_size)
+
+
+def random_subset(num_examples: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of min(size, num_examples) distinct examples drawn uniformly."""
+    return np.sort(rng.choice(num_examples, size=min(size, num_examples), replace=False))
+
+
+def _process_slice(batch_size: int, process_index: int, process_count: int) -> slice:
+    """This process's contiguous part of a global batch."""
+    if batch_size <= 0 or batch_size % process_count:
+        raise ValueError(f'batch_size {batch_size} must be a positive multiple of '
+                         f'process_count {process_count}')
+    local = batch_size // process_count
+    return slice(process_index * local, (process_index + 1) * local)
+
+
+def _sliced(array: np.ndarray | None, part: slice) -> np.ndarray | None:
+    return None if array is None else array[part]
+
+
+def _input_size(images: np.ndarray, preprocess: Preprocess) -> tuple[int, int]:
+    return (preprocess.resize, preprocess.resize) if preprocess.resize else images.shape[1:3]
+
+
+def epoch_permutation(num_examples: int, *, epoch: int, seed: int) -> np.ndarray:
+    """The training order of one epoch, a pure function of (seed, epoch)."""
+    return np.random.default_rng([_PERMUTATION_STREAM, seed, epoch]).permutation(num_examples)
+
+
+def train_batches(source: ArraySource, batch_size: int, *, epoch: int, seed: int,
+                  preprocess: ml_collections.ConfigDict | Preprocess, normalization: Normalization,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of this process's share of each global training batch (remainder dropped)."""
+    preprocess = Preprocess.from_config(preprocess)
+    mine = _process_slice(batch_size, process_index, process_count)
+    steps = steps_per_epoch(len(source), batch_size)
+    if steps == 0:
+        raise ValueError(f'{len(source)} training examples make no full batch of {batch_size}')
+    order = epoch_permutation(len(source), epoch=epoch, seed=seed)
+    for step in range(steps):
+        images, labels = source.get(order[step * batch_size:(step + 1) * batch_size][mine])
+        rng = np.random.default_rng([_TRAIN_AUG_STREAM, seed, epoch, step])
+        offsets, flips = _draw_augmentation(rng, batch_size, preprocess, _input_size(images, preprocess),
+                                            train=True)
+        yield {
+            'image': apply_preprocess(images, preprocess, normalization, _sliced(offsets, mine),
+                                      _sliced(flips, mine)),
+            'label': labels.astype(np.int32),
+        }
+
+
+def eval_batches(source: ArraySource, batch_size: int, *, preprocess: ml_collections.ConfigDict | Preprocess,
+                 normalization: Normalization, process_index: int = 0, process_count: int = 1,
+                 seed: int = 0, indices: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """This process's share of padded eval batches; float32 `mask` marks each real example once overall."""
+    preprocess = Preprocess.from_config(preprocess)
+    mine = _process_slice(batch_size, process_index, process_count)
+    indices = np.arange(len(source)) if indices is None else np.asarray(indices)
+    num_real = len(indices)
+    num_batches = num_eval_batches(num_real, batch_size)
+    # Pad with copies of the first example so every process runs the same number of full-shape steps.
+    fill = np.full(num_batches * batch_size - num_real, indices[0] if num_real else 0, indices.dtype)
+    padded = np.concatenate([indices, fill]).reshape(num_batches, batch_size)
+    is_real = (np.arange(padded.size) < num_real).astype(np.float32).reshape(num_batches, batch_size)
+    for step in range(num_batches):
+        images, labels = source.get(padded[step, mine])
+        rng = np.random.default_rng([_EVAL_AUG_STREAM, seed, step])
+        offsets, flips = _draw_augmentation(rng, batch_size, preprocess, _input_size(images, preprocess),
+                                            train=False)
+        yield {
+            'image': apply_preprocess(images, preprocess, normalization, _sliced(offsets, mine),
+                                      _sliced(flips, mine)),
+            'label': labels.astype(np.int32),
+            'mask': is_real[step, mine],
+        }
+
+
+def prefetch(batches: Iterator[dict[str, np.ndarray]], size: int = 2) -> Iterator[dict[str, np.ndarray]]:
+    """Runs a batch iterator `size` batches ahead in a background thread (hides image decoding)."""
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def produce():
+        try:
+            for batch in batches:
+                ready.put(batch)
+            ready.put(done)
+        except BaseException as e:  # re-raised in the consumer, where it can be seen
+            ready.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := ready.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
