@@ -1,0 +1,1 @@
+"""Host-side numpy/scipy grouping: which classes go together. Never imports jax."""

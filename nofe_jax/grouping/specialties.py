@@ -1,0 +1,320 @@
+"""Class -> specialty assignments (NofE): learned from count matrices, or fixed baselines.
+
+Every assigner returns an int32 vector `l` of length C with values in [0, K).
+Count matrices are C x K: counts[i, j] = images of class i the generalist
+puts in specialty j (raw counts, see `confusion.count_matrix`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from nofe_jax.grouping import clustering
+
+ELASSO_MAX_SWEEPS = 100
+
+
+def check_num_groups(num_classes: int, num_groups: int) -> None:
+    """Raises ValueError unless 1 <= num_groups <= num_classes."""
+    if not 1 <= num_groups <= num_classes:
+        raise ValueError(
+            f'num_groups (K) must be between 1 and the number of classes C={num_classes}, '
+            f'got K={num_groups}. Choose K <= C (the paper uses K in {{2, 5, 10, 20, 50}} '
+            'for C=100), or check that the count matrix is C x K, not K x C.')
+
+
+def _check_counts(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts)
+    if counts.ndim != 2:
+        raise ValueError(f'counts must be a C x K matrix, got shape {counts.shape}.')
+    if not np.all(np.isfinite(counts)):
+        raise ValueError('counts contains NaN or inf.')
+    check_num_groups(counts.shape[0], counts.shape[1])
+    return counts
+
+
+def _check_assignment(assignment: np.ndarray, num_groups: int) -> np.ndarray:
+    assignment = np.asarray(assignment)
+    if assignment.ndim != 1 or not np.issubdtype(assignment.dtype, np.integer):
+        raise ValueError(f'assignment must be a 1-D integer vector, got {assignment.dtype} {assignment.shape}.')
+    if assignment.size and (assignment.min() < 0 or assignment.max() >= num_groups):
+        raise ValueError(f'assignment values must lie in [0, {num_groups}), '
+                         f'got [{assignment.min()}, {assignment.max()}].')
+    return assignment
+
+
+def balanced_sizes(num_classes: int, num_groups: int) -> tuple[int, int, int]:
+    """(floor(C/K), ceil(C/K), C mod K): the sizes a balanced partition uses, and how many are larger."""
+    check_num_groups(num_classes, num_groups)
+    small, num_large = divmod(num_classes, num_groups)
+    return small, small + (num_large > 0), num_large
+
+
+def specialty_sizes(assignment: np.ndarray, num_groups: int) -> np.ndarray:
+    """int64[K]: number of classes in each specialty."""
+    assignment = _check_assignment(assignment, num_groups)
+    return np.bincount(assignment, minlength=num_groups)
+
+
+def matched_count(counts: np.ndarray, assignment: np.ndarray) -> float:
+    """sum_i counts[i, l(i)]: images the generalist puts in their class's specialty."""
+    counts = np.asarray(counts)
+    assignment = _check_assignment(assignment, counts.shape[1])
+    return counts[np.arange(counts.shape[0]), assignment].sum().item()
+
+
+def describe_change(old: np.ndarray, new: np.ndarray, num_groups: int) -> dict[str, Any]:
+    """{'moved': classes whose specialty changed, 'sizes': new specialty sizes}."""
+    old = _check_assignment(old, num_groups)
+    new = _check_assignment(new, num_groups)
+    if old.shape != new.shape:
+        raise ValueError(f'old and new assignments differ in length: {old.shape} vs {new.shape}.')
+    return {'moved': int(np.sum(old != new)),
+            'sizes': specialty_sizes(new, num_groups).tolist()}
+
+
+def greedy(counts: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """l(i) = argmax_j counts[i, j] (the imbalanced baseline); ties go to the lowest index.
+
+    `rng` is unused; it is accepted so every assigner has the same signature.
+    """
+    del rng
+    counts = _check_counts(counts)
+    return np.argmax(counts, axis=1).astype(np.int32)
+
+
+def fully_balanced(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The release's FULLY_BALANCED greedy pass under floor/ceil(C/K) capacities.
+
+    Classes are visited in a fresh random order drawn from `rng`; each takes
+    the specialty with the highest count among those not yet full. A
+    specialty holds floor(C/K) classes, and may grow to ceil(C/K) only while
+    fewer than C mod K specialties have, so exactly C mod K end up larger.
+    Tie rule (as the release's stable sort): among equal counts the highest
+    specialty index is tried first, so all-zero rows fill specialties from
+    the top. Given the class order the result is deterministic.
+    """
+    counts = _check_counts(counts)
+    num_classes, num_groups = counts.shape
+    small, _, num_large = balanced_sizes(num_classes, num_groups)
+    sizes = np.zeros(num_groups, dtype=np.int64)
+    assignment = np.empty(num_classes, dtype=np.int32)
+    # lexsort: primary key count (descending), secondary index (descending).
+    preference_keys = -np.arange(num_groups)
+    for i in rng.permutation(num_classes):
+        large_left = num_large - np.sum(sizes > small)
+        for j in np.lexsort((preference_keys, -counts[i])):
+            if sizes[j] < small or (sizes[j] == small and large_left > 0):
+                assignment[i] = j
+                sizes[j] += 1
+                break
+    return assignment
+
+
+def elasso_objective(counts: np.ndarray, assignment: np.ndarray, lam: float) -> float:
+    """lam * sqrt(sum_j n_j^2) - sum_i counts[i, l(i)] (exclusive-lasso cost; lower is better)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    sizes = specialty_sizes(assignment, counts.shape[1])
+    return float(lam * np.sqrt(np.sum(sizes.astype(np.float64) ** 2)) - matched_count(counts, assignment))
+
+
+def elasso_sweep(counts: np.ndarray, assignment: np.ndarray, lam: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """One coordinate-descent sweep: rows in random order, each moved to its best specialty.
+
+    With the other rows fixed, row i costs -counts[i, k] + lam * sqrt(S + 2 n_k + 1)
+    (n_k = size of k without i, S = sum_k n_k^2). A row stays where it is
+    when that is among the best (so the cost strictly falls whenever a row
+    moves and repeated sweeps terminate); otherwise ties go to the lowest k,
+    as in the release.
+    """
+    counts = _check_counts(counts).astype(np.float64)
+    assignment = _check_assignment(assignment, counts.shape[1]).astype(np.int32).copy()
+    sizes = np.bincount(assignment, minlength=counts.shape[1]).astype(np.float64)
+    for i in rng.permutation(counts.shape[0]):
+        current = assignment[i]
+        sizes[current] -= 1
+        sum_sq = np.sum(sizes ** 2)
+        cost = -counts[i] + lam * np.sqrt(sum_sq + 2 * sizes + 1)
+        best = int(np.argmin(cost))
+        if cost[current] <= cost[best]:
+            best = current
+        assignment[i] = best
+        sizes[best] += 1
+    return assignment
+
+
+def elasso(counts: np.ndarray, rng: np.random.Generator, lam: float,
+           sweeps: int | None = None, init: np.ndarray | None = None) -> np.ndarray:
+    """Exclusive-lasso specialties: minimise lam*sqrt(sum_j n_j^2) - sum(M*F) by coordinate descent.
+
+    `lam` scales with the counts: with raw counts of about 100-200 images per
+    class, lam=1000 is a real trade-off and lam=1 is plain argmax. `init` is
+    the current map (the release starts from it); None starts from `greedy`.
+    `sweeps=None` sweeps until no row changes (at most ELASSO_MAX_SWEEPS);
+    the release does `sweeps=1`. Specialties may end up empty.
+    """
+    counts = _check_counts(counts)
+    assignment = greedy(counts) if init is None else _check_assignment(init, counts.shape[1])
+    if assignment.shape[0] != counts.shape[0]:
+        raise ValueError(f'init has {assignment.shape[0]} classes, counts has {counts.shape[0]}.')
+    if sweeps is not None and sweeps < 1:
+        raise ValueError(f'sweeps must be >= 1 or None (until convergence), got {sweeps}.')
+    for _ in range(ELASSO_MAX_SWEEPS if sweeps is None else sweeps):
+        updated = elasso_sweep(counts, assignment, lam, rng)
+        converged = np.array_equal(updated, assignment)
+        assignment = updated
+        if converged:  # A sweep that moves nothing will never move anything.
+            break
+    return assignment.astype(np.int32)
+
+
+def optimal_balanced(counts: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The exact maximiser of matched count under fully_balanced's size constraint.
+
+    A min-cost assignment of classes to capacity slots: each specialty has
+    ceil(C/K) slots; when K does not divide C its first floor(C/K) slots
+    carry a bonus larger than any possible matched count, so every
+    specialty is filled to floor(C/K) and exactly C mod K get one more.
+    `rng` is unused (the solver is deterministic); it keeps the signature uniform.
+    """
+    del rng
+    counts = _check_counts(counts).astype(np.float64)
+    num_classes, num_groups = counts.shape
+    small, large, _ = balanced_sizes(num_classes, num_groups)
+    slot_group = np.repeat(np.arange(num_groups), large)
+    slot_rank = np.tile(np.arange(large), num_groups)
+    bonus = 2.0 * np.abs(counts).sum() + 1.0
+    gain = counts[:, slot_group] + bonus * (slot_rank < small)  # [C, K * ceil(C/K)]
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    assignment = np.empty(num_classes, dtype=np.int32)
+    assignment[rows] = slot_group[cols]
+    return assignment
+
+
+def random_balanced(num_classes: int, num_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random balanced partition (sizes floor/ceil(C/K); which specialties are larger is random too)."""
+    check_num_groups(num_classes, num_groups)
+    relabel = rng.permutation(num_groups)
+    return rng.permutation(relabel[np.arange(num_classes) % num_groups]).astype(np.int32)
+
+
+def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """Spectral clustering of the symmetrised, row-normalised C x C confusion matrix (paper's baseline).
+
+    Rows are normalised first so every class weighs the same whatever its
+    number of test images; the diagonal (correct predictions) is dropped as
+    it says nothing about which classes go together. Sizes are not balanced.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f'confusion must be a C x C matrix, got shape {confusion.shape}.')
+    check_num_groups(confusion.shape[0], num_groups)
+    row_sums = confusion.sum(axis=1, keepdims=True)
+    rates = np.divide(confusion, row_sums, out=np.zeros_like(confusion), where=row_sums > 0)
+    affinity = (rates + rates.T) / 2
+    np.fill_diagonal(affinity, 0.0)
+    return clustering.spectral_clustering(affinity, num_groups, rng).astype(np.int32)
+
+
+def wordnet_specialties(class_synsets: Sequence[Any], num_groups: int) -> np.ndarray:
+    """Cut the classes' WordNet hypernym tree into exactly K branches (the paper's ImageNet baseline).
+
+    Each class uses its longest hypernym path (root -> class; the first such
+    path on ties), and the paths form a prefix tree. Rule to reach exactly K:
+    take the deepest cut with at most K branches; while there are fewer than
+    K groups, split the largest group (first in class order on ties) at the
+    next depth where its classes diverge; when that gives more parts than
+    needed, keep the largest parts (ties: first in class order) and merge the
+    rest into one group. Group ids follow the first class of each group.
+    """
+    num_classes = len(class_synsets)
+    check_num_groups(num_classes, num_groups)
+    paths = [tuple(max(synset.hypernym_paths(), key=len)) for synset in class_synsets]
+    if len(set(paths)) < num_groups:
+        raise ValueError(f'Only {len(set(paths))} distinct synsets among the classes; '
+                         f'cannot form K={num_groups} WordNet groups.')
+    max_depth = max(len(path) for path in paths)
+    depth = max((d for d in range(max_depth) if len(_branches(paths, range(num_classes), d)) <= num_groups),
+                default=None)
+    if depth is None:
+        raise ValueError(f'The classes\' synsets have more than K={num_groups} distinct roots; '
+                         'use noun synsets (one WordNet root) or a larger K.')
+    groups = [(depth, members) for members in _branches(paths, range(num_classes), depth)]
+    while len(groups) < num_groups:
+        splittable = [g for g in groups if len({paths[i] for i in g[1]}) > 1]
+        depth, members = max(splittable, key=lambda g: (len(g[1]), -g[1][0]))
+        groups.remove((depth, members))
+        parts = _branches(paths, members, depth + 1)
+        while len(parts) == 1:  # Single-child chain: descend until the classes diverge.
+            depth += 1
+            parts = _branches(paths, members, depth + 1)
+        needed = num_groups - len(groups)
+        if len(parts) > needed:
+            parts.sort(key=lambda p: (-len(p), p[0]))
+            parts = parts[:needed - 1] + [sorted(i for p in parts[needed - 1:] for i in p)]
+        groups.extend((depth + 1, part) for part in parts)
+    assignment = np.empty(num_classes, dtype=np.int32)
+    for group_id, (_, members) in enumerate(sorted(groups, key=lambda g: g[1][0])):
+        assignment[members] = group_id
+    return assignment
+
+
+def _branches(paths: Sequence[tuple], members: Sequence[int], depth: int) -> list[list[int]]:
+    """Members grouped by their path prefix down to `depth` (a shorter path is its own branch)."""
+    branches: dict[tuple, list[int]] = {}
+    for i in members:
+        branches.setdefault(paths[i][:depth + 1], []).append(i)
+    return list(branches.values())
+
+
+def save_partition(path: str | os.PathLike, assignment: np.ndarray) -> None:
+    """Writes one specialty id per line, class by class (the release's mapping-file layout)."""
+    assignment = np.asarray(assignment)
+    _check_assignment(assignment, int(assignment.max(initial=0)) + 1)
+    with open(path, 'w') as f:
+        f.write(''.join(f'{int(k)}\n' for k in assignment))
+
+
+def load_partition(path: str | os.PathLike, num_classes: int, num_groups: int | None = None) -> np.ndarray:
+    """Reads a class -> specialty map: one id per line, or the release's one-line digit string (K <= 10)."""
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if len(lines) == 1 and len(lines[0]) == num_classes and lines[0].isdigit():
+        tokens = list(lines[0])
+    else:
+        tokens = lines
+    if len(tokens) != num_classes:
+        raise ValueError(f'{path}: expected {num_classes} specialty ids (one per line, one per class), '
+                         f'found {len(tokens)}.')
+    bad = [(n + 1, t) for n, t in enumerate(tokens) if not t.isdigit()]
+    if bad:
+        raise ValueError(f'{path}: entry {bad[0][0]} is {bad[0][1]!r}, not a non-negative integer specialty id.')
+    assignment = np.array([int(t) for t in tokens], dtype=np.int32)
+    if num_groups is not None:
+        check_num_groups(num_classes, num_groups)
+        if assignment.max() >= num_groups:
+            raise ValueError(f'{path}: specialty id {assignment.max()} is out of range for K={num_groups}.')
+    return assignment
+
+
+Assigner = Callable[..., np.ndarray]
+
+ASSIGNERS: dict[str, Assigner] = {
+    'fully_balanced': fully_balanced,
+    'elasso': elasso,
+    'greedy': greedy,
+    'optimal_balanced': optimal_balanced,
+}
+
+
+def assign(method: str, counts: np.ndarray, rng: np.random.Generator, **options: Any) -> np.ndarray:
+    """Runs the count-matrix assigner `method` (a key of ASSIGNERS) with its options (e.g. lam for elasso)."""
+    if method not in ASSIGNERS:
+        raise ValueError(f'Unknown specialty method {method!r}; valid: {sorted(ASSIGNERS)}.')
+    return ASSIGNERS[method](counts, rng, **options)

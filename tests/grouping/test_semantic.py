@@ -1,0 +1,123 @@
+"""Tests for nofe_jax.grouping.semantic and the WordNet cut in specialties."""
+
+
+import nltk
+import numpy as np
+import pytest
+
+from nofe_jax.grouping import semantic, specialties as sp
+
+
+def _nltk_has_wordnet():
+    try:
+        nltk.data.find('corpora/wordnet')
+        return True
+    except LookupError:
+        return False
+
+
+# Skip only where no WordNet exists at all (CI installs wordnet-base).
+pytestmark = pytest.mark.skipif(
+    not semantic.DEBIAN_WORDNET_DIR.is_dir() and not _nltk_has_wordnet(),
+    reason='neither nltk wordnet nor /usr/share/wordnet is installed')
+
+needs_debian = pytest.mark.skipif(not semantic.DEBIAN_WORDNET_DIR.is_dir(),
+                                  reason='/usr/share/wordnet is not installed')
+
+
+@pytest.fixture(scope='module')
+def wordnet(tmp_path_factory):
+    return semantic.prepare_wordnet(cache_dir=tmp_path_factory.mktemp('nltk_data'))
+
+
+@needs_debian
+def test_build_from_debian_copies_files(tmp_path):
+    corpus = semantic.build_nltk_wordnet(semantic.DEBIAN_WORDNET_DIR, tmp_path)
+    assert corpus == tmp_path / 'corpora' / 'wordnet'
+    for name in ('data.noun', 'index.noun', 'index.sense', 'lexnames'):
+        assert (corpus / name).is_file() and not (corpus / name).is_symlink()
+    lexnames = (corpus / 'lexnames').read_text().splitlines()
+    assert len(lexnames) == 45
+    assert lexnames[0] == '00\tadj.all\t3' and lexnames[5] == '05\tnoun.animal\t1'
+    assert lexnames[44] == '44\tadj.ppl\t3'
+    # A second call reuses the complete copy.
+    mtime = (corpus / 'data.noun').stat().st_mtime_ns
+    semantic.build_nltk_wordnet(semantic.DEBIAN_WORDNET_DIR, tmp_path)
+    assert (corpus / 'data.noun').stat().st_mtime_ns == mtime
+
+
+def test_build_from_missing_dir_says_how_to_install(tmp_path):
+    with pytest.raises(FileNotFoundError, match='apt-get install .*wordnet-base wordnet-sense-index'):
+        semantic.build_nltk_wordnet(tmp_path / 'nowhere', tmp_path / 'cache')
+
+
+def test_default_cache_dir_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv(semantic.CACHE_ENV_VAR, str(tmp_path))
+    assert semantic.default_cache_dir() == tmp_path
+    monkeypatch.delenv(semantic.CACHE_ENV_VAR)
+    assert semantic.default_cache_dir().parts[-3:] == ('.cache', 'nofe_jax', 'nltk_data')
+
+
+def test_lch_dog_cat(wordnet):
+    dog, cat = semantic.synset_of('dog.n.01', wordnet), semantic.synset_of('n02121620', wordnet)
+    assert cat.name() == 'cat.n.01'
+    assert semantic.synset_of('n02084071', wordnet) == dog
+    sim = semantic.lch_similarity_matrix([dog, cat], wordnet)
+    assert sim[0, 1] == pytest.approx(2.0281, abs=1e-4) and sim[1, 0] == sim[0, 1]
+    assert sim[0, 0] == pytest.approx(np.log(2 * 19)) and sim[0, 0] > sim[0, 1]
+    assert dog.shortest_path_distance(cat) == 4
+
+
+def test_shortest_paths_match_nltk(wordnet):
+    synsets = semantic.class_synsets('cifar100', wordnet)[::9]
+    paths = semantic.shortest_path_matrix(synsets)
+    expected = [[a.shortest_path_distance(b) for b in synsets] for a in synsets]
+    np.testing.assert_array_equal(paths, expected)
+
+
+@pytest.mark.parametrize('dataset,size', [('cifar100', 100), ('fashion_mnist', 10), ('digits', 10)])
+def test_every_class_synset_resolves(wordnet, dataset, size):
+    synsets = semantic.class_synsets(dataset, wordnet)
+    assert len(synsets) == size == len(set(synsets))
+    assert all(s.pos() == 'n' for s in synsets)
+    sim = semantic.lch_similarity_matrix(synsets, wordnet)
+    assert np.all(np.isfinite(sim)) and np.allclose(sim, sim.T)
+
+
+def test_digit_synsets_are_digits(wordnet):
+    digit = wordnet.synset('digit.n.01')
+    assert all(digit in s.hypernyms() for s in semantic.class_synsets('digits', wordnet))
+
+
+def test_cifar100_names_in_label_order():
+    names = semantic.CIFAR100_CLASS_NAMES
+    assert len(names) == 100 and list(names) == sorted(names)
+    assert names[91] == 'trout' and names[84] == 'table'  # As in the release's class folders.
+
+
+def test_wordnet_specialties_cifar100_make_sense(wordnet):
+    names = list(semantic.CIFAR100_CLASS_NAMES)
+    groups = sp.wordnet_specialties(semantic.class_synsets('cifar100', wordnet), 10)
+    assert groups.shape == (100,) and set(groups.tolist()) == set(range(10))
+
+    def same_group(*classes):
+        return len({groups[names.index(c)] for c in classes}) == 1
+
+    assert same_group('maple_tree', 'oak_tree', 'palm_tree', 'pine_tree', 'willow_tree')
+    assert same_group('apple', 'orange', 'pear')
+    assert same_group('bus', 'pickup_truck', 'streetcar', 'tractor', 'train')
+    assert same_group('lion', 'tiger', 'leopard', 'wolf', 'fox')
+    assert not same_group('lion', 'bus')
+
+
+@pytest.mark.parametrize('num_groups', [1, 2, 3, 7, 20, 50, 100])
+def test_wordnet_specialties_exactly_k(wordnet, num_groups):
+    groups = sp.wordnet_specialties(semantic.class_synsets('cifar100', wordnet), num_groups)
+    assert set(groups.tolist()) == set(range(num_groups))
+
+
+def test_wordnet_specialties_digits_and_too_many(wordnet):
+    synsets = semantic.class_synsets('digits', wordnet)
+    assert len(set(sp.wordnet_specialties(synsets, 3).tolist())) == 3
+    with pytest.raises(ValueError, match='Choose K <= C'):
+        sp.wordnet_specialties(synsets, 11)

@@ -1,0 +1,99 @@
+"""Tests for nofe_jax.grouping.similarity and task_groups."""
+
+import numpy as np
+import pytest
+
+from nofe_jax.grouping import clustering, similarity, task_groups
+
+
+def test_class_mean_cosine_equals_pairwise_mean():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(30, 5))
+    labels = rng.integers(0, 4, size=30)
+    classes = np.array([3, 0, 2])
+    sim = similarity.class_mean_cosine_similarity(features, labels, classes)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    for a, ca in enumerate(classes):
+        for b, cb in enumerate(classes):
+            pairwise = unit[labels == ca] @ unit[labels == cb].T
+            assert sim[a, b] == pytest.approx(pairwise.mean())
+
+
+def test_similarity_missing_class_raises():
+    with pytest.raises(ValueError, match=r'No examples of classes \[7\]'):
+        similarity.class_mean_cosine_similarity(np.ones((3, 2)), np.array([0, 1, 1]), np.array([0, 7]))
+
+
+def test_rbf_similarity_prefers_same_class():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    features = np.array([[0, 0], [5, 0], [0, 5]])[labels] + 0.3 * rng.normal(size=(60, 2))
+    sim = similarity.rbf_similarity(features, labels, np.arange(3), gamma=0.5, num_pairs=50, rng=rng)
+    np.testing.assert_allclose(sim, sim.T)
+    assert np.all(np.diag(sim) > 0.5) and np.all(sim[~np.eye(3, dtype=bool)] < 0.01)
+
+
+def test_laplacian():
+    s = np.array([[1.0, 2.0], [2.0, 0.0]])
+    lap = similarity.laplacian(s)
+    np.testing.assert_allclose(lap, [[2.0, -2.0], [-2.0, 2.0]])
+    np.testing.assert_allclose(lap.sum(axis=1), 0.0)
+
+
+@pytest.mark.parametrize('num_classes,group_size,overlap,repeats', [
+    (20, 5, 0.0, 1), (23, 5, 0.0, 1), (20, 6, 0.5, 2), (23, 8, 0.5, 2), (7756, 970, 0.5, 2),
+    (7756, 970, 0.0, 1), (30, 9, 2 / 3, 3),
+])
+def test_tree_guided_windows_equal_coverage(num_classes, group_size, overlap, repeats):
+    order = np.random.default_rng(0).permutation(num_classes)
+    windows = task_groups.tree_guided_windows(order, group_size, overlap)
+    coverage = np.bincount(np.concatenate(windows), minlength=num_classes)
+    assert np.all(coverage == repeats)
+    assert max(len(w) for w in windows) <= group_size
+    for window in windows:  # Consecutive in the order (cyclically).
+        positions = np.argsort(order)[window]
+        assert np.all(np.diff(positions) % num_classes == 1)
+
+
+def test_tree_guided_windows_paper_counts():
+    assert len(task_groups.tree_guided_windows(np.arange(7756), 970, 0.0)) == 8
+    assert len(task_groups.tree_guided_windows(np.arange(7756), 970, 0.5)) == 16
+
+
+def test_tree_guided_windows_rejects_uneven_overlap():
+    with pytest.raises(ValueError, match='integer'):
+        task_groups.tree_guided_windows(np.arange(10), 4, 0.3)
+
+
+def test_ssc_groups_cover_every_class():
+    rng = np.random.default_rng(0)
+    memberships = rng.dirichlet(np.ones(6) * 0.3, size=40)
+    groups = task_groups.ssc_groups(memberships, delta=0.9)
+    report = task_groups.group_membership_report(groups, 40)
+    assert report['uncovered'] == [] and report['min_coverage'] >= 1
+    # Every class is in the group of its argmax and in every group above delta.
+    full = task_groups.ssc_groups(memberships, delta=0.2)
+    assert len(full) == 6  # No group is empty, so group t is column t.
+    for c in range(40):
+        wanted = set(np.flatnonzero(memberships[c] >= 0.2)) | {int(np.argmax(memberships[c]))}
+        holding = {t for t, g in enumerate(full) if c in g}
+        assert holding == wanted
+    assert task_groups.group_membership_report(full, 40)['in_two_or_more'] > 0
+
+
+def test_ssc_from_soft_spectral_clustering():
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.arange(3), 6)
+    affinity = np.where(truth[:, None] == truth[None, :], 1.0, 0.1)
+    memberships = clustering.soft_spectral_clustering(affinity, 3, rng)
+    groups = task_groups.ssc_groups(memberships, delta=0.3)
+    assert sorted(len(g) for g in groups) == [6, 6, 6]
+
+
+def test_grouping_never_imports_jax():
+    import subprocess
+    import sys
+    code = ('import sys, nofe_jax.grouping.specialties, nofe_jax.grouping.semantic, '
+            'nofe_jax.grouping.confusion, nofe_jax.grouping.similarity, nofe_jax.grouping.task_groups; '
+            'assert "jax" not in sys.modules, "grouping imported jax"')
+    subprocess.run([sys.executable, '-c', code], check=True)
