@@ -1,0 +1,234 @@
+"""AlexNet family: the release's CIFAR-100 AlexNet (cifar10_full) and Quick (cifar10_quick), and BVLC ImageNet AlexNet.
+
+Each model = `trunk` (the conv stack the Network of Experts shares) + `head`; each has an expert
+`Branch` that the NofE stacks on top of the trunk. Layer names are the release's Caffe names.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nofe_jax.models import layers
+
+# LRN of cifar10_full (norm1, norm2 and the NofE's norm3).
+_C100_LRN = dict(size=3, alpha=5e-5, beta=0.75)
+# LRN of BVLC AlexNet.
+_IMAGENET_LRN = dict(size=5, alpha=1e-4, beta=0.75)
+
+
+def alexnet_c100_norm3(features: jax.Array) -> jax.Array:
+    """The release's parameter-free LRN `norm3` between the AlexNet-C100 trunk and its expert branches."""
+    return layers.lrn_within_channel(features, **_C100_LRN)
+
+
+class AlexNetC100Trunk(nn.Module):
+    """conv1..pool3 of AlexNet-C100: [B, 32, 32, 3] -> [B, 4, 4, 64]."""
+
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    lrn: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        del train
+        x = x.astype(self.dtype)
+        caffe, dtype = self.caffe_pooling, self.dtype
+        x = layers.conv(32, 5, padding=2, init=layers.gaussian(1e-4), name="conv1", dtype=dtype)(x)
+        x = nn.relu(layers.pool2d(x, "max", 3, 2, caffe=caffe))  # relu1 follows pool1
+        if self.lrn:
+            x = layers.lrn_within_channel(x, **_C100_LRN)
+        x = nn.relu(layers.conv(32, 5, padding=2, init=layers.gaussian(0.01), name="conv2", dtype=dtype)(x))
+        x = layers.pool2d(x, "ave", 3, 2, caffe=caffe)
+        if self.lrn:
+            x = layers.lrn_within_channel(x, **_C100_LRN)
+        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv3", dtype=dtype)(x))
+        return layers.pool2d(x, "ave", 3, 2, caffe=caffe)
+
+
+class AlexNetC100Head(nn.Module):
+    """ip1 of AlexNet-C100: flattened trunk features -> logits."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        del train
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="ip1", dtype=self.dtype)(
+            layers.flatten(features)
+        )
+
+
+class AlexNetC100(nn.Module):
+    """AlexNet-C100 (Caffe cifar10_full layout), 32x32 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = AlexNetC100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        logits = AlexNetC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class AlexNetC100Branch(nn.Module):
+    """AlexNet-C100 expert: conv4 5x5x64, ReLU, AVE pool 3/2, ip1."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
+        del train
+        x = features.astype(self.dtype)
+        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv4", dtype=self.dtype)(x))
+        x = layers.pool2d(x, "ave", 3, 2, caffe=self.caffe_pooling)
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="ip1", dtype=self.dtype)(
+            layers.flatten(x)
+        )
+
+
+class AlexNetQuickC100Trunk(AlexNetC100Trunk):
+    """conv1..pool3 of AlexNet-Quick-C100 (cifar10_quick: no LRN): [B, 32, 32, 3] -> [B, 4, 4, 64]."""
+
+    lrn: bool = False
+
+
+class AlexNetQuickC100Head(nn.Module):
+    """ip1 (64, no ReLU) and ip2 of AlexNet-Quick-C100."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        del train
+        x = layers.dense(64, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(features))
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=self.dtype)(x)
+
+
+class AlexNetQuickC100(nn.Module):
+    """AlexNet-Quick-C100 (Caffe cifar10_quick layout), 32x32 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = AlexNetQuickC100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        logits = AlexNetQuickC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class AlexNetQuickC100Branch(nn.Module):
+    """AlexNet-Quick-C100 expert: conv4 5x5x64, ReLU, AVE pool 3/2, ip1 64 (no ReLU), ip2."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
+        del train
+        x = features.astype(self.dtype)
+        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv4", dtype=self.dtype)(x))
+        x = layers.pool2d(x, "ave", 3, 2, caffe=self.caffe_pooling)
+        x = layers.dense(64, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(x))
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=self.dtype)(x)
+
+
+class AlexNetTrunk(nn.Module):
+    """BVLC AlexNet conv1..pool5 (groups 2 on conv2/4/5): [B, 227, 227, 3] -> [B, 6, 6, 256]."""
+
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        del train
+        x = x.astype(self.dtype)
+        caffe, dtype = self.caffe_pooling, self.dtype
+        g01, b01 = layers.gaussian(0.01), layers.constant(0.1)
+        x = nn.relu(layers.conv(96, 11, stride=4, init=g01, name="conv1", dtype=dtype)(x))
+        x = layers.pool2d(layers.lrn_across_channels(x, **_IMAGENET_LRN), "max", 3, 2, caffe=caffe)
+        x = nn.relu(layers.conv(256, 5, padding=2, groups=2, init=g01, bias_init=b01, name="conv2", dtype=dtype)(x))
+        x = layers.pool2d(layers.lrn_across_channels(x, **_IMAGENET_LRN), "max", 3, 2, caffe=caffe)
+        x = nn.relu(layers.conv(384, 3, padding=1, init=g01, name="conv3", dtype=dtype)(x))
+        x = nn.relu(layers.conv(384, 3, padding=1, groups=2, init=g01, bias_init=b01, name="conv4", dtype=dtype)(x))
+        x = nn.relu(layers.conv(256, 3, padding=1, groups=2, init=g01, bias_init=b01, name="conv5", dtype=dtype)(x))
+        return layers.pool2d(x, "max", 3, 2, caffe=caffe)
+
+
+def _fc_stack(x: jax.Array, widths: tuple[int, int], num_outputs: int, names: tuple[str, str, str],
+              dropout_rate: float, train: bool, dtype: Any) -> jax.Array:
+    """BVLC classifier: two FC-ReLU-dropout layers (N(0, 0.005^2), bias 0.1) and a final FC (N(0, 0.01^2))."""
+    for width, name in zip(widths, names):
+        x = layers.dense(width, init=layers.gaussian(0.005), bias_init=layers.constant(0.1), name=name, dtype=dtype)(x)
+        x = nn.Dropout(dropout_rate, deterministic=not train)(nn.relu(x))
+    return layers.dense(num_outputs, init=layers.gaussian(0.01), name=names[2], dtype=dtype)(x)
+
+
+class AlexNetHead(nn.Module):
+    """BVLC AlexNet fc6 4096, fc7 4096 (ReLU + dropout each), fc8."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        return _fc_stack(layers.flatten(features), (4096, 4096), self.num_outputs, ("fc6", "fc7", "fc8"),
+                         self.dropout_rate, train, self.dtype)
+
+
+class AlexNet(nn.Module):
+    """BVLC ImageNet AlexNet (groups, cross-channel LRN), 227x227 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = AlexNetTrunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        logits = AlexNetHead(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class AlexNetBranch(nn.Module):
+    """ImageNet AlexNet expert: conv6 3x3x256 group 2, ReLU, MAX pool 3/2, fc6 1024, fc7 1024, fc8."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 6, 6, 256]."""
+        x = features.astype(self.dtype)
+        x = nn.relu(layers.conv(256, 3, padding=1, groups=2, init=layers.gaussian(0.01),
+                                bias_init=layers.constant(0.1), name="conv6", dtype=self.dtype)(x))
+        x = layers.pool2d(x, "max", 3, 2, caffe=self.caffe_pooling)
+        return _fc_stack(layers.flatten(x), (1024, 1024), self.num_outputs, ("fc6", "fc7", "fc8"),
+                         self.dropout_rate, train, self.dtype)

@@ -1,0 +1,257 @@
+"""Shared building blocks with Caffe semantics: fillers, pooling, LRN, conv helpers, residual block."""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Initializer = Callable[..., jax.Array]
+
+
+# --- fillers (Caffe names) -------------------------------------------------------------------
+
+
+def _flat_sampled(
+    sample: Callable[[jax.Array, int, Any], jax.Array], scale: Callable[[tuple[int, ...]], float]
+) -> Initializer:
+    """Initializer drawing prod(shape) values as a flat vector times scale(shape), then reshaping.
+
+    Same distribution as sampling the N-d shape directly; XLA:CPU compiles N-d random sampling
+    slowly (seconds per kernel shape), which makes every model init slow on CPU.
+    """
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        size = int(np.prod(shape))
+        return (sample(key, size, dtype) * scale(shape)).astype(dtype).reshape(shape)
+
+    return init
+
+
+def _normal(key: jax.Array, size: int, dtype: Any) -> jax.Array:
+    return jax.random.normal(key, (size,), dtype)
+
+
+def _symmetric_uniform(key: jax.Array, size: int, dtype: Any) -> jax.Array:
+    return jax.random.uniform(key, (size,), dtype, -1.0, 1.0)
+
+
+def gaussian(std: float) -> Initializer:
+    """Caffe gaussian filler: N(0, std^2)."""
+    return _flat_sampled(_normal, lambda shape: std)
+
+
+def xavier() -> Initializer:
+    """Caffe xavier filler: Uniform(+-sqrt(3 / fan_in)), fan_in = in_ch * kh * kw (all axes but the last)."""
+    return _flat_sampled(_symmetric_uniform, lambda shape: float(np.sqrt(3.0 / np.prod(shape[:-1]))))
+
+
+def msra_fan_out() -> Initializer:
+    """Caffe msra filler with variance_norm FAN_OUT: N(0, 2 / fan_out), fan_out = out_ch * kh * kw."""
+    # Kernels are [..., in, out]: fan_out is every axis except the input-channel one.
+    return _flat_sampled(_normal, lambda shape: float(np.sqrt(2.0 * shape[-2] / np.prod(shape))))
+
+
+def constant(value: float) -> Initializer:
+    """Caffe constant filler."""
+    return nn.initializers.constant(value)
+
+
+def identity_filler(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """Caffe identity filler for a 1x1 kernel [1, 1, in, out]: w[o, i] = 1 if o == i else 0."""
+    del key
+    *_, fan_in, fan_out = shape
+    return jnp.eye(fan_in, fan_out, dtype=dtype).reshape(shape)
+
+
+# --- pooling ---------------------------------------------------------------------------------
+
+
+def pool_output_size(size: int, window: int, stride: int, padding: int = 0, caffe: bool = True) -> int:
+    """Pooled length of one spatial axis: Caffe ceil mode, or standard floor mode."""
+    span = size + 2 * padding - window
+    if not caffe:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    # Caffe drops the last window when it would start inside the right padding.
+    if padding > 0 and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _ave_divisor(size: int, out: int, window: int, stride: int, padding: int) -> np.ndarray:
+    """Per-window cell count inside [-padding, size + padding), as Caffe's AVE pooling divides."""
+    starts = np.arange(out) * stride - padding
+    ends = np.minimum(starts + window, size + padding)
+    return (ends - starts).astype(np.float32)
+
+
+def pool2d(
+    x: jax.Array, kind: str, window: int, stride: int, padding: int = 0, caffe: bool = True
+) -> jax.Array:
+    """MAX or AVE pooling of NHWC x with Caffe's output size and AVE divisor (or floor mode)."""
+    _, height, width, _ = x.shape
+    out_h = pool_output_size(height, window, stride, padding, caffe)
+    out_w = pool_output_size(width, window, stride, padding, caffe)
+    # Pad (or crop, when negative) so the last window ends exactly at the array edge.
+    pad_h = (padding, (out_h - 1) * stride + window - height - padding)
+    pad_w = (padding, (out_w - 1) * stride + window - width - padding)
+    dims, strides = (1, window, window, 1), (1, stride, stride, 1)
+    if kind == "max":
+        padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)))
+        # Python-scalar identities let jax pick its differentiable max/add window reducers.
+        return lax.reduce_window(padded, -jnp.inf, lax.max, dims, strides, "VALID")
+    if kind == "ave":
+        padded = lax.pad(x, jnp.array(0, x.dtype), ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)))
+        summed = lax.reduce_window(padded, 0.0, lax.add, dims, strides, "VALID")
+        divisor = np.outer(
+            _ave_divisor(height, out_h, window, stride, padding),
+            _ave_divisor(width, out_w, window, stride, padding),
+        )
+        return summed / jnp.asarray(divisor[None, :, :, None], x.dtype)
+    raise ValueError(f"pooling kind must be 'max' or 'ave', got {kind!r}")
+
+
+def global_ave_pool(x: jax.Array) -> jax.Array:
+    """Average over all spatial positions: [B, H, W, C] -> [B, C]."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+# --- local response normalisation ------------------------------------------------------------
+
+
+def lrn_within_channel(x: jax.Array, size: int, alpha: float, beta: float) -> jax.Array:
+    """Caffe LRN WITHIN_CHANNEL: x * (1 + alpha / size^2 * sum of x^2 over a size x size window)^-beta."""
+    half = (size - 1) // 2
+    squares = lax.reduce_window(
+        x * x, 0.0, lax.add, (1, size, size, 1), (1, 1, 1, 1),
+        ((0, 0), (half, size - 1 - half), (half, size - 1 - half), (0, 0)),
+    )
+    return x * (1.0 + (alpha / size**2) * squares) ** (-beta)
+
+
+def lrn_across_channels(
+    x: jax.Array, size: int, alpha: float, beta: float, k: float = 1.0
+) -> jax.Array:
+    """Caffe LRN ACROSS_CHANNELS: x * (k + alpha / size * sum of x^2 over size channels)^-beta."""
+    half = (size - 1) // 2
+    squares = lax.reduce_window(
+        x * x, 0.0, lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+        ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)),
+    )
+    return x * (k + (alpha / size) * squares) ** (-beta)
+
+
+# --- layer constructors ----------------------------------------------------------------------
+
+
+def conv(
+    features: int,
+    kernel: int,
+    *,
+    name: str,
+    init: Initializer,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    use_bias: bool = True,
+    bias_init: Initializer = nn.initializers.zeros,
+    dtype: Any = jnp.float32,
+) -> nn.Conv:
+    """Caffe Convolution layer: square kernel, symmetric zero padding, float32 params."""
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
+def dense(
+    features: int,
+    *,
+    name: str,
+    init: Initializer,
+    bias_init: Initializer = nn.initializers.zeros,
+    dtype: Any = jnp.float32,
+) -> nn.Dense:
+    """Caffe InnerProduct layer with float32 params."""
+    return nn.Dense(
+        features, kernel_init=init, bias_init=bias_init, dtype=dtype, param_dtype=jnp.float32, name=name
+    )
+
+
+def batch_norm(*, name: str, train: bool, dtype: Any = jnp.float32) -> nn.BatchNorm:
+    """Caffe BatchNorm + Scale: running stats with fraction 0.999, eps 1e-5; scale/bias are gamma/beta."""
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.999,
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
+def flatten(x: jax.Array) -> jax.Array:
+    """[B, ...] -> [B, prod(...)]."""
+    return x.reshape(x.shape[0], -1)
+
+
+class FrozenProjection(nn.Module):
+    """1x1 strided conv, no bias, identity-filled weights kept in the 'frozen' collection (never trained)."""
+
+    features: int
+    stride: int = 2
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Project NHWC x with the frozen identity kernel."""
+        kernel = self.variable(
+            "frozen", "kernel", identity_filler, None, (1, 1, x.shape[-1], self.features), jnp.float32
+        ).value
+        return lax.conv_general_dilated(
+            x,
+            kernel.astype(self.dtype),
+            (self.stride, self.stride),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+
+def basic_block(
+    x: jax.Array,
+    features: int,
+    *,
+    conv_names: tuple[str, str],
+    bn_names: tuple[str, str],
+    train: bool,
+    stride: int = 1,
+    proj_name: str | None = None,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Post-activation ResNet basic block: conv-BN-ReLU-conv-BN, add the shortcut, ReLU.
+
+    Call it inside a compact method: its layers become direct children of the calling module,
+    under the caller's Caffe names (the release numbers convs globally, e.g. conv_19/conv_20).
+    A strided block uses the release's frozen identity projection `proj_name` as its shortcut.
+    """
+    y = x
+    for i, (conv_name, bn_name) in enumerate(zip(conv_names, bn_names)):
+        y = conv(features, 3, name=conv_name, init=msra_fan_out(), stride=stride if i == 0 else 1,
+                 padding=1, use_bias=False, dtype=dtype)(y)
+        y = batch_norm(name=bn_name, train=train, dtype=dtype)(y)
+        if i == 0:
+            y = nn.relu(y)
+    shortcut = x if proj_name is None else FrozenProjection(features, stride, dtype=dtype, name=proj_name)(x)
+    return nn.relu(y + shortcut)

@@ -1,0 +1,94 @@
+"""The release's Network-in-Network for CIFAR-100 (26x26 crops)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nofe_jax.models import layers
+
+_INIT = layers.gaussian(0.05)  # every NIN weight is N(0, 0.05^2), biases 0
+
+
+def _conv_relu(x: jax.Array, features: int, kernel: int, padding: int, name: str, dtype: Any) -> jax.Array:
+    """Conv (NIN init) followed by ReLU."""
+    return nn.relu(layers.conv(features, kernel, padding=padding, init=_INIT, name=name, dtype=dtype)(x))
+
+
+class NINC100Trunk(nn.Module):
+    """conv1..cccp5 + ReLU (includes conv3 and cccp5): [B, 26, 26, 3] -> [B, 6, 6, 192].
+
+    pool2 is 'ave' in the release's generalist and 'max' in its NofE.
+    """
+
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    pool2: str = "ave"
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        x, dtype = x.astype(self.dtype), self.dtype
+        x = _conv_relu(x, 192, 5, 2, "conv1", dtype)
+        x = _conv_relu(x, 160, 1, 0, "cccp1", dtype)
+        x = _conv_relu(x, 96, 1, 0, "cccp2", dtype)
+        x = layers.pool2d(x, "max", 3, 2, caffe=self.caffe_pooling)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop3")(x)
+        x = _conv_relu(x, 192, 5, 2, "conv2", dtype)
+        x = _conv_relu(x, 192, 1, 0, "cccp3", dtype)
+        x = _conv_relu(x, 192, 1, 0, "cccp4", dtype)
+        x = layers.pool2d(x, self.pool2, 3, 2, caffe=self.caffe_pooling)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(x)
+        x = _conv_relu(x, 192, 3, 1, "conv3", dtype)
+        return _conv_relu(x, 192, 1, 0, "cccp5", dtype)
+
+
+class NINC100Head(nn.Module):
+    """cccp6 1x1 num_outputs + ReLU, then global AVE pool (pool3); the logits are >= 0 as in the release."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        del train
+        x = _conv_relu(features.astype(self.dtype), self.num_outputs, 1, 0, "cccp6", self.dtype)
+        return layers.global_ave_pool(x)
+
+
+class NINC100(nn.Module):
+    """The release's NIN-C100 generalist/base network, 26x26 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    pool2: str = "ave"
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = NINC100Trunk(self.dtype, self.caffe_pooling, self.pool2, self.dropout_rate, name="trunk")(
+            x, train=train
+        )
+        logits = NINC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class NINC100Branch(nn.Module):
+    """NIN-C100 expert: conv3 3x3 192, cccp5 1x1 192, cccp6 1x1 num_outputs (ReLU each), global AVE pool."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 6, 6, 192]."""
+        del train
+        x = _conv_relu(features.astype(self.dtype), 192, 3, 1, "conv3", self.dtype)
+        x = _conv_relu(x, 192, 1, 0, "cccp5", self.dtype)
+        return layers.global_ave_pool(_conv_relu(x, self.num_outputs, 1, 0, "cccp6", self.dtype))

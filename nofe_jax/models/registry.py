@@ -1,0 +1,146 @@
+"""Model registry: one explicit dict from name to constructors, plus builders and a parameter counter."""
+
+import dataclasses
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from nofe_jax.models import alexnet, nin, resnet, tiny, vgg
+from nofe_jax.models.experts import ExpertBranches, ExpertLayout
+from nofe_jax.models.nofe import NetworkOfExperts
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Constructors and facts for one architecture."""
+
+    base: Callable[..., nn.Module]  # (num_outputs, **overrides) -> base model with `trunk` and `head`
+    trunk: Callable[..., nn.Module]  # (**overrides) -> the trunk the NofE shares
+    branch: Callable[..., nn.Module] | None  # (num_outputs, **overrides) -> one expert branch; None: no NofE
+    input_shape: tuple[int, int, int]  # (H, W, C) the model expects
+    pre_branch: Callable[[jax.Array], jax.Array] | None = None  # parameter-free, between trunk and branches
+    # Trunk options where the release's NofE differs from its generalist (no parameters change).
+    nofe_trunk_defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+
+
+MODELS: dict[str, ModelSpec] = {
+    "alexnet_c100": ModelSpec(
+        base=alexnet.AlexNetC100,
+        trunk=alexnet.AlexNetC100Trunk,
+        branch=alexnet.AlexNetC100Branch,
+        input_shape=(32, 32, 3),
+        pre_branch=alexnet.alexnet_c100_norm3,
+    ),
+    "alexnet_quick_c100": ModelSpec(
+        base=alexnet.AlexNetQuickC100,
+        trunk=alexnet.AlexNetQuickC100Trunk,
+        branch=alexnet.AlexNetQuickC100Branch,
+        input_shape=(32, 32, 3),
+    ),
+    "vgg11_c100": ModelSpec(
+        base=vgg.VGG11C100,
+        trunk=vgg.VGG11C100Trunk,
+        branch=vgg.VGG11C100Branch,
+        input_shape=(32, 32, 3),
+    ),
+    "nin_c100": ModelSpec(
+        base=nin.NINC100,
+        trunk=nin.NINC100Trunk,
+        branch=nin.NINC100Branch,
+        input_shape=(26, 26, 3),
+        nofe_trunk_defaults=MappingProxyType({"pool2": "max"}),
+    ),
+    "resnet56_c100": ModelSpec(
+        base=resnet.ResNet56C100,
+        trunk=resnet.ResNet56C100Trunk,
+        branch=resnet.ResNet56C100Branch,
+        input_shape=(28, 28, 3),
+    ),
+    "alexnet": ModelSpec(
+        base=alexnet.AlexNet,
+        trunk=alexnet.AlexNetTrunk,
+        branch=alexnet.AlexNetBranch,
+        input_shape=(227, 227, 3),
+    ),
+    "vgg16": ModelSpec(
+        base=vgg.VGG16,
+        trunk=vgg.VGG16Trunk,
+        branch=None,
+        input_shape=(224, 224, 3),
+    ),
+    "tiny_cnn": ModelSpec(
+        base=tiny.TinyCNN,
+        trunk=tiny.TinyCNNTrunk,
+        branch=tiny.TinyCNNBranch,
+        input_shape=(8, 8, 1),
+    ),
+}
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec registered under `name`; ValueError listing the known names otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def build_base(name: str, num_outputs: int, **overrides: Any) -> nn.Module:
+    """Base model `name` with a `num_outputs`-way head; overrides set model fields (dtype, caffe_pooling, ...)."""
+    return get_model_spec(name).base(num_outputs, **overrides)
+
+
+def generalist(name: str, num_experts: int, **overrides: Any) -> nn.Module:
+    """The NofE generalist: base model `name` with a K-way (specialty) head."""
+    return build_base(name, num_experts, **overrides)
+
+
+def _field_names(cls: Any) -> set[str]:
+    """Constructor fields of a module class."""
+    return {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+
+
+def build_nofe(
+    name: str, layout: ExpertLayout | int, c_max: int | None = None, **overrides: Any
+) -> NetworkOfExperts:
+    """NofE for `name` with the experts of `layout` (or `layout` experts of `c_max` outputs each).
+
+    Each override goes to the trunk and/or branch that has a field of that name; the release's
+    NofE trunk options (e.g. NIN's MAX pool2) are the defaults.
+    """
+    spec = get_model_spec(name)
+    if spec.branch is None:
+        raise ValueError(f"model {name!r} has no expert branch; models with one: "
+                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.branch is not None))}")
+    if isinstance(layout, ExpertLayout):
+        if c_max is not None and c_max != layout.c_max:
+            raise ValueError(f"c_max={c_max} contradicts the layout's c_max={layout.c_max}")
+        num_experts, c_max = layout.num_experts, layout.c_max
+    else:
+        if c_max is None:
+            raise ValueError("c_max is required when layout is a number of experts")
+        num_experts = layout
+    trunk_fields, branch_fields = _field_names(spec.trunk), _field_names(spec.branch)
+    unknown = set(overrides) - trunk_fields - branch_fields
+    if unknown:
+        raise ValueError(f"unknown overrides {sorted(unknown)} for {name!r}; "
+                         f"trunk fields {sorted(trunk_fields)}, branch fields {sorted(branch_fields)}")
+    trunk_kwargs = {**spec.nofe_trunk_defaults, **{k: v for k, v in overrides.items() if k in trunk_fields}}
+    branch_kwargs = {k: v for k, v in overrides.items() if k in branch_fields}
+    return NetworkOfExperts(
+        trunk=spec.trunk(**trunk_kwargs),
+        experts=ExpertBranches(spec.branch(c_max, **branch_kwargs), num_experts),
+        pre_branch=spec.pre_branch,
+    )
+
+
+def count_parameters(variables: Mapping[str, Any]) -> dict[str, int]:
+    """Parameter counts: total = 'params' + 'frozen', trainable = 'params' (arrays or shape structs)."""
+
+    def size(tree: Any) -> int:
+        return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(tree)))
+
+    trainable = size(variables.get("params", {}))
+    return {"total": trainable + size(variables.get("frozen", {})), "trainable": trainable}

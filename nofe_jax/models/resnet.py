@@ -1,0 +1,91 @@
+"""The release's "ResNet56" for CIFAR-100: 4x wide (64/128/256), 28x28 crops, frozen identity projections."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nofe_jax.models import layers
+
+
+class ResNet56C100Trunk(nn.Module):
+    """conv_0 + all residual blocks: [B, 28, 28, 3] -> [B, 7, 7, widths[-1]].
+
+    Caffe numbers the block convs globally (conv_1 .. conv_54, BN likewise); the first block of
+    each later stage has stride 2 and a frozen identity 1x1 projection (proj_19, proj_37).
+    """
+
+    dtype: Any = jnp.float32
+    widths: tuple[int, ...] = (64, 128, 256)
+    blocks_per_stage: int = 9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        x = x.astype(self.dtype)
+        x = layers.conv(self.widths[0], 3, padding=1, use_bias=False, init=layers.msra_fan_out(),
+                        name="conv_0", dtype=self.dtype)(x)
+        x = nn.relu(layers.batch_norm(name="bn_0", train=train, dtype=self.dtype)(x))
+        for stage, width in enumerate(self.widths):
+            for i in range(self.blocks_per_stage):
+                index = 2 * (stage * self.blocks_per_stage + i) + 1
+                downsample = stage > 0 and i == 0
+                x = layers.basic_block(
+                    x,
+                    width,
+                    conv_names=(f"conv_{index}", f"conv_{index + 1}"),
+                    bn_names=(f"bn_{index}", f"bn_{index + 1}"),
+                    train=train,
+                    stride=2 if downsample else 1,
+                    proj_name=f"proj_{index}" if downsample else None,
+                    dtype=self.dtype,
+                )
+        return x
+
+
+class ResNet56C100Head(nn.Module):
+    """pool_55 (global AVE) + fc_55."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        del train
+        x = layers.global_ave_pool(features.astype(self.dtype))
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="fc_55", dtype=self.dtype)(x)
+
+
+class ResNet56C100(nn.Module):
+    """The release's wide ResNet56 (BatchNorm; stats in 'batch_stats', projections in 'frozen'), 28x28 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    widths: tuple[int, ...] = (64, 128, 256)
+    blocks_per_stage: int = 9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = ResNet56C100Trunk(self.dtype, self.widths, self.blocks_per_stage, name="trunk")(x, train=train)
+        logits = ResNet56C100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class ResNet56C100Branch(nn.Module):
+    """ResNet56-C100 expert: one basic block (identity shortcut) + global AVE pool + fc."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    features: int = 256
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 7, 7, features]."""
+        x = layers.basic_block(features.astype(self.dtype), self.features, conv_names=("conv1", "conv2"),
+                               bn_names=("bn1", "bn2"), train=train, dtype=self.dtype)
+        x = layers.global_ave_pool(x)
+        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="fc", dtype=self.dtype)(x)

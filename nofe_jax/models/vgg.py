@@ -1,0 +1,139 @@
+"""VGG family: the release's custom CIFAR-100 "VGG11" and standard ImageNet VGG16 (used by DeepME)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nofe_jax.models import layers
+
+# (stage width, convs per stage) of each conv stack; every stage ends with MAX pool 2/2.
+_VGG11_C100_STAGES = ((64, 2), (128, 2), (256, 4))
+_VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+def _conv_stages(x: jax.Array, stages: tuple[tuple[int, int], ...], caffe: bool, dtype: Any) -> jax.Array:
+    """3x3 pad-1 conv-ReLU stages named convS_I, each followed by MAX pool 2/2."""
+    for stage, (width, depth) in enumerate(stages, start=1):
+        for i in range(1, depth + 1):
+            x = nn.relu(layers.conv(width, 3, padding=1, init=layers.xavier(), name=f"conv{stage}_{i}", dtype=dtype)(x))
+        x = layers.pool2d(x, "max", 2, 2, caffe=caffe)
+    return x
+
+
+def _fc_dropout_stack(x: jax.Array, widths: tuple[int, ...], num_outputs: int, names: tuple[str, ...],
+                      dropout_rate: float, train: bool, dtype: Any) -> jax.Array:
+    """FC-ReLU-dropout layers of the given widths, then a final FC; xavier weights, zero biases."""
+    x = layers.flatten(x)
+    for width, name in zip(widths, names):
+        x = nn.relu(layers.dense(width, init=layers.xavier(), name=name, dtype=dtype)(x))
+        x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+    return layers.dense(num_outputs, init=layers.xavier(), name=names[-1], dtype=dtype)(x)
+
+
+class VGG11C100Trunk(nn.Module):
+    """The release's 8 conv layers + pool3: [B, 32, 32, 3] -> [B, 4, 4, 256]."""
+
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        del train
+        return _conv_stages(x.astype(self.dtype), _VGG11_C100_STAGES, self.caffe_pooling, self.dtype)
+
+
+class VGG11C100Head(nn.Module):
+    """fc1 1024, fc2 1024 (ReLU + dropout each), fc3."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        return _fc_dropout_stack(features, (1024, 1024), self.num_outputs, ("fc1", "fc2", "fc3"),
+                                 self.dropout_rate, train, self.dtype)
+
+
+class VGG11C100(nn.Module):
+    """The release's custom CIFAR-100 VGG11 (64,64 / 128,128 / 256x4, FC1024, FC1024), 32x32 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = VGG11C100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        logits = VGG11C100Head(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}
+
+
+class VGG11C100Branch(nn.Module):
+    """VGG11-C100 expert: conv1, conv2 3x3x256, MAX pool 2/2, fc1 512, fc2 512 (ReLU + dropout), fc3."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 256]."""
+        x = features.astype(self.dtype)
+        for name in ("conv1", "conv2"):
+            x = nn.relu(layers.conv(256, 3, padding=1, init=layers.xavier(), name=name, dtype=self.dtype)(x))
+        x = layers.pool2d(x, "max", 2, 2, caffe=self.caffe_pooling)
+        return _fc_dropout_stack(x, (512, 512), self.num_outputs, ("fc1", "fc2", "fc3"),
+                                 self.dropout_rate, train, self.dtype)
+
+
+class VGG16Trunk(nn.Module):
+    """VGG16 conv1_1..pool5: [B, 224, 224, 3] -> [B, 7, 7, 512]."""
+
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """Trunk features of NHWC images."""
+        del train
+        return _conv_stages(x.astype(self.dtype), _VGG16_STAGES, self.caffe_pooling, self.dtype)
+
+
+class VGG16Head(nn.Module):
+    """VGG16 fc6 4096, fc7 4096 (ReLU + dropout each), fc8."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """Logits [B, num_outputs]."""
+        return _fc_dropout_stack(features, (4096, 4096), self.num_outputs, ("fc6", "fc7", "fc8"),
+                                 self.dropout_rate, train, self.dtype)
+
+
+class VGG16(nn.Module):
+    """Standard ImageNet VGG16 (configuration D), 224x224 input."""
+
+    num_outputs: int
+    dtype: Any = jnp.float32
+    caffe_pooling: bool = True
+    dropout_rate: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, num_outputs], named intermediates)."""
+        features = VGG16Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        logits = VGG16Head(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
+        logits = logits.astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}

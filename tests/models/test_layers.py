@@ -1,0 +1,110 @@
+"""Caffe semantics of pooling, LRN and fillers."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nofe_jax.models import layers
+
+
+def _caffe_pool_reference(x: np.ndarray, kind: str, k: int, s: int, p: int) -> np.ndarray:
+    """Loop translation of Caffe's PoolingLayer forward (one 2-D map)."""
+    height, width = x.shape
+    out_h = layers.pool_output_size(height, k, s, p)
+    out_w = layers.pool_output_size(width, k, s, p)
+    out = np.zeros((out_h, out_w), np.float32)
+    for i, j in itertools.product(range(out_h), range(out_w)):
+        h0, w0 = i * s - p, j * s - p
+        h1, w1 = min(h0 + k, height + p), min(w0 + k, width + p)
+        pool_size = (h1 - h0) * (w1 - w0)
+        window = x[max(h0, 0):min(h1, height), max(w0, 0):min(w1, width)]
+        out[i, j] = window.max() if kind == "max" else window.sum() / pool_size
+    return out
+
+
+@pytest.mark.parametrize(
+    "size, k, s, p, expected",
+    [(32, 3, 2, 0, 16), (16, 3, 2, 0, 8), (8, 3, 2, 0, 4), (4, 3, 2, 0, 2), (6, 3, 2, 0, 3),
+     (55, 3, 2, 0, 27), (13, 3, 2, 0, 6), (4, 2, 3, 1, 2), (7, 3, 2, 1, 4)],
+)
+def test_caffe_pool_output_size(size, k, s, p, expected):
+    assert layers.pool_output_size(size, k, s, p) == expected
+    formula = int(np.ceil((size + 2 * p - k) / s)) + 1
+    assert expected == (formula - 1 if p > 0 and (formula - 1) * s >= size + p else formula)
+
+
+def test_floor_pool_output_size():
+    assert layers.pool_output_size(4, 3, 2, 0, caffe=False) == 1
+    assert layers.pool_output_size(32, 3, 2, 0, caffe=False) == 15
+
+
+@pytest.mark.parametrize("kind", ["max", "ave"])
+@pytest.mark.parametrize(
+    "size, k, s, p", [(8, 3, 2, 0), (7, 3, 2, 0), (4, 3, 2, 0), (6, 3, 2, 1), (4, 2, 3, 1), (6, 6, 1, 0)]
+)
+def test_pool2d_matches_caffe_reference(kind, size, k, s, p):
+    x = np.random.default_rng(size + k + s + p).normal(size=(size, size)).astype(np.float32)
+    got = layers.pool2d(jnp.asarray(x)[None, :, :, None], kind, k, s, p)[0, :, :, 0]
+    np.testing.assert_allclose(np.asarray(got), _caffe_pool_reference(x, kind, k, s, p), rtol=1e-6, atol=1e-6)
+
+
+def test_ave_pool_edge_windows_divide_by_in_bounds_cells():
+    x = np.arange(16, dtype=np.float32).reshape(4, 4)
+    got = np.asarray(layers.pool2d(jnp.asarray(x)[None, :, :, None], "ave", 3, 2)[0, :, :, 0])
+    # Windows start at 0 and 2; the second one only has rows/cols 2..3 inside the map.
+    expected = np.array([
+        [x[0:3, 0:3].sum() / 9, x[0:3, 2:4].sum() / 6],
+        [x[2:4, 0:3].sum() / 6, x[2:4, 2:4].sum() / 4],
+    ])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_lrn_within_channel_by_hand():
+    x = np.array([[1.0, 2.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 4.0]], np.float32)
+    alpha, beta = 0.9, 0.75  # alpha / n^2 = 0.1
+    got = np.asarray(layers.lrn_within_channel(jnp.asarray(x)[None, :, :, None], 3, alpha, beta)[0, :, :, 0])
+    # Corner (0, 0): zero padding leaves 1 + 4 + 0 + 9 = 14 in the window, divisor still 9.
+    assert got[0, 0] == pytest.approx(1.0 * (1 + 0.1 * 14) ** -beta, rel=1e-6)
+    # Centre (1, 1): the whole map, 1 + 4 + 9 + 16 = 30.
+    assert got[1, 1] == pytest.approx(3.0 * (1 + 0.1 * 30) ** -beta, rel=1e-6)
+    # (2, 2): rows/cols 1..2 -> 9 + 16 = 25.
+    assert got[2, 2] == pytest.approx(4.0 * (1 + 0.1 * 25) ** -beta, rel=1e-6)
+
+
+def test_lrn_across_channels_by_hand():
+    x = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 4)
+    alpha, beta = 0.3, 0.75  # alpha / n = 0.1
+    got = np.asarray(layers.lrn_across_channels(x, 3, alpha, beta)).ravel()
+    sums = [1 + 4, 1 + 4 + 9, 4 + 9 + 16, 9 + 16]
+    np.testing.assert_allclose(got, [v * (1 + 0.1 * s) ** -beta for v, s in zip([1, 2, 3, 4], sums)], rtol=1e-6)
+
+
+def test_xavier_is_uniform_within_caffe_bound():
+    w = np.asarray(layers.xavier()(jax.random.key(0), (3, 3, 16, 64)))
+    bound = np.sqrt(3.0 / (3 * 3 * 16))
+    assert np.abs(w).max() <= bound
+    assert np.abs(w).max() > 0.98 * bound
+    assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.05)
+
+
+def test_msra_fan_out_and_gaussian_std():
+    w = np.asarray(layers.msra_fan_out()(jax.random.key(0), (3, 3, 64, 128)))
+    assert w.std() == pytest.approx(np.sqrt(2.0 / (128 * 9)), rel=0.05)
+    assert np.abs(w).max() > 4 * w.std()  # a plain, untruncated normal
+    g = np.asarray(layers.gaussian(0.01)(jax.random.key(1), (256, 512)))
+    assert g.std() == pytest.approx(0.01, rel=0.05)
+
+
+def test_frozen_projection_is_identity_subsample_with_zero_channels():
+    proj = layers.FrozenProjection(6, stride=2)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 4, 4, 3)), jnp.float32)
+    variables = proj.init(jax.random.key(1), x)
+    assert set(variables) == {"frozen"}
+    kernel = np.asarray(variables["frozen"]["kernel"])[0, 0]
+    np.testing.assert_array_equal(kernel, np.eye(3, 6))
+    y = np.asarray(proj.apply(variables, x))
+    np.testing.assert_allclose(y[..., :3], np.asarray(x)[:, ::2, ::2, :], rtol=1e-6)
+    np.testing.assert_array_equal(y[..., 3:], 0.0)
