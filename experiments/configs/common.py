@@ -1,0 +1,127 @@
+"""Defaults shared by every config: each field is set here once.
+
+Paper configs override what they need; nothing here is computed from another
+field (command-line overrides would leave it stale) — code derives.
+Durations are strings with a unit: '30 epochs', '500 steps', '10000 examples'.
+"""
+import ml_collections
+
+
+def data_config() -> ml_collections.ConfigDict:
+    """Where images come from and how they are preprocessed."""
+    return ml_collections.ConfigDict(dict(
+        source='digits',          # tfds | idx | npz | image_folder | digits | synthetic
+        name='',                  # tfds name: cifar100, imagenet2012, fashion_mnist, ...
+        data_dir='',              # tfds data_dir / IDX folder / image-folder root ('' = default)
+        path='',                  # .npz file
+        image_size=0,             # image folders: resize to this square size (0 = keep)
+        train_split='train',
+        test_split='test',
+        synthetic_shape=(32, 32, 3),
+        synthetic_classes=10,
+        synthetic_train_size=2048,
+        synthetic_test_size=512,
+        seed=0,
+        preprocess=dict(
+            mean='per_channel',   # none | per_channel | per_pixel (Caffe's mean image)
+            std='none',           # none | per_channel
+            scale=1.0 / 255.0,    # multiplier after mean subtraction (Caffe: 1.0)
+            bgr=False,            # Caffe/OpenCV channel order
+            pad=0,                # zero padding after mean subtraction, before cropping
+            crop=0,               # random crop at train, centre crop at eval (0 = none)
+            flip=False,           # random horizontal flip at train
+            test_flip=False,      # random flip at eval too (the release's ResNet56)
+            resize=0,
+        ),
+    ))
+
+
+def train_config() -> ml_collections.ConfigDict:
+    """How long and how often: one stage's loop settings."""
+    return ml_collections.ConfigDict(dict(
+        duration='10 epochs',
+        batch_size=128,
+        eval_batch_size=500,
+        log_every='50 steps',
+        eval_every='1 epoch',
+        checkpoint_every='1 epoch',
+        keep_checkpoints=3,
+    ))
+
+
+def optim_config() -> ml_collections.ConfigDict:
+    """Optimiser and learning-rate schedule of one stage."""
+    return ml_collections.ConfigDict(dict(
+        name='caffe_sgd',         # caffe_sgd | sgd | adamw
+        lr=0.01,                  # constant / cosine / exponential peak
+        schedule='constant',      # constant | piecewise | cosine | exponential
+        lr_values=(0.01,),        # piecewise: lr from each boundary on
+        boundaries=(),            # piecewise: durations, e.g. ('60000 steps',)
+        final_lr=0.0,             # exponential: lr reached at the end
+        warmup='0 steps',
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        # (regex over 'trunk/conv1/bias'-style paths, lr_mult, decay_mult); first match wins.
+        multipliers=(),
+    ))
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """A flat base model on digits: every field any recipe reads, with its default."""
+    config = ml_collections.ConfigDict()
+    config.recipe = 'base'        # base | nofe
+    config.seed = 0
+    config.model = ml_collections.ConfigDict(dict(
+        name='tiny_cnn',
+        dtype='float32',          # compute dtype: float32 | bfloat16
+    ))
+    config.data = data_config()
+    config.train = train_config()
+    config.optim = optim_config()
+    config.distributed = ml_collections.ConfigDict(dict(
+        coordinator_address='', num_processes=0, process_id=-1))
+    return config
+
+
+def parse_args(arg: str | None, defaults: dict) -> dict:
+    """``'k=10,model=nin_c100,smoke'`` -> dict; bare words become True; unknown keys fail."""
+    values = dict(defaults)
+    for item in filter(None, (arg or '').split(',')):
+        key, _, value = item.partition('=')
+        if key not in values:
+            raise ValueError(f'Unknown config argument {key!r}; known: {", ".join(sorted(values))}.')
+        default = values[key]
+        if not value:
+            values[key] = True
+        elif isinstance(default, bool):
+            values[key] = value.lower() in ('1', 'true', 'yes')
+        elif isinstance(default, (int, float)):
+            values[key] = type(default)(value)
+        else:
+            values[key] = value
+    return values
+
+
+def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_classes: int,
+               stage_names: tuple[str, ...] = ('',)) -> None:
+    """Shrinks a config to a one-minute CPU run on synthetic data of the real shape.
+
+    ``stage_names`` lists the sub-configs holding ``train``/``optim`` ('' = top level).
+    """
+    config.data.source = 'synthetic'
+    config.data.synthetic_shape = image_shape
+    config.data.synthetic_classes = num_classes
+    config.data.synthetic_train_size = 8 * num_classes
+    config.data.synthetic_test_size = 2 * num_classes
+    for name in stage_names:
+        stage = config[name] if name else config
+        stage.train.duration = '2 epochs'
+        stage.train.batch_size = 32
+        stage.train.eval_batch_size = 100
+        stage.train.log_every = '10 steps'
+        stage.train.eval_every = '1 epoch'
+        stage.train.checkpoint_every = '1 epoch'
+        # Piecewise boundaries of a real solver lie beyond a 2-epoch run.
+        stage.optim.boundaries = ()
+        stage.optim.lr_values = stage.optim.lr_values[:1]

@@ -1,0 +1,130 @@
+"""What a run leaves behind: metrics.jsonl, TensorBoard events, progress lines,
+plots and summary.json. Only process 0 writes."""
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+
+def is_writer() -> bool:
+    """True on the process that writes files (process 0)."""
+    return jax.process_index() == 0
+
+
+def write_json(path: str, obj) -> None:
+    """Writes ``obj`` as indented JSON atomically (temp file + rename)."""
+    if not is_writer():
+        return
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2, default=_to_builtin)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def _to_builtin(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f'{type(value).__name__} is not JSON serialisable')
+
+
+class MetricWriter:
+    """Scalars to ``metrics.jsonl`` (one object per call) and TensorBoard events."""
+
+    def __init__(self, workdir: str):
+        self._active = is_writer()
+        if not self._active:
+            return
+        from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+        self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+    def write(self, step: int, scalars: Mapping[str, float], **context) -> None:
+        """Records ``scalars`` at ``step``; ``context`` (stage, epoch) goes to JSON only."""
+        if not self._active:
+            return
+        record = {'step': int(step), **context, **{k: float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + '\n')
+        self._jsonl.flush()
+        prefix = f"{context['stage']}/" if 'stage' in context else ''
+        for name, value in scalars.items():
+            self._tb.add_scalar(prefix + name, float(value), int(step))
+        self._tb.flush()
+
+    def close(self) -> None:
+        """Flushes and closes both files."""
+        if self._active:
+            self._jsonl.close()
+            self._tb.close()
+
+
+class Progress:
+    """One terminal line per log step: epoch, step, loss, images/s and ETA."""
+
+    def __init__(self, total_steps: int, batch_size: int, stage: str, stream=sys.stdout):
+        self._total, self._batch, self._stage, self._stream = total_steps, batch_size, stage, stream
+        self._t0 = self._last_time = time.perf_counter()
+        self._last_step = None
+
+    def report(self, step: int, epoch: float, scalars: Mapping[str, float]) -> float:
+        """Prints the line and returns the measured images/s since the last report."""
+        now = time.perf_counter()
+        if self._last_step is None:
+            rate = float('nan')  # the first period includes compilation
+        else:
+            rate = (step - self._last_step) * self._batch / max(now - self._last_time, 1e-9)
+        eta = (self._total - step) * self._batch / rate if rate == rate and rate > 0 else float('nan')
+        self._last_step, self._last_time = step, now
+        if is_writer():
+            extra = ' '.join(f'{k}={v:.4f}' for k, v in scalars.items() if k != 'loss')
+            print(f'[{self._stage}] epoch {epoch:6.2f} step {step:7d}/{self._total} '
+                  f'loss {scalars.get("loss", float("nan")):.4f} {extra} '
+                  f'{rate:8.1f} img/s ETA {_format_seconds(eta)}', file=self._stream, flush=True)
+        return rate
+
+
+def _format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return '--:--'
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}:{minutes:02d}:{secs:02d}' if hours else f'{minutes:02d}:{secs:02d}'
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All records of ``metrics.jsonl``."""
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curves(workdir: str, path: str) -> None:
+    """PNG of train loss and test top-1 against epochs, one panel each, per stage."""
+    if not is_writer():
+        return
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    records = read_metrics(workdir)
+    stages = list(dict.fromkeys(r.get('stage', 'train') for r in records))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for stage in stages:
+        rows = [r for r in records if r.get('stage', 'train') == stage]
+        train = [r for r in rows if 'train/loss' in r]
+        test = [r for r in rows if 'test/top1' in r]
+        ax_loss.plot([r['epoch'] for r in train], [r['train/loss'] for r in train], label=stage)
+        ax_acc.plot([r['epoch'] for r in test], [r['test/top1'] for r in test], 'o-', label=stage)
+    ax_loss.set(xlabel='epoch', ylabel='train loss', title='training loss')
+    ax_acc.set(xlabel='epoch', ylabel='test top-1', title='test accuracy')
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,273 @@
+"""The one training loop: steps, periodic host-side hooks, eval, checkpoints, metrics.
+
+Recipes configure a ``Stage`` (model, task, grouping arrays, hooks) and call
+``run_stage``; everything with side effects happens here or in the hooks.
+Rerunning a stage on the same workdir resumes from its latest checkpoint and
+continues exactly: the data order is a function of (seed, epoch), the step's
+randomness of (state.rng, step), and hooks draw from (seed, step).
+"""
+import dataclasses
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from nofe_jax import checkpoints, parallel, reporting
+from nofe_jax.data import pipeline
+from nofe_jax.training import durations, optim, steps
+from nofe_jax.training.state import TrainState, create_train_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class HookContext:
+    """What a hook sees between steps; it may replace ``grouping`` and extend ``meta``."""
+    step: int
+    epoch: float
+    state: TrainState
+    grouping: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    rng: np.random.Generator
+    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (labels, top-1)
+    log: Callable[[dict[str, float]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """A host-side action every ``every`` (a duration), e.g. a specialty update.
+
+    ``fn(ctx)`` returns new grouping arrays (same shapes) or None.
+    """
+    name: str
+    every: str
+    fn: Callable[[HookContext], dict[str, np.ndarray] | None]
+
+
+@dataclasses.dataclass
+class Stage:
+    """One trained model: what to train, on which grouping, with which hooks."""
+    name: str
+    model: nn.Module
+    task: Any
+    train_config: ml_collections.ConfigDict
+    optim_config: ml_collections.ConfigDict
+    grouping: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    hooks: tuple[Hook, ...] = ()
+    # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables.
+    init_variables: Callable[[dict], dict] | None = None
+    loss_fn: Callable | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class StageResult:
+    """The trained state, final grouping, metadata and final test metrics."""
+    state: TrainState
+    grouping: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    final: dict[str, float]
+    wall_time_s: float
+
+
+def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
+    """Mean of each (sum, count) pair; per-class vectors become their class average."""
+    result = {}
+    for name, (total, count) in sums.items():
+        total, count = np.asarray(total, np.float64), np.asarray(count, np.float64)
+        if total.ndim:  # per-class (correct, count) vectors
+            seen = count > 0
+            result[name] = float(np.mean(total[seen] / count[seen])) if seen.any() else float('nan')
+        else:
+            result[name] = float(total / count) if count else float('nan')
+    return result
+
+
+def _add(a, b):
+    return jax.tree.map(lambda x, y: x + y, a, b)
+
+
+def _check_finite(step_losses: list, first_step: int) -> None:
+    losses = np.asarray(jax.device_get(step_losses), np.float64)[:, 0]
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise NonFiniteLossError(
+            f'Training loss became {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}. '
+            'The run stopped; the last good checkpoint is kept. Try a lower learning '
+            'rate (--config.<stage>.optim.lr), a warm-up, or float32 compute.')
+
+
+class _Runner:
+    """Compiled steps, data and devices of one stage."""
+
+    def __init__(self, stage: Stage, dataset, normalization, config):
+        self.stage, self.dataset, self.config = stage, dataset, config
+        self.normalization = normalization
+        self.preprocess = config.data.preprocess
+        self.mesh = parallel.data_mesh()
+        self.batch_sharding = parallel.batch_sharded(self.mesh)
+        tc = stage.train_config
+        parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
+        parallel.check_batch_size(tc.eval_batch_size, self.mesh, 'eval_batch_size')
+        self.steps_per_epoch = pipeline.steps_per_epoch(len(dataset.train), tc.batch_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f'batch_size={tc.batch_size} is larger than the training set '
+                             f'({len(dataset.train)} examples).')
+        resolve = lambda d: durations.to_steps(d, steps_per_epoch=self.steps_per_epoch,
+                                                batch_size=tc.batch_size)
+        self.total_steps = resolve(tc.duration)
+        self.log_every, self.eval_every = resolve(tc.log_every), resolve(tc.eval_every)
+        self.checkpoint_every = resolve(tc.checkpoint_every)
+        self.hook_every = {h.name: resolve(h.every) for h in stage.hooks}
+        repl = parallel.replicated(self.mesh)
+        self.train_step = jax.jit(steps.make_train_step(stage.task, stage.loss_fn),
+                                  donate_argnums=0, out_shardings=repl)
+        self.eval_step = jax.jit(steps.make_eval_step(stage.task), out_shardings=repl)
+        self.predict_step = jax.jit(steps.make_predict_step(stage.task))
+
+    def process_kwargs(self) -> dict:
+        return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
+
+    def train_batches(self, epoch: int) -> Iterator[dict]:
+        tc = self.stage.train_config
+        return pipeline.train_batches(
+            self.dataset.train, tc.batch_size, epoch=epoch, seed=self.config.seed,
+            preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs())
+
+    def eval_batches(self, source, indices=None) -> Iterator[dict]:
+        return pipeline.eval_batches(
+            source, self.stage.train_config.eval_batch_size, preprocess=self.preprocess,
+            normalization=self.normalization, seed=self.config.seed, indices=indices,
+            **self.process_kwargs())
+
+    def init_state(self) -> TrainState:
+        stage = self.stage
+        sample = next(self.eval_batches(self.dataset.test))['image'][:1]
+        init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
+        kwargs = stage.task.model_kwargs(stage.grouping)
+        variables = jax.jit(lambda r: stage.model.init(
+            {'params': r, 'dropout': r}, sample, train=False, **kwargs))(init_rng)
+        if stage.init_variables is not None:
+            variables = stage.init_variables(variables)
+        schedule = optim.learning_rate_schedule(
+            stage.optim_config, total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch, batch_size=stage.train_config.batch_size)
+        self.schedule = schedule
+        tx = optim.create_optimizer(stage.optim_config, variables['params'], schedule)
+        state = create_train_state(stage.model.apply, variables, tx, state_rng)
+        return parallel.replicate(state, self.mesh)
+
+    def device_grouping(self, grouping: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return parallel.replicate({k: np.asarray(v) for k, v in grouping.items()}, self.mesh)
+
+    def evaluate(self, state, grouping_dev, source, indices=None) -> dict[str, float]:
+        sums = None
+        for batch in self.eval_batches(source, indices):
+            metrics = self.eval_step(state, parallel.to_global(batch, self.batch_sharding),
+                                     grouping_dev)
+            sums = metrics if sums is None else _add(sums, metrics)
+        return reduce_metrics(jax.device_get(sums))
+
+    def predict(self, state, grouping_dev, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, top-1 predictions) of the training examples ``indices``, eval mode."""
+        labels, predictions = [], []
+        for batch in self.eval_batches(self.dataset.train, indices):
+            pred = self.predict_step(state, parallel.to_global(batch, self.batch_sharding),
+                                     grouping_dev)
+            local = {'label': batch['label'], 'mask': batch['mask']}
+            pred, local = multihost_utils.process_allgather((pred, local), tiled=True)
+            keep = np.asarray(local['mask']) > 0
+            labels.append(np.asarray(local['label'])[keep])
+            predictions.append(np.asarray(pred)[keep])
+        return np.concatenate(labels), np.concatenate(predictions)
+
+
+def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
+              workdir: str, writer: reporting.MetricWriter) -> StageResult:
+    """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it."""
+    start_time = time.perf_counter()
+    runner = _Runner(stage, dataset, normalization, config)
+    tc = stage.train_config
+    state = runner.init_state()
+    grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+    meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
+    ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+        state, restored_grouping, meta = ckpt.restore(state, grouping)
+        grouping = {k: np.asarray(v) for k, v in restored_grouping.items()}
+        print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
+    grouping_dev = runner.device_grouping(grouping)
+    step = int(jax.device_get(state.step))
+    progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
+    log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
+                                          epoch=round(s / runner.steps_per_epoch, 4))
+    period, period_start = [], step
+    final: dict[str, float] = {}
+
+    while step < runner.total_steps:
+        epoch = step // runner.steps_per_epoch
+        batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
+        for batch in batches:
+            state, metrics = runner.train_step(
+                state, parallel.to_global(batch, runner.batch_sharding), grouping_dev)
+            period.append(metrics)
+            step += 1
+            at_end = step == runner.total_steps
+            if durations.is_time(step, runner.log_every) or at_end:
+                _check_finite([m['loss'] for m in period], period_start)
+                sums = jax.tree.map(lambda *xs: sum(xs), *period)
+                scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
+                scalars['train/lr'] = float(runner.schedule(step - 1))
+                scalars['train/images_per_s'] = progress.report(
+                    step, step / runner.steps_per_epoch,
+                    {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+                log(step, scalars)
+                period, period_start = [], step
+            for hook in stage.hooks:
+                if durations.is_time(step, runner.hook_every[hook.name]):
+                    ctx = HookContext(
+                        step=step, epoch=step / runner.steps_per_epoch, state=state,
+                        grouping=grouping, meta=meta,
+                        rng=np.random.default_rng([config.seed, step]),
+                        predict=lambda idx: runner.predict(state, grouping_dev, idx),
+                        log=lambda scalars: log(step, scalars))
+                    new_grouping = hook.fn(ctx)
+                    if new_grouping is not None:
+                        grouping = {**grouping, **{k: np.asarray(v) for k, v in new_grouping.items()}}
+                        grouping_dev = runner.device_grouping(grouping)
+            if durations.is_time(step, runner.eval_every) or at_end:
+                final = {f'test/{k}': v for k, v in runner.evaluate(
+                    state, grouping_dev, dataset.test).items()}
+                log(step, final)
+                print(f'[{stage.name}] step {step}: ' +
+                      ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
+            if durations.is_time(step, runner.checkpoint_every) or at_end:
+                meta['wall_time_s'] += time.perf_counter() - start_time
+                start_time = time.perf_counter()
+                ckpt.save(state, grouping, meta)
+            if at_end:
+                break
+
+    if not final:  # resumed after the last step: evaluate the restored state
+        final = {f'test/{k}': v for k, v in runner.evaluate(state, grouping_dev, dataset.test).items()}
+    ckpt.close()
+    meta['wall_time_s'] += time.perf_counter() - start_time
+    return StageResult(state=state, grouping=grouping, meta=meta, final=final,
+                       wall_time_s=meta['wall_time_s'])
+
+
+def predict_subset(stage: Stage, result: StageResult, dataset, normalization,
+                   config: ml_collections.ConfigDict, indices: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, top-1 predictions) of a trained stage on training examples ``indices``."""
+    runner = _Runner(stage, dataset, normalization, config)
+    grouping_dev = runner.device_grouping(result.grouping)
+    return runner.predict(result.state, grouping_dev, indices)

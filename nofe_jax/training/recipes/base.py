@@ -1,0 +1,86 @@
+"""Recipe: a flat base CNN over all C classes (the papers' "base model" rows).
+
+Also the shared set-up every recipe uses: workdir, config.json, data,
+normalisation and the summary.
+"""
+import dataclasses
+import json
+import os
+import time
+
+import jax.numpy as jnp
+import ml_collections
+
+from nofe_jax import parallel, reporting
+from nofe_jax.data import pipeline, sources
+from nofe_jax.models import registry
+from nofe_jax.training import loop, steps
+
+
+@dataclasses.dataclass
+class Run:
+    """What every recipe starts from."""
+    config: ml_collections.ConfigDict
+    workdir: str
+    dataset: sources.Dataset
+    normalization: pipeline.Normalization
+    writer: reporting.MetricWriter
+    start_time: float
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Joins the processes, creates the workdir, writes config.json and loads the data."""
+    start_time = time.perf_counter()
+    parallel.initialize_distributed(**config.distributed)
+    os.makedirs(workdir, exist_ok=True)
+    reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
+    dataset = sources.load_dataset(config.data)
+    normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
+    print(f'data: {dataset.description} — {len(dataset.train)} train / '
+          f'{len(dataset.test)} test images, {dataset.num_classes} classes'
+          + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
+    return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir), start_time)
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict:
+    """Model constructor overrides from ``config.model`` (compute dtype)."""
+    return {'dtype': jnp.dtype(config.model.dtype)}
+
+
+def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
+    """``loop.run_stage`` with the run's data, config and writer."""
+    return loop.run_stage(stage, run.dataset, run.normalization, run.config, run.workdir,
+                          run.writer)
+
+
+def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) -> dict:
+    """Writes summary.json and the learning-curve plot; returns the summary."""
+    run.writer.close()
+    summary = {
+        'recipe': run.config.recipe,
+        'model': run.config.model.name,
+        'dataset': run.dataset.name,
+        'data_description': run.dataset.description,
+        'synthetic': run.dataset.synthetic,
+        'final': final,
+        'wall_time_s': time.perf_counter() - run.start_time,
+        'stages': {name: {'final': r.final, 'wall_time_s': r.wall_time_s}
+                   for name, r in stages.items()},
+        'class_names': list(run.dataset.class_names),
+        **extra,
+    }
+    reporting.write_json(os.path.join(run.workdir, 'summary.json'), summary)
+    reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'))
+    return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains the flat base model and returns the summary."""
+    run = prepare_run(config, workdir)
+    model = registry.build_base(config.model.name, run.dataset.num_classes,
+                                **model_overrides(config))
+    stage = loop.Stage(name='base', model=model,
+                       task=steps.ClassificationTask(run.dataset.num_classes),
+                       train_config=config.train, optim_config=config.optim)
+    result = run_stage(run, stage)
+    return finish(run, result.final, {'base': result})

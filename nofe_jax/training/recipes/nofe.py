@@ -1,0 +1,242 @@
+"""Recipe: Network of Experts (Ahmed, Baig, Torresani, ECCV 2016).
+
+Stage 1 ``generalist``: the base CNN with a K-way head trained on specialty
+labels l(y); every ``update_every`` it predicts a random subset S of the
+training data, counts the C x K matrix M and recomputes l from M (host-side
+numpy). Stage 2 ``nofe``: trunk (generalist weights) + K vmapped expert
+branches + a parameter-free gather into one softmax over C.
+Both stages checkpoint the specialty map and its history, so a killed run
+resumes inside either stage.
+"""
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nofe_jax import reporting
+from nofe_jax.data import pipeline
+from nofe_jax.grouping import confusion, semantic, specialties
+from nofe_jax.models import experts, registry
+from nofe_jax.training import loop, steps
+from nofe_jax.training.recipes import base
+
+SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertTask(steps.ClassificationTask):
+    """Softmax over C gathered from the K branches; adds routing metrics.
+
+    specialty_top1: the argmax's specialty is the true specialty ("routed
+    right"); within_specialty_top1: top-1 among the examples routed right
+    ("expert right"), so top1 = specialty_top1 * within_specialty_top1.
+    """
+
+    def model_kwargs(self, grouping):
+        return {'class_slots': grouping['class_slots']}
+
+    def metrics(self, logits, out, labels, grouping, mask):
+        class_to_specialty = grouping['class_to_specialty']
+        predicted = jnp.argmax(logits, axis=-1)
+        routed = (class_to_specialty[predicted] == class_to_specialty[labels]).astype(jnp.float32)
+        correct = (predicted == labels).astype(jnp.float32)
+        return {'specialty_top1': (jnp.sum(routed * mask), jnp.sum(mask)),
+                'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
+
+
+def check_num_experts(num_experts: int, num_classes: int) -> None:
+    """K must leave every specialty at least one class."""
+    if not 1 <= num_experts <= num_classes:
+        raise ValueError(f'nofe.num_experts={num_experts} does not fit {num_classes} classes: '
+                         f'choose 1 <= K <= {num_classes} (--config.nofe.num_experts=...).')
+
+
+def specialty_accuracy(labels: np.ndarray, predicted: np.ndarray,
+                       class_to_specialty: np.ndarray) -> float:
+    """Fraction of examples the generalist puts in their class's specialty."""
+    return float(np.mean(class_to_specialty[labels] == predicted)) if labels.size else float('nan')
+
+
+def specialty_names(assignment: np.ndarray, class_names, num_experts: int) -> list[list[str]]:
+    """Class names per specialty (empty specialties stay as empty lists)."""
+    return [[class_names[c] for c in np.flatnonzero(assignment == k)] for k in range(num_experts)]
+
+
+def _assign_options(nc: ml_collections.ConfigDict, current: np.ndarray) -> dict:
+    if nc.balance == 'elasso':
+        return {'lam': nc.elasso_lam, 'sweeps': nc.elasso_sweeps or None, 'init': current}
+    return {}
+
+
+def make_specialty_update(run: base.Run, nc: ml_collections.ConfigDict) -> loop.Hook:
+    """The stage-1 hook: predict S, count M, reassign, log and record the update."""
+    num_classes = run.dataset.num_classes
+
+    def update(ctx: loop.HookContext):
+        current = ctx.grouping['class_to_specialty']
+        subset = pipeline.random_subset(len(run.dataset.train), nc.subset_size, ctx.rng)
+        labels, predicted = ctx.predict(subset)
+        counts = confusion.count_matrix(labels, predicted, num_classes, nc.num_experts)
+        new = specialties.assign(nc.balance, counts, ctx.rng, **_assign_options(nc, current))
+        change = specialties.describe_change(current, new, nc.num_experts)
+        accuracy = specialty_accuracy(labels, predicted, current)
+        ctx.log({'specialties/moved': change['moved'],
+                 'specialties/generalist_specialty_top1': accuracy,
+                 'specialties/empty': sum(s == 0 for s in change['sizes'])})
+        print(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {change["moved"]} '
+              f'classes moved, sizes {change["sizes"]}, specialty acc on S {accuracy:.4f}',
+              flush=True)
+        ctx.meta.setdefault('history', []).append({
+            'step': ctx.step, 'epoch': ctx.epoch, 'moved': change['moved'],
+            'sizes': change['sizes'], 'specialty_top1': accuracy,
+            'assignment': new.tolist(), 'counts': counts.tolist()})
+        write_specialties_json(run, ctx.meta['history'])
+        return {'class_to_specialty': new.astype(np.int32)}
+
+    return loop.Hook('specialty_update', nc.update_every, update)
+
+
+def write_specialties_json(run: base.Run, history: list[dict]) -> None:
+    """specialties.json: the class names of every specialty after every update."""
+    k = run.config.nofe.num_experts
+    reporting.write_json(os.path.join(run.workdir, 'specialties.json'), [
+        {'step': h['step'], 'epoch': h['epoch'], 'moved': h['moved'], 'sizes': h['sizes'],
+         'specialty_top1': h['specialty_top1'],
+         'specialties': specialty_names(np.asarray(h['assignment']), run.dataset.class_names, k)}
+        for h in history])
+
+
+def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool) -> loop.Stage:
+    """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
+    config, nc = run.config, run.config.nofe
+    model = registry.build_base(config.model.name, nc.num_experts, **base.model_overrides(config))
+    return loop.Stage(
+        name='generalist', model=model,
+        task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty'),
+        train_config=config.generalist.train, optim_config=config.generalist.optim,
+        grouping={'class_to_specialty': initial.astype(np.int32)},
+        hooks=(make_specialty_update(run, nc),) if learn else ())
+
+
+def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict) -> np.ndarray:
+    """The partition of a non-learned specialty source."""
+    nc, num_classes = run.config.nofe, run.dataset.num_classes
+    if nc.specialties == 'random':
+        return specialties.random_balanced(num_classes, nc.num_experts, rng)
+    if nc.specialties == 'file':
+        return specialties.load_partition(nc.partition_file, num_classes)
+    if nc.specialties == 'wordnet':
+        wordnet = semantic.prepare_wordnet()
+        synsets = semantic.class_synsets(run.dataset.name, wordnet)
+        return specialties.wordnet_specialties(synsets, nc.num_experts)
+    # spectral: a flat base model first, then its confusion on S.
+    stage = loop.Stage(name='spectral_base',
+                       model=registry.build_base(run.config.model.name, num_classes,
+                                                 **base.model_overrides(run.config)),
+                       task=steps.ClassificationTask(num_classes),
+                       train_config=run.config.generalist.train,
+                       optim_config=run.config.generalist.optim)
+    result = base.run_stage(run, stage)
+    stages['spectral_base'] = result
+    subset = pipeline.random_subset(len(run.dataset.train), nc.subset_size, rng)
+    labels, predicted = loop.predict_subset(stage, result, run.dataset, run.normalization,
+                                              run.config, subset)
+    matrix = confusion.confusion_matrix(labels, predicted, num_classes)
+    return specialties.spectral_specialties(matrix, nc.num_experts, rng)
+
+
+def copy_trunk(generalist_variables: dict):
+    """An ``init_variables`` hook that replaces the fresh trunk with the generalist's."""
+    def init(fresh: dict) -> dict:
+        out = {collection: dict(tree) for collection, tree in fresh.items()}
+        for collection, tree in generalist_variables.items():
+            if 'trunk' in tree:
+                out.setdefault(collection, {})['trunk'] = tree['trunk']
+        return out
+    return init
+
+
+def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.Stage, experts.ExpertLayout]:
+    """Trunk + K stacked branches over the final partition (empty specialties dropped)."""
+    config = run.config
+    layout = experts.expert_layout(assignment)
+    model = registry.build_nofe(config.model.name, layout.num_experts, layout.c_max,
+                                **base.model_overrides(config))
+    stage = loop.Stage(
+        name='nofe', model=model, task=ExpertTask(run.dataset.num_classes),
+        train_config=config.expert.train, optim_config=config.expert.optim,
+        grouping={'class_slots': layout.class_slots,
+                  'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
+        init_variables=None if init_from is None else copy_trunk(init_from),
+        meta={'num_experts': layout.num_experts, 'sizes': [int(s) for s in layout.sizes]})
+    return stage, layout
+
+
+def plot_specialties(run: base.Run, assignment: np.ndarray, counts: np.ndarray | None) -> None:
+    """PNG of the final specialties: classes grouped by specialty, with the generalist's counts."""
+    if not reporting.is_writer():
+        return
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    k = run.config.nofe.num_experts
+    order = np.argsort(assignment, kind='stable')
+    names = [run.dataset.class_names[c] for c in order]
+    matrix = (np.asarray(counts)[order] if counts is not None
+              else np.eye(k)[assignment[order]])
+    height = max(4.0, 0.14 * len(order) + 1.5)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * k, height))
+    image = ax.imshow(matrix, aspect='auto', cmap='viridis', interpolation='nearest')
+    ax.set_yticks(range(len(order)), names, fontsize=max(4, min(9, 500 // max(len(order), 1))))
+    ax.set_xticks(range(k))
+    ax.set_xlabel('specialty (generalist prediction)')
+    for c, row in enumerate(assignment[order]):
+        ax.add_patch(matplotlib.patches.Rectangle((row - 0.5, c - 0.5), 1, 1, fill=False,
+                                                  edgecolor='red', linewidth=0.8))
+    ax.set_title('specialties (red: assigned) over the generalist\'s counts on S')
+    fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
+    fig.tight_layout()
+    fig.savefig(os.path.join(run.workdir, 'specialties.png'), dpi=110)
+    plt.close(fig)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Generalist (learning the specialties) then the network of experts."""
+    nc = config.nofe
+    if nc.specialties not in SPECIALTY_SOURCES:
+        raise ValueError(f'Unknown nofe.specialties {nc.specialties!r}; choose one of '
+                         f'{", ".join(SPECIALTY_SOURCES)}.')
+    if nc.init not in ('generalist', 'scratch'):
+        raise ValueError(f"nofe.init must be 'generalist' or 'scratch', not {nc.init!r}.")
+    registry.get_model_spec(config.model.name)  # unknown names fail before any data is read
+    run = base.prepare_run(config, workdir)
+    num_classes = run.dataset.num_classes
+    check_num_experts(nc.num_experts, num_classes)
+    rng = np.random.default_rng(config.seed)
+    stages: dict[str, loop.StageResult] = {}
+    learn = nc.specialties == 'learned'
+    initial = (specialties.random_balanced(num_classes, nc.num_experts, rng) if learn
+               else fixed_specialties(run, rng, stages))
+    assignment, counts, generalist_variables = initial, None, None
+    if learn or nc.init == 'generalist':
+        result = base.run_stage(run, generalist_stage(run, initial, learn))
+        stages['generalist'] = result
+        assignment = np.asarray(result.grouping['class_to_specialty'])
+        history = result.meta.get('history', [])
+        counts = np.asarray(history[-1]['counts']) if history else None
+        generalist_variables = {'params': result.state.params, **result.state.model_state}
+    stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
+    result = base.run_stage(run, stage)
+    stages['nofe'] = result
+    plot_specialties(run, assignment, counts)
+    final_specialties = specialty_names(assignment, run.dataset.class_names, nc.num_experts)
+    return base.finish(run, result.final, stages,
+                       specialties=[s for s in final_specialties if s],
+                       num_experts=layout.num_experts,
+                       specialty_sizes=[int(s) for s in layout.sizes],
+                       specialty_history=[{k: h[k] for k in ('step', 'epoch', 'moved', 'sizes', 'specialty_top1')}
+                                          for h in stages['generalist'].meta.get('history', [])]
+                       if 'generalist' in stages else [])
