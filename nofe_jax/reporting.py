@@ -43,6 +43,7 @@ class MetricWriter:
         if not self._active:
             return
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+        os.makedirs(workdir, exist_ok=True)
         self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
         self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 

@@ -67,6 +67,29 @@ def optim_config() -> ml_collections.ConfigDict:
     ))
 
 
+def nofe_config() -> ml_collections.ConfigDict:
+    """Network of Experts options (spec/nofe.md)."""
+    return ml_collections.ConfigDict(dict(
+        num_experts=10,               # K
+        specialties='learned',        # learned | spectral | random | wordnet | file
+        balance='fully_balanced',     # fully_balanced | elasso | greedy | optimal_balanced
+        elasso_lam=1000.0,            # scales with the counts in M (raw counts on S)
+        elasso_sweeps=0,              # 0 = until no class moves (capped); the release does 1
+        update_every='1 epoch',       # specialty re-assignment period of the generalist
+        subset_size=10000,            # |S|: random training images predicted per update
+        partition_file='',            # specialties='file': one specialty id per class per line
+        init='generalist',            # trunk of the NofE: generalist | scratch
+    ))
+
+
+def add_nofe(config: ml_collections.ConfigDict) -> None:
+    """Turns a base config into a NofE one: options + generalist and experts stages."""
+    config.recipe = 'nofe'
+    config.nofe = nofe_config()
+    config.generalist = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+    config.experts = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+
+
 def get_config() -> ml_collections.ConfigDict:
     """A flat base model on digits: every field any recipe reads, with its default."""
     config = ml_collections.ConfigDict()
@@ -75,6 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(
         name='tiny_cnn',
         dtype='float32',          # compute dtype: float32 | bfloat16
+        width_multiplier=1.0,     # Table 4 baselines: scales the base model's channels / hidden FCs
+        extra_layers=0,           # Table 4 baselines: expert-style layers appended to the trunk
     ))
     config.data = data_config()
     config.train = train_config()

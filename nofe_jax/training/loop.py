@@ -222,13 +222,14 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
             step += 1
             at_end = step == runner.total_steps
             if durations.is_time(step, runner.log_every) or at_end:
-                _check_finite([m['loss'] for m in period], period_start)
+                _check_finite([m['objective'] for m in period], period_start)
                 sums = jax.tree.map(lambda *xs: sum(xs), *period)
                 scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
                 scalars['train/lr'] = float(runner.schedule(step - 1))
-                scalars['train/images_per_s'] = progress.report(
-                    step, step / runner.steps_per_epoch,
-                    {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+                rate = progress.report(step, step / runner.steps_per_epoch,
+                                       {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+                if np.isfinite(rate):  # the first period includes compilation
+                    scalars['train/images_per_s'] = rate
                 log(step, scalars)
                 period, period_start = [], step
             for hook in stage.hooks:

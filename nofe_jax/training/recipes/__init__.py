@@ -3,10 +3,11 @@ from collections.abc import Callable
 
 import ml_collections
 
-from nofe_jax.training.recipes import base
+from nofe_jax.training.recipes import base, nofe
 
 RECIPES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
     'base': base.train_and_evaluate,
+    'nofe': nofe.train_and_evaluate,
 }
 
 

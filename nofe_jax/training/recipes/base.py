@@ -42,9 +42,18 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir), start_time)
 
 
+# config.model fields passed to the model constructor only when they differ from these defaults
+# (the ones in experiments/configs/common.py), so models without the option still build.
+_OPTIONAL_MODEL_FIELDS = {'width_multiplier': 1.0, 'extra_layers': 0}
+
+
 def model_overrides(config: ml_collections.ConfigDict) -> dict:
-    """Model constructor overrides from ``config.model`` (compute dtype)."""
-    return {'dtype': jnp.dtype(config.model.dtype)}
+    """Model constructor overrides from ``config.model``: compute dtype, Table 4 width/depth options."""
+    overrides = {'dtype': jnp.dtype(config.model.dtype)}
+    for field, default in _OPTIONAL_MODEL_FIELDS.items():
+        if field in config.model and config.model[field] != default:
+            overrides[field] = config.model[field]
+    return overrides
 
 
 def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:

@@ -167,7 +167,7 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
                                 **base.model_overrides(config))
     stage = loop.Stage(
         name='nofe', model=model, task=ExpertTask(run.dataset.num_classes),
-        train_config=config.expert.train, optim_config=config.expert.optim,
+        train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
         init_variables=None if init_from is None else copy_trunk(init_from),
