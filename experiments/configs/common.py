@@ -32,6 +32,7 @@ def data_config() -> ml_collections.ConfigDict:
             flip=False,           # random horizontal flip at train
             test_flip=False,      # random flip at eval too (the release's ResNet56)
             resize=0,
+            ten_crop=False,       # eval on 4 corner + centre crops and mirrors (softmax averaged)
         ),
     ))
 
@@ -129,7 +130,7 @@ def parse_args(arg: str | None, defaults: dict) -> dict:
 
 
 def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_classes: int,
-               stage_names: tuple[str, ...] = ('',)) -> None:
+               stage_names: tuple[str, ...] = ('',), train_size: int = 0, test_size: int = 0) -> None:
     """Shrinks a config to a one-minute CPU run on synthetic data of the real shape.
 
     ``stage_names`` lists the sub-configs holding ``train``/``optim`` ('' = top level).
@@ -137,11 +138,11 @@ def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_cla
     config.data.source = 'synthetic'
     config.data.synthetic_shape = image_shape
     config.data.synthetic_classes = num_classes
-    config.data.synthetic_train_size = 8 * num_classes
-    config.data.synthetic_test_size = 2 * num_classes
+    config.data.synthetic_train_size = train_size or max(20 * num_classes, 1000)
+    config.data.synthetic_test_size = test_size or max(4 * num_classes, 200)
     for name in stage_names:
         stage = config[name] if name else config
-        stage.train.duration = '2 epochs'
+        stage.train.duration = '1 epochs' if name else '2 epochs'
         stage.train.batch_size = 32
         stage.train.eval_batch_size = 100
         stage.train.log_every = '10 steps'

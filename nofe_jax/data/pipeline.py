@@ -40,6 +40,7 @@ class Preprocess:
     flip: bool = False  # random horizontal flip at train
     test_flip: bool = False  # random horizontal flip at eval too (the release's ResNet)
     resize: int = 0  # resize the source images to resize x resize first; 0 = keep
+    ten_crop: bool = False  # eval: 4 corner + centre crops and their mirrors, [b, 10, H', W', C]
 
     def __post_init__(self):
         if self.mean not in _MEAN_MODES:
@@ -146,6 +147,22 @@ def apply_preprocess(images: np.ndarray, preprocess: Preprocess, normalization: 
     return np.ascontiguousarray(x, np.float32)
 
 
+def ten_crop_views(images: np.ndarray, preprocess: Preprocess, normalization: Normalization) -> np.ndarray:
+    """[b,10,crop,crop,C]: the 4 corner crops and the centre crop, each also mirrored."""
+    if not preprocess.crop:
+        raise ValueError('preprocess.ten_crop needs preprocess.crop > 0 (the crop size).')
+    height, width = _input_size(images, preprocess)
+    height, width = height + 2 * preprocess.pad, width + 2 * preprocess.pad
+    corners = [(0, 0), (0, width - preprocess.crop), (height - preprocess.crop, 0),
+               (height - preprocess.crop, width - preprocess.crop),
+               ((height - preprocess.crop) // 2, (width - preprocess.crop) // 2)]
+    n = len(images)
+    views = [apply_preprocess(images, preprocess, normalization, np.tile(corner, (n, 1)),
+                              np.full(n, mirrored))
+             for mirrored in (False, True) for corner in corners]
+    return np.stack(views, axis=1)
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full training batches per epoch (the remainder is dropped)."""
     return num_examples // batch_size
@@ -220,12 +237,16 @@ def eval_batches(source: ArraySource, batch_size: int, *, preprocess: ml_collect
     is_real = (np.arange(padded.size) < num_real).astype(np.float32).reshape(num_batches, batch_size)
     for step in range(num_batches):
         images, labels = source.get(padded[step, mine])
-        rng = np.random.default_rng([_EVAL_AUG_STREAM, seed, step])
-        offsets, flips = _draw_augmentation(rng, batch_size, preprocess, _input_size(images, preprocess),
-                                            train=False)
+        if preprocess.ten_crop:
+            image = ten_crop_views(images, preprocess, normalization)
+        else:
+            rng = np.random.default_rng([_EVAL_AUG_STREAM, seed, step])
+            offsets, flips = _draw_augmentation(rng, batch_size, preprocess,
+                                                _input_size(images, preprocess), train=False)
+            image = apply_preprocess(images, preprocess, normalization, _sliced(offsets, mine),
+                                     _sliced(flips, mine))
         yield {
-            'image': apply_preprocess(images, preprocess, normalization, _sliced(offsets, mine),
-                                      _sliced(flips, mine)),
+            'image': image,
             'label': labels.astype(np.int32),
             'mask': is_real[step, mine],
         }

@@ -24,11 +24,19 @@ def alexnet_c100_norm3(features: jax.Array) -> jax.Array:
 
 
 class AlexNetC100Trunk(nn.Module):
-    """conv1..pool3 of AlexNet-C100: [B, 32, 32, 3] -> [B, 4, 4, 64]."""
+    """conv1..pool3 of AlexNet-C100: [B, 32, 32, 3] -> [B, 4, 4, 64].
+
+    Table 4 baselines (defaults keep the release's network): `width_multiplier` scales every conv's
+    channels; `extra_layers` appends that many expert-style conv 5x5x64 + ReLU layers (conv4,
+    conv5, ...) after pool3, behind the NofE's LRN norm3 when `lrn`, so the base model is as deep
+    as the NofE (no extra pooling: the head keeps reading [B, 4, 4, 64]).
+    """
 
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     lrn: bool = True
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -36,16 +44,23 @@ class AlexNetC100Trunk(nn.Module):
         del train
         x = x.astype(self.dtype)
         caffe, dtype = self.caffe_pooling, self.dtype
-        x = layers.conv(32, 5, padding=2, init=layers.gaussian(1e-4), name="conv1", dtype=dtype)(x)
+        width = lambda features: layers.scaled_width(features, self.width_multiplier)  # noqa: E731
+        x = layers.conv(width(32), 5, padding=2, init=layers.gaussian(1e-4), name="conv1", dtype=dtype)(x)
         x = nn.relu(layers.pool2d(x, "max", 3, 2, caffe=caffe))  # relu1 follows pool1
         if self.lrn:
             x = layers.lrn_within_channel(x, **_C100_LRN)
-        x = nn.relu(layers.conv(32, 5, padding=2, init=layers.gaussian(0.01), name="conv2", dtype=dtype)(x))
+        x = nn.relu(layers.conv(width(32), 5, padding=2, init=layers.gaussian(0.01), name="conv2", dtype=dtype)(x))
         x = layers.pool2d(x, "ave", 3, 2, caffe=caffe)
         if self.lrn:
             x = layers.lrn_within_channel(x, **_C100_LRN)
-        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv3", dtype=dtype)(x))
-        return layers.pool2d(x, "ave", 3, 2, caffe=caffe)
+        x = nn.relu(layers.conv(width(64), 5, padding=2, init=layers.gaussian(0.01), name="conv3", dtype=dtype)(x))
+        x = layers.pool2d(x, "ave", 3, 2, caffe=caffe)
+        if self.extra_layers and self.lrn:
+            x = alexnet_c100_norm3(x)
+        for i in range(self.extra_layers):
+            x = nn.relu(layers.conv(width(64), 5, padding=2, init=layers.gaussian(0.01), name=f"conv{4 + i}",
+                                    dtype=dtype)(x))
+        return x
 
 
 class AlexNetC100Head(nn.Module):
@@ -64,16 +79,19 @@ class AlexNetC100Head(nn.Module):
 
 
 class AlexNetC100(nn.Module):
-    """AlexNet-C100 (Caffe cifar10_full layout), 32x32 input."""
+    """AlexNet-C100 (Caffe cifar10_full layout), 32x32 input; width/depth options as in the trunk."""
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, num_outputs], named intermediates)."""
-        features = AlexNetC100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
+        features = AlexNetC100Trunk(self.dtype, self.caffe_pooling, width_multiplier=self.width_multiplier,
+                                    extra_layers=self.extra_layers, name="trunk")(x, train=train)
         logits = AlexNetC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
         logits = logits.astype(jnp.float32)
         return logits, {"features": features, "logits": logits}
@@ -99,37 +117,46 @@ class AlexNetC100Branch(nn.Module):
 
 
 class AlexNetQuickC100Trunk(AlexNetC100Trunk):
-    """conv1..pool3 of AlexNet-Quick-C100 (cifar10_quick: no LRN): [B, 32, 32, 3] -> [B, 4, 4, 64]."""
+    """conv1..pool3 of AlexNet-Quick-C100 (cifar10_quick: no LRN): [B, 32, 32, 3] -> [B, 4, 4, 64].
+
+    `width_multiplier` / `extra_layers` as in AlexNetC100Trunk (no norm3 before the extra layers).
+    """
 
     lrn: bool = False
 
 
 class AlexNetQuickC100Head(nn.Module):
-    """ip1 (64, no ReLU) and ip2 of AlexNet-Quick-C100."""
+    """ip1 (64 x width_multiplier, no ReLU) and ip2 of AlexNet-Quick-C100."""
 
     num_outputs: int
     dtype: Any = jnp.float32
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         del train
-        x = layers.dense(64, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(features))
+        hidden = layers.scaled_width(64, self.width_multiplier)
+        x = layers.dense(hidden, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(features))
         return layers.dense(self.num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=self.dtype)(x)
 
 
 class AlexNetQuickC100(nn.Module):
-    """AlexNet-Quick-C100 (Caffe cifar10_quick layout), 32x32 input."""
+    """AlexNet-Quick-C100 (Caffe cifar10_quick layout), 32x32 input; width/depth options as in the trunk."""
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
+    width_multiplier: float = 1.0  # also scales the hidden ip1
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, num_outputs], named intermediates)."""
-        features = AlexNetQuickC100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
-        logits = AlexNetQuickC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
+        features = AlexNetQuickC100Trunk(self.dtype, self.caffe_pooling, width_multiplier=self.width_multiplier,
+                                         extra_layers=self.extra_layers, name="trunk")(x, train=train)
+        logits = AlexNetQuickC100Head(self.num_outputs, self.dtype, self.width_multiplier, name="head")(
+            features, train=train)
         logits = logits.astype(jnp.float32)
         return logits, {"features": features, "logits": logits}
 

@@ -59,6 +59,11 @@ def constant(value: float) -> Initializer:
     return nn.initializers.constant(value)
 
 
+def scaled_width(features: int, multiplier: float) -> int:
+    """Channel count `features` scaled by `multiplier`, rounded half up, at least 1 (1.0 keeps it)."""
+    return max(1, int(features * multiplier + 0.5))
+
+
 def identity_filler(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
     """Caffe identity filler for a 1x1 kernel [1, 1, in, out]: w[o, i] = 1 if o == i else 0."""
     del key

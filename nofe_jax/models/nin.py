@@ -20,29 +20,39 @@ class NINC100Trunk(nn.Module):
     """conv1..cccp5 + ReLU (includes conv3 and cccp5): [B, 26, 26, 3] -> [B, 6, 6, 192].
 
     pool2 is 'ave' in the release's generalist and 'max' in its NofE.
+    Table 4 baselines (defaults keep the release's network): `width_multiplier` scales every conv's
+    channels; `extra_layers` appends that many expert-style (conv 3x3 192, cccp 1x1 192) pairs
+    (extra{i}_conv, extra{i}_cccp), so one makes the base model as deep as the NofE.
     """
 
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     pool2: str = "ave"
     dropout_rate: float = 0.5
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Trunk features of NHWC images."""
         x, dtype = x.astype(self.dtype), self.dtype
-        x = _conv_relu(x, 192, 5, 2, "conv1", dtype)
-        x = _conv_relu(x, 160, 1, 0, "cccp1", dtype)
-        x = _conv_relu(x, 96, 1, 0, "cccp2", dtype)
+        width = lambda features: layers.scaled_width(features, self.width_multiplier)  # noqa: E731
+        x = _conv_relu(x, width(192), 5, 2, "conv1", dtype)
+        x = _conv_relu(x, width(160), 1, 0, "cccp1", dtype)
+        x = _conv_relu(x, width(96), 1, 0, "cccp2", dtype)
         x = layers.pool2d(x, "max", 3, 2, caffe=self.caffe_pooling)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop3")(x)
-        x = _conv_relu(x, 192, 5, 2, "conv2", dtype)
-        x = _conv_relu(x, 192, 1, 0, "cccp3", dtype)
-        x = _conv_relu(x, 192, 1, 0, "cccp4", dtype)
+        x = _conv_relu(x, width(192), 5, 2, "conv2", dtype)
+        x = _conv_relu(x, width(192), 1, 0, "cccp3", dtype)
+        x = _conv_relu(x, width(192), 1, 0, "cccp4", dtype)
         x = layers.pool2d(x, self.pool2, 3, 2, caffe=self.caffe_pooling)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(x)
-        x = _conv_relu(x, 192, 3, 1, "conv3", dtype)
-        return _conv_relu(x, 192, 1, 0, "cccp5", dtype)
+        x = _conv_relu(x, width(192), 3, 1, "conv3", dtype)
+        x = _conv_relu(x, width(192), 1, 0, "cccp5", dtype)
+        for i in range(1, self.extra_layers + 1):
+            x = _conv_relu(x, width(192), 3, 1, f"extra{i}_conv", dtype)
+            x = _conv_relu(x, width(192), 1, 0, f"extra{i}_cccp", dtype)
+        return x
 
 
 class NINC100Head(nn.Module):
@@ -60,20 +70,21 @@ class NINC100Head(nn.Module):
 
 
 class NINC100(nn.Module):
-    """The release's NIN-C100 generalist/base network, 26x26 input."""
+    """The release's NIN-C100 generalist/base network, 26x26 input; width/depth options as in the trunk."""
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     pool2: str = "ave"
     dropout_rate: float = 0.5
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, num_outputs], named intermediates)."""
-        features = NINC100Trunk(self.dtype, self.caffe_pooling, self.pool2, self.dropout_rate, name="trunk")(
-            x, train=train
-        )
+        features = NINC100Trunk(self.dtype, self.caffe_pooling, self.pool2, self.dropout_rate,
+                                self.width_multiplier, self.extra_layers, name="trunk")(x, train=train)
         logits = NINC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
         logits = logits.astype(jnp.float32)
         return logits, {"features": features, "logits": logits}

@@ -1,6 +1,8 @@
 """Model registry: one explicit dict from name to constructors, plus builders and a parameter counter."""
 
 import dataclasses
+import functools
+import math
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -24,6 +26,9 @@ class ModelSpec:
     pre_branch: Callable[[jax.Array], jax.Array] | None = None  # parameter-free, between trunk and branches
     # Trunk options where the release's NofE differs from its generalist (no parameters change).
     nofe_trunk_defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    # Table 4 "deeper": the base's `extra_layers` that make it as deep as the NofE (the branch's extra
+    # conv layers / blocks); None: the base model has no width/depth options.
+    deeper_extra_layers: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -33,18 +38,21 @@ MODELS: dict[str, ModelSpec] = {
         branch=alexnet.AlexNetC100Branch,
         input_shape=(32, 32, 3),
         pre_branch=alexnet.alexnet_c100_norm3,
+        deeper_extra_layers=1,
     ),
     "alexnet_quick_c100": ModelSpec(
         base=alexnet.AlexNetQuickC100,
         trunk=alexnet.AlexNetQuickC100Trunk,
         branch=alexnet.AlexNetQuickC100Branch,
         input_shape=(32, 32, 3),
+        deeper_extra_layers=1,
     ),
     "vgg11_c100": ModelSpec(
         base=vgg.VGG11C100,
         trunk=vgg.VGG11C100Trunk,
         branch=vgg.VGG11C100Branch,
         input_shape=(32, 32, 3),
+        deeper_extra_layers=2,
     ),
     "nin_c100": ModelSpec(
         base=nin.NINC100,
@@ -52,12 +60,14 @@ MODELS: dict[str, ModelSpec] = {
         branch=nin.NINC100Branch,
         input_shape=(26, 26, 3),
         nofe_trunk_defaults=MappingProxyType({"pool2": "max"}),
+        deeper_extra_layers=1,
     ),
     "resnet56_c100": ModelSpec(
         base=resnet.ResNet56C100,
         trunk=resnet.ResNet56C100Trunk,
         branch=resnet.ResNet56C100Branch,
         input_shape=(28, 28, 3),
+        deeper_extra_layers=1,
     ),
     "alexnet": ModelSpec(
         base=alexnet.AlexNet,
@@ -144,3 +154,60 @@ def count_parameters(variables: Mapping[str, Any]) -> dict[str, int]:
 
     trainable = size(variables.get("params", {}))
     return {"total": trainable + size(variables.get("frozen", {})), "trainable": trainable}
+
+
+# --- Table 4: flat base models matched to the NofE's parameter count -------------------------
+
+PARAM_MATCHED_VARIANTS = ("deeper", "wider", "deeper_wider")
+
+
+def _total_parameters(model: nn.Module, input_shape: tuple[int, ...], *extra_args: Any) -> int:
+    """Total parameter count of `model` from a shape-only init (no compilation, no arrays)."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    variables = jax.eval_shape(lambda x, *a: model.init(jax.random.key(0), x, *a, train=False), x, *extra_args)
+    return count_parameters(variables)["total"]
+
+
+def base_parameter_count(name: str, num_outputs: int, **overrides: Any) -> int:
+    """Total parameters of base model `name` with a `num_outputs`-way head (eval_shape only)."""
+    return _total_parameters(build_base(name, num_outputs, **overrides), get_model_spec(name).input_shape)
+
+
+def nofe_parameter_count(name: str, num_classes: int, num_experts: int, **overrides: Any) -> int:
+    """Total parameters of the balanced NofE: `num_experts` branches of c_max = ceil(C / K) outputs."""
+    model = build_nofe(name, num_experts, math.ceil(num_classes / num_experts), **overrides)
+    slots = jax.ShapeDtypeStruct((num_classes,), jax.numpy.int32)
+    return _total_parameters(model, get_model_spec(name).input_shape, slots)
+
+
+def param_matched_overrides(name: str, num_classes: int, num_experts: int, variant: str) -> dict[str, Any]:
+    """Base-model overrides for the paper's Table 4 baselines against the K-expert NofE.
+
+    'deeper': `extra_layers` = the expert branch's layers, width unchanged (as deep as the NofE);
+    'wider': the `width_multiplier` (a multiple of 0.01) whose total parameter count is closest to
+    the NofE's; 'deeper_wider': both. Bisection on eval_shape counts (about ten shape passes).
+    """
+    spec = get_model_spec(name)
+    if spec.deeper_extra_layers is None:
+        raise ValueError(f"model {name!r} has no width/depth options; models with them: "
+                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.deeper_extra_layers is not None))}")
+    if variant not in PARAM_MATCHED_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(PARAM_MATCHED_VARIANTS)}")
+    extra_layers = 0 if variant == "wider" else spec.deeper_extra_layers
+    if variant == "deeper":
+        return {"width_multiplier": 1.0, "extra_layers": extra_layers}
+    target = nofe_parameter_count(name, num_classes, num_experts)
+
+    @functools.cache
+    def count(percent: int) -> int:
+        return base_parameter_count(name, num_classes, width_multiplier=percent / 100, extra_layers=extra_layers)
+
+    # Counts never decrease with the width: find the smallest multiplier reaching the target.
+    low, high = 10, 100
+    while count(high) < target:
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if count(middle) >= target else (middle, high)
+    best = min((low, high), key=lambda percent: abs(count(percent) - target))
+    return {"width_multiplier": best / 100, "extra_layers": extra_layers}

@@ -14,21 +14,28 @@ class ResNet56C100Trunk(nn.Module):
 
     Caffe numbers the block convs globally (conv_1 .. conv_54, BN likewise); the first block of
     each later stage has stride 2 and a frozen identity 1x1 projection (proj_19, proj_37).
+    Table 4 baselines (defaults keep the release's network): `width_multiplier` scales `widths`;
+    `extra_layers` appends that many expert-style residual blocks to the last stage (numbered on:
+    conv_55/conv_56, ...), so one makes the base model as deep as the NofE.
     """
 
     dtype: Any = jnp.float32
     widths: tuple[int, ...] = (64, 128, 256)
     blocks_per_stage: int = 9
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Trunk features of NHWC images."""
+        widths = [layers.scaled_width(w, self.width_multiplier) for w in self.widths]
         x = x.astype(self.dtype)
-        x = layers.conv(self.widths[0], 3, padding=1, use_bias=False, init=layers.msra_fan_out(),
+        x = layers.conv(widths[0], 3, padding=1, use_bias=False, init=layers.msra_fan_out(),
                         name="conv_0", dtype=self.dtype)(x)
         x = nn.relu(layers.batch_norm(name="bn_0", train=train, dtype=self.dtype)(x))
-        for stage, width in enumerate(self.widths):
-            for i in range(self.blocks_per_stage):
+        for stage, width in enumerate(widths):
+            extra = self.extra_layers if stage == len(widths) - 1 else 0
+            for i in range(self.blocks_per_stage + extra):
                 index = 2 * (stage * self.blocks_per_stage + i) + 1
                 downsample = stage > 0 and i == 0
                 x = layers.basic_block(
@@ -59,17 +66,23 @@ class ResNet56C100Head(nn.Module):
 
 
 class ResNet56C100(nn.Module):
-    """The release's wide ResNet56 (BatchNorm; stats in 'batch_stats', projections in 'frozen'), 28x28 input."""
+    """The release's wide ResNet56 (BatchNorm; stats in 'batch_stats', projections in 'frozen'), 28x28 input.
+
+    `width_multiplier` / `extra_layers` as in ResNet56C100Trunk.
+    """
 
     num_outputs: int
     dtype: Any = jnp.float32
     widths: tuple[int, ...] = (64, 128, 256)
     blocks_per_stage: int = 9
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, num_outputs], named intermediates)."""
-        features = ResNet56C100Trunk(self.dtype, self.widths, self.blocks_per_stage, name="trunk")(x, train=train)
+        features = ResNet56C100Trunk(self.dtype, self.widths, self.blocks_per_stage, self.width_multiplier,
+                                     self.extra_layers, name="trunk")(x, train=train)
         logits = ResNet56C100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
         logits = logits.astype(jnp.float32)
         return logits, {"features": features, "logits": logits}

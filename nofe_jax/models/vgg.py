@@ -33,45 +33,68 @@ def _fc_dropout_stack(x: jax.Array, widths: tuple[int, ...], num_outputs: int, n
 
 
 class VGG11C100Trunk(nn.Module):
-    """The release's 8 conv layers + pool3: [B, 32, 32, 3] -> [B, 4, 4, 256]."""
+    """The release's 8 conv layers + pool3: [B, 32, 32, 3] -> [B, 4, 4, 256].
+
+    Table 4 baselines (defaults keep the release's network): `width_multiplier` scales every conv's
+    channels; `extra_layers` appends that many expert-style conv 3x3x256 + ReLU layers (conv4_1,
+    conv4_2, ...) after pool3, without a pool (the expert branch has two, so two make the base as
+    deep as the NofE).
+    """
 
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Trunk features of NHWC images."""
         del train
-        return _conv_stages(x.astype(self.dtype), _VGG11_C100_STAGES, self.caffe_pooling, self.dtype)
+        stages = tuple((layers.scaled_width(w, self.width_multiplier), d) for w, d in _VGG11_C100_STAGES)
+        x = _conv_stages(x.astype(self.dtype), stages, self.caffe_pooling, self.dtype)
+        extra_width = layers.scaled_width(256, self.width_multiplier)
+        for i in range(1, self.extra_layers + 1):
+            x = nn.relu(layers.conv(extra_width, 3, padding=1, init=layers.xavier(), name=f"conv4_{i}",
+                                    dtype=self.dtype)(x))
+        return x
 
 
 class VGG11C100Head(nn.Module):
-    """fc1 1024, fc2 1024 (ReLU + dropout each), fc3."""
+    """fc1 1024, fc2 1024 (ReLU + dropout each; both x width_multiplier), fc3."""
 
     num_outputs: int
     dtype: Any = jnp.float32
     dropout_rate: float = 0.5
+    width_multiplier: float = 1.0
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
-        return _fc_dropout_stack(features, (1024, 1024), self.num_outputs, ("fc1", "fc2", "fc3"),
+        hidden = layers.scaled_width(1024, self.width_multiplier)
+        return _fc_dropout_stack(features, (hidden, hidden), self.num_outputs, ("fc1", "fc2", "fc3"),
                                  self.dropout_rate, train, self.dtype)
 
 
 class VGG11C100(nn.Module):
-    """The release's custom CIFAR-100 VGG11 (64,64 / 128,128 / 256x4, FC1024, FC1024), 32x32 input."""
+    """The release's custom CIFAR-100 VGG11 (64,64 / 128,128 / 256x4, FC1024, FC1024), 32x32 input.
+
+    `width_multiplier` scales the convs and the hidden FCs; `extra_layers` as in VGG11C100Trunk.
+    """
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     dropout_rate: float = 0.5
+    width_multiplier: float = 1.0
+    extra_layers: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(logits [B, num_outputs], named intermediates)."""
-        features = VGG11C100Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
-        logits = VGG11C100Head(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
+        features = VGG11C100Trunk(self.dtype, self.caffe_pooling, self.width_multiplier, self.extra_layers,
+                                  name="trunk")(x, train=train)
+        logits = VGG11C100Head(self.num_outputs, self.dtype, self.dropout_rate, self.width_multiplier,
+                               name="head")(features, train=train)
         logits = logits.astype(jnp.float32)
         return logits, {"features": features, "logits": logits}
 

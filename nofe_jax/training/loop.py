@@ -151,6 +151,8 @@ class _Runner:
     def init_state(self) -> TrainState:
         stage = self.stage
         sample = next(self.eval_batches(self.dataset.test))['image'][:1]
+        if sample.ndim == 5:  # multi-view eval batch [1, V, H, W, C]: init on one view
+            sample = sample[:, 0]
         init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
         kwargs = stage.task.model_kwargs(stage.grouping)
         variables = jax.jit(lambda r: stage.model.init(

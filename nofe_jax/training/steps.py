@@ -109,6 +109,19 @@ def make_train_step(task, loss_fn: Callable | None = None) -> Callable:
     return train_step
 
 
+def eval_logits(state: TrainState, batch: dict, grouping: Grouping, task):
+    """Eval-mode (logits, out); multi-view batches [B, V, H, W, C] average the softmax over V."""
+    images = batch['image']
+    if images.ndim == 4:
+        logits, out, _ = forward(state, state.params, batch, grouping, task, train=False)
+        return logits, out
+    b, views = images.shape[:2]
+    flat = {'image': images.reshape((b * views,) + images.shape[2:])}
+    logits, out, _ = forward(state, state.params, flat, grouping, task, train=False)
+    probs = jax.nn.softmax(logits.astype(jnp.float32)).reshape(b, views, -1).mean(axis=1)
+    return jnp.log(probs), out
+
+
 def make_eval_step(task) -> Callable:
     """``eval_step(state, batch, grouping) -> metrics`` on a masked batch.
 
@@ -116,7 +129,7 @@ def make_eval_step(task) -> Callable:
     (the DeepME paper's measure) is exact over the whole split.
     """
     def eval_step(state: TrainState, batch: dict, grouping: Grouping) -> Metrics:
-        logits, out, _ = forward(state, state.params, batch, grouping, task, train=False)
+        logits, out = eval_logits(state, batch, grouping, task)
         mask = batch['mask'].astype(jnp.float32)
         targets = task.targets(batch['label'], grouping)
         metrics = classification_metrics(logits, targets, mask)
@@ -130,9 +143,8 @@ def make_eval_step(task) -> Callable:
 
 def make_predict_step(task) -> Callable:
     """``predict_step(state, batch, grouping) -> top-1 predictions [B]`` in eval mode."""
-    def predict_step(state: TrainState, batch: dict, grouping: Grouping) -> dict:
-        logits, out, _ = forward(state, state.params, batch, grouping, task, train=False)
-        del out
+    def predict_step(state: TrainState, batch: dict, grouping: Grouping) -> jax.Array:
+        logits, _ = eval_logits(state, batch, grouping, task)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
     return predict_step

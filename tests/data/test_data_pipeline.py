@@ -85,7 +85,7 @@ def test_per_pixel_mean_then_zero_pad_then_crop():
     images = np.array([[[0, 2], [4, 6]], [[2, 2], [2, 2]]], np.uint8)[..., None]
     source = InMemorySource(images, np.array([0, 1]))
     config = ml_collections.ConfigDict(dict(mean='per_pixel', scale=0.5, std='none', bgr=False, pad=1,
-                                            crop=3, flip=False, test_flip=False, resize=0))
+                                            crop=3, flip=False, test_flip=False, resize=0, ten_crop=False))
     norm = pipeline.compute_normalization(source, config)
     np.testing.assert_allclose(norm.mean[..., 0], [[1, 2], [3, 4]])
     preprocess = pipeline.Preprocess.from_config(config)
@@ -150,3 +150,19 @@ def test_prefetch_yields_in_order_and_reraises():
 
     with pytest.raises(RuntimeError, match='decode failed'):
         list(pipeline.prefetch(broken()))
+
+
+def test_ten_crop_gives_corners_centre_and_mirrors():
+    images = np.arange(5 * 5, dtype=np.uint8).reshape(1, 5, 5, 1)
+    preprocess = pipeline.Preprocess(crop=3, ten_crop=True)
+    normalization = pipeline.Normalization(mean=np.zeros((), np.float32), std=np.ones((), np.float32))
+    views = pipeline.ten_crop_views(images, preprocess, normalization)
+    assert views.shape == (1, 10, 3, 3, 1)
+    x = images[0, :, :, 0].astype(np.float32)
+    expected = [x[:3, :3], x[:3, 2:], x[2:, :3], x[2:, 2:], x[1:4, 1:4]]
+    for i, crop in enumerate(expected):
+        np.testing.assert_array_equal(views[0, i, :, :, 0], crop)
+        np.testing.assert_array_equal(views[0, 5 + i, :, :, 0], crop[:, ::-1])
+    batches = list(pipeline.eval_batches(InMemorySource(images, np.zeros(1, np.int32)), 4,
+                                         preprocess=preprocess, normalization=normalization))
+    assert batches[0]['image'].shape == (4, 10, 3, 3, 1) and batches[0]['mask'].sum() == 1

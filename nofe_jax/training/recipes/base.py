@@ -80,6 +80,9 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
     }
     reporting.write_json(os.path.join(run.workdir, 'summary.json'), summary)
     reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'))
+    print('final: ' + ' '.join(f'{k}={v:.4f}' for k, v in final.items()) +
+          f' ({summary["wall_time_s"]:.0f} s) -> {os.path.join(run.workdir, "summary.json")}',
+          flush=True)
     return summary
 
 

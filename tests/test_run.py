@@ -1,0 +1,139 @@
+"""The runner and every config: smoke variants run, overrides reach the code,
+bad input fails fast with a message that says what to do, NofE resumes exactly."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.configs import (cifar100_base, cifar100_nofe, cifar100_param_matched,
+                                 fashion_mnist_base, fashion_mnist_nofe, imagenet_nofe, quickstart)
+from nofe_jax import checkpoints
+from nofe_jax.data.sources import DatasetNotFoundError
+from nofe_jax.training import recipes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMOKES = {
+    'quickstart': (quickstart, 'smoke', False),
+    'quickstart_base': (quickstart, 'smoke,base', False),
+    'fashion_mnist_base': (fashion_mnist_base, 'smoke', True),
+    'fashion_mnist_nofe': (fashion_mnist_nofe, 'smoke', True),
+    'cifar100_base': (cifar100_base, 'smoke', True),
+    'cifar100_nofe': (cifar100_nofe, 'smoke', True),
+    'cifar100_param_matched': (cifar100_param_matched, 'smoke', True),
+    'imagenet_nofe': (imagenet_nofe, 'smoke', True),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SMOKES))
+def test_every_config_smoke_variant_runs(name, tmp_path):
+    module, arg, synthetic = SMOKES[name]
+    config = module.get_config(arg)
+    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    on_disk = json.load(open(tmp_path / 'summary.json'))
+    assert on_disk['final'] == summary['final']
+    assert 0.0 <= summary['final']['test/top1'] <= 1.0
+    assert {'test/top1', 'test/top5', 'test/per_class_top1'} <= set(summary['final'])
+    assert summary['synthetic'] is synthetic
+    assert len(summary['class_names']) == len(set(summary['class_names']))
+    for artefact in ('config.json', 'metrics.jsonl', 'learning_curves.png'):
+        assert (tmp_path / artefact).exists(), artefact
+    assert glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))
+
+
+def test_nofe_run_reports_specialties(tmp_path):
+    summary = recipes.train_and_evaluate(quickstart.get_config('smoke'), str(tmp_path))
+    partition = summary['specialties']
+    names = sorted(c for group in partition for c in group)
+    assert names == sorted(summary['class_names'])  # a partition of the classes by name
+    assert summary['num_experts'] == len(partition) == 5
+    final = summary['final']
+    for key in ('test/specialty_top1', 'test/within_specialty_top1'):
+        assert 0.0 <= final[key] <= 1.0
+    # top1 = routed right x right within the specialty
+    assert final['test/top1'] == pytest.approx(
+        final['test/specialty_top1'] * final['test/within_specialty_top1'], abs=1e-6)
+    updates = json.load(open(tmp_path / 'specialties.json'))
+    assert len(updates) == len(summary['specialty_history']) >= 1
+    assert all(sorted(sum(u['specialties'], [])) == names for u in updates)
+    assert (tmp_path / 'specialties.png').exists()
+    records = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+    assert any('specialties/moved' in r for r in records)
+
+
+class Preempted(Exception):
+    pass
+
+
+@pytest.mark.parametrize('stage', ['generalist', 'nofe'])
+def test_nofe_resumes_inside_each_stage_exactly(stage, tmp_path, monkeypatch):
+    config = quickstart.get_config('smoke')
+    for name in ('generalist', 'experts'):
+        config[name].train.update(duration='2 epochs', checkpoint_every='1 epoch')
+    full = recipes.train_and_evaluate(config, str(tmp_path / 'full'))
+
+    original = checkpoints.StageCheckpoints.save
+    def save(self, state, grouping, meta):
+        original(self, state, grouping, meta)
+        if self.directory.endswith(stage) and int(state.step) == 42:  # end of epoch 1
+            self.wait()
+            raise Preempted
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints.StageCheckpoints, 'save', save)
+        with pytest.raises(Preempted):
+            recipes.train_and_evaluate(config, str(tmp_path / 'cut'))
+    resumed = recipes.train_and_evaluate(config, str(tmp_path / 'cut'))
+    assert resumed['final'] == full['final']
+    assert resumed['specialties'] == full['specialties']
+    assert resumed['specialty_history'] == full['specialty_history']
+
+
+def _run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_command_line_overrides_reach_the_code(tmp_path):
+    out = _run_cli('--config=experiments/configs/quickstart.py:smoke,k=2',
+                   f'--workdir={tmp_path}', '--config.experts.train.batch_size=16',
+                   '--config.nofe.balance=optimal_balanced', timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.load(open(tmp_path / 'summary.json'))
+    config = json.load(open(tmp_path / 'config.json'))
+    assert summary['num_experts'] == 2 and len(summary['specialties']) == 2
+    assert config['experts']['train']['batch_size'] == 16
+    assert config['nofe']['balance'] == 'optimal_balanced'
+    # 1 epoch of 1,347 digits at batch 16 = 84 steps in the NofE stage
+    steps = [json.loads(l)['step'] for l in open(tmp_path / 'metrics.jsonl')
+             if json.loads(l).get('stage') == 'nofe']
+    assert max(steps) == 84
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.model.name=resnet1000', 'resnet1000'),
+    ('--config.nofe.num_experts=11', 'num_experts=11'),
+    ('--config.nofe.specialties=oracle', 'oracle'),
+])
+def test_bad_input_fails_fast_and_says_what_to_do(override, message, tmp_path):
+    start = time.perf_counter()
+    out = _run_cli('--config=experiments/configs/quickstart.py:smoke', f'--workdir={tmp_path}',
+                   override)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert not glob.glob(str(tmp_path / 'checkpoints' / '*' / '*'))
+    assert time.perf_counter() - start < 60  # process start + imports; the check itself is instant
+
+
+def test_missing_cifar100_offline_fails_in_under_a_second(tmp_path):
+    from nofe_jax.data import sources
+    config = cifar100_nofe.get_config('model=alexnet_c100')
+    config.data.data_dir = str(tmp_path)
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError, match=str(tmp_path)):
+        sources.load_dataset(config.data)
+    assert time.perf_counter() - start < 1.0
+
