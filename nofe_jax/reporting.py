@@ -16,13 +16,24 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+def json_safe(obj):
+    """``obj`` with NaN/Inf floats as None (strict JSON has no NaN; e.g. an accuracy over 0 examples)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str, obj) -> None:
-    """Writes ``obj`` as indented JSON atomically (temp file + rename)."""
+    """Writes ``obj`` as indented strict JSON atomically (temp file + rename)."""
     if not is_writer():
         return
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2, default=_to_builtin)
+        json.dump(json_safe(obj), f, indent=2, default=_to_builtin, allow_nan=False)
         f.write('\n')
     os.replace(tmp, path)
 
@@ -52,11 +63,12 @@ class MetricWriter:
         if not self._active:
             return
         record = {'step': int(step), **context, **{k: float(v) for k, v in scalars.items()}}
-        self._jsonl.write(json.dumps(record) + '\n')
+        self._jsonl.write(json.dumps(json_safe(record), allow_nan=False) + '\n')
         self._jsonl.flush()
         prefix = f"{context['stage']}/" if 'stage' in context else ''
         for name, value in scalars.items():
-            self._tb.add_scalar(prefix + name, float(value), int(step))
+            if math.isfinite(float(value)):
+                self._tb.add_scalar(prefix + name, float(value), int(step))
         self._tb.flush()
 
     def close(self) -> None:

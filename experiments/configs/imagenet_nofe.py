@@ -47,9 +47,9 @@ def get_config(arg: str | None = None):
                 ('100000 steps', '200000 steps', '300000 steps'))
     if args['smoke']:
         common.make_smoke(config, image_shape=(256, 256, 3), num_classes=1000,
-                          stage_names=('generalist', 'experts'), train_size=64, test_size=16)
+                          stage_names=('generalist', 'experts'), train_size=32, test_size=16)
         config.data.image_size = 0
-        config.nofe.update(subset_size=32, update_every='1 epoch')
+        config.nofe.update(subset_size=16, update_every='1 epoch')
         for stage in (config.generalist, config.experts):
             stage.train.update(batch_size=16, eval_batch_size=16)
     return config

@@ -78,9 +78,11 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
         'class_names': list(run.dataset.class_names),
         **extra,
     }
+    summary = reporting.json_safe(summary)
     reporting.write_json(os.path.join(run.workdir, 'summary.json'), summary)
     reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'))
-    print('final: ' + ' '.join(f'{k}={v:.4f}' for k, v in final.items()) +
+    print('final: ' + ' '.join(f'{k}={v:.4f}' if v is not None else f'{k}=n/a'
+                               for k, v in summary['final'].items()) +
           f' ({summary["wall_time_s"]:.0f} s) -> {os.path.join(run.workdir, "summary.json")}',
           flush=True)
     return summary
