@@ -137,3 +137,30 @@ def test_missing_cifar100_offline_fails_in_under_a_second(tmp_path):
         sources.load_dataset(config.data)
     assert time.perf_counter() - start < 1.0
 
+
+
+@pytest.mark.parametrize('source', ['random', 'spectral', 'wordnet', 'file'])
+def test_fixed_specialty_sources_train_a_nofe(source, tmp_path):
+    """Table 2's alternatives: the partition is fixed; the NofE stage trains on it."""
+    config = quickstart.get_config('smoke')
+    config.nofe.specialties = source
+    if source == 'file':
+        (tmp_path / 'partition.txt').write_text('\n'.join(str(c % 5) for c in range(10)) + '\n')
+        config.nofe.partition_file = str(tmp_path / 'partition.txt')
+    summary = recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+    groups = summary['specialties']
+    assert sorted(sum(groups, [])) == [str(d) for d in range(10)]
+    assert summary['specialty_history'] == []  # nothing re-learned
+    if source == 'file':
+        assert sorted(map(sorted, groups)) == [['0', '5'], ['1', '6'], ['2', '7'], ['3', '8'], ['4', '9']]
+    if source == 'spectral':
+        assert 'spectral_base' in summary['stages']
+    if source in ('random', 'file'):
+        assert sorted(len(g) for g in groups) == [2] * 5
+
+
+def test_nofe_from_scratch_skips_the_generalist_for_fixed_specialties(tmp_path):
+    config = quickstart.get_config('smoke')
+    config.nofe.update(specialties='random', init='scratch')
+    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    assert list(summary['stages']) == ['nofe']

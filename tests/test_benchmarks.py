@@ -1,0 +1,64 @@
+"""experiments.benchmarks.expert_branches run small, and the Colab notebook is well formed."""
+
+import json
+import os
+import re
+
+from experiments.benchmarks import expert_branches
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK = os.path.join(ROOT, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
+JSON_KEYS = {'model', 'num_experts', 'backend', 'device', 'vmapped_ms', 'loop_ms', 'loop_over_vmapped'}
+
+
+def test_expert_branches_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'result.json'
+    result = expert_branches.main(['--model=tiny_cnn', '--num_experts=2', '--c_max=3', '--batch_size=4',
+                                   '--iterations=2', '--rounds=2', f'--json_out={out}'])
+    assert JSON_KEYS <= set(result)
+    assert result['model'] == 'tiny_cnn' and result['num_experts'] == 2
+    assert result['feature_shape'] == [4, 4, 32]
+    assert result['same_loss'], (result['loss_vmapped'], result['loss_loop'])
+    assert result['vmapped_ms'] > 0 and result['loop_ms'] > 0
+    assert result['loop_over_vmapped'] == result['loop_ms'] / result['vmapped_ms']
+    assert json.loads(out.read_text()) == result
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == result  # the last line is the JSON record
+    assert any('PASS' in line for line in printed)
+
+
+def test_loop_and_vmapped_steps_update_batch_stats_alike():
+    # ResNet56's branch has BatchNorm: both variants must carry and update batch_stats.
+    result = expert_branches.run_benchmark('resnet56_c100', num_experts=2, c_max=2, batch_size=2,
+                                           iterations=1, rounds=1)
+    assert result['same_loss']
+
+
+def _notebook() -> dict:
+    with open(NOTEBOOK) as f:
+        return json.load(f)
+
+
+def test_notebook_is_nbformat4_without_outputs():
+    notebook = _notebook()
+    assert notebook['nbformat'] == 4
+    cells = notebook['cells']
+    assert {cell['cell_type'] for cell in cells} <= {'markdown', 'code', 'raw'}
+    code = [cell for cell in cells if cell['cell_type'] == 'code']
+    assert len(code) >= 5
+    for cell in code:
+        assert cell['outputs'] == [] and cell['execution_count'] is None
+    source = '\n'.join(''.join(cell['source']) for cell in code)
+    for needle in ('jax.devices()', 'pip install -r requirements.txt', 'recipes.train_and_evaluate',
+                   "cifar100_nofe.get_config('model=resnet56_c100')", 'specialties.png',
+                   'learning_curves.png', 'summary.json'):
+        assert needle in source, needle
+
+
+def test_notebook_library_imports_resolve():
+    lines = [line.strip() for cell in _notebook()['cells'] if cell['cell_type'] == 'code'
+             for line in ''.join(cell['source']).splitlines()]
+    imports = [line for line in lines if re.match(r'(from|import) (experiments|nofe_jax)\b', line)]
+    assert imports
+    for line in imports:
+        exec(line, {})  # pylint: disable=exec-used
