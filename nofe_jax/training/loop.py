@@ -127,6 +127,9 @@ class _Runner:
         self.log_every, self.eval_every = resolve(tc.log_every), resolve(tc.eval_every)
         self.checkpoint_every = resolve(tc.checkpoint_every)
         self.hook_every = {h.name: resolve(h.every) for h in stage.hooks}
+        self.schedule = optim.learning_rate_schedule(
+            stage.optim_config, total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
         repl = parallel.replicated(self.mesh)
         self.train_step = jax.jit(steps.make_train_step(stage.task, stage.loss_fn),
                                   donate_argnums=0, out_shardings=repl)
@@ -138,9 +141,10 @@ class _Runner:
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
         tc = self.stage.train_config
-        return pipeline.train_batches(
+        # Preprocess the next batches on a host thread while the device runs the step.
+        return pipeline.prefetch(pipeline.train_batches(
             self.dataset.train, tc.batch_size, epoch=epoch, seed=self.config.seed,
-            preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs())
+            preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs()))
 
     def eval_batches(self, source, indices=None) -> Iterator[dict]:
         return pipeline.eval_batches(
@@ -159,11 +163,7 @@ class _Runner:
             {'params': r, 'dropout': r}, sample, train=False, **kwargs))(init_rng)
         if stage.init_variables is not None:
             variables = stage.init_variables(variables)
-        schedule = optim.learning_rate_schedule(
-            stage.optim_config, total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch, batch_size=stage.train_config.batch_size)
-        self.schedule = schedule
-        tx = optim.create_optimizer(stage.optim_config, variables['params'], schedule)
+        tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule)
         state = create_train_state(stage.model.apply, variables, tx, state_rng)
         return parallel.replicate(state, self.mesh)
 
