@@ -5,9 +5,9 @@ r"""Quickstart: a Network of Experts on scikit-learn's handwritten digits (real,
 A tiny CNN generalist learns K=5 specialties of confusable digits (a fresh
 assignment every epoch from its predictions on 1,000 training images), then a
 trunk + 5 vmapped expert branches is trained end to end with one softmax over
-the 10 digits. Hardware: 2 CPU cores. Runtime and accuracy: README "Results"
-(measured with the command above). No paper number: this config shows the
-method end to end in about a minute. `quickstart.py:smoke` is shorter still;
+the 10 digits. Measured with the command above on 2 CPU cores: NofE test
+top-1 98.0% (specialty accuracy 98.2%), 10.7 s of training (plus start-up and
+compilation). No paper number: this config shows the method end to end. `quickstart.py:smoke` is shorter still;
 `quickstart.py:base` trains the flat tiny CNN instead.
 """
 from experiments.configs import common

@@ -1,5 +1,6 @@
 """The loop on real data (sklearn digits, tiny CNN): learning, resume, NaN guard,
 no recompile when the grouping changes, multi-device equivalence."""
+import glob
 import json
 import os
 import subprocess
@@ -145,3 +146,17 @@ def test_eight_simulated_devices_give_the_same_metrics(tmp_path):
     assert one['devices'] == 1 and eight['devices'] == 8
     for key in ('test/top1', 'test/top5', 'test/loss', 'test/per_class_top1'):
         assert eight[key] == pytest.approx(one[key], abs=1e-4), key
+
+
+def test_corrupt_checkpoint_says_what_to_do_and_deletes_nothing(digits, tmp_path):
+    config = _config('1 epochs')
+    _run(_stage(config), digits, config, tmp_path)
+    step_dir = glob.glob(str(tmp_path / 'checkpoints' / 'base' / '*'))[0]
+    for path in glob.glob(os.path.join(step_dir, 'state', '**', '*'), recursive=True):
+        if os.path.isfile(path):
+            with open(path, 'wb') as f:
+                f.write(b'not a checkpoint')
+    before = sorted(glob.glob(os.path.join(step_dir, '**'), recursive=True))
+    with pytest.raises(checkpoints.CheckpointError, match='move the folder'):
+        _run(_stage(config), digits, config, tmp_path)
+    assert sorted(glob.glob(os.path.join(step_dir, '**'), recursive=True)) == before
