@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from nofe_jax.models import layers
+from nofe_jax.models.trunk_head import TrunkHeadModel
 
 # LRN of cifar10_full (norm1, norm2 and the NofE's norm3).
 _C100_LRN = dict(size=3, alpha=5e-5, beta=0.75)
@@ -21,6 +22,37 @@ _IMAGENET_LRN = dict(size=5, alpha=1e-4, beta=0.75)
 def alexnet_c100_norm3(features: jax.Array) -> jax.Array:
     """The release's parameter-free LRN `norm3` between the AlexNet-C100 trunk and its expert branches."""
     return layers.lrn_within_channel(features, **_C100_LRN)
+
+
+def _conv5_relu(x: jax.Array, features: int, name: str, dtype: Any) -> jax.Array:
+    """5x5 pad-2 conv with N(0, 0.01^2) weights, then ReLU (every C100 conv after conv1)."""
+    return nn.relu(layers.conv(features, 5, padding=2, init=layers.gaussian(0.01), name=name, dtype=dtype)(x))
+
+
+def _expert_conv4(features: jax.Array, caffe: bool, dtype: Any) -> jax.Array:
+    """The C100 experts' conv4 5x5x64 + ReLU and AVE pool 3/2 on trunk features [B, 4, 4, 64]."""
+    x = _conv5_relu(features.astype(dtype), 64, "conv4", dtype)
+    return layers.pool2d(x, "ave", 3, 2, caffe=caffe)
+
+
+def _c100_classifier(x: jax.Array, num_outputs: int, dtype: Any) -> jax.Array:
+    """AlexNet-C100's ip1 (N(0, 0.01^2)) on flattened x."""
+    return layers.dense(num_outputs, init=layers.gaussian(0.01), name="ip1", dtype=dtype)(layers.flatten(x))
+
+
+def _quick_classifier(x: jax.Array, hidden: int, num_outputs: int, dtype: Any) -> jax.Array:
+    """AlexNet-Quick's ip1 of `hidden` units (no ReLU) and ip2 (both N(0, 0.1^2)) on flattened x."""
+    x = layers.dense(hidden, init=layers.gaussian(0.1), name="ip1", dtype=dtype)(layers.flatten(x))
+    return layers.dense(num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=dtype)(x)
+
+
+def _bvlc_classifier(x: jax.Array, hidden: int, num_outputs: int, dropout_rate: float, train: bool,
+                     dtype: Any) -> jax.Array:
+    """BVLC fc6, fc7 of `hidden` (ReLU + dropout; N(0, 0.005^2), bias 0.1) and fc8 (N(0, 0.01^2))."""
+    return layers.fc_relu_dropout_stack(
+        x, (hidden, hidden), num_outputs, ("fc6", "fc7", "fc8"), init=layers.gaussian(0.005),
+        bias_init=layers.constant(0.1), out_init=layers.gaussian(0.01), dropout_rate=dropout_rate,
+        train=train, dtype=dtype)
 
 
 class AlexNetC100Trunk(nn.Module):
@@ -49,17 +81,16 @@ class AlexNetC100Trunk(nn.Module):
         x = nn.relu(layers.pool2d(x, "max", 3, 2, caffe=caffe))  # relu1 follows pool1
         if self.lrn:
             x = layers.lrn_within_channel(x, **_C100_LRN)
-        x = nn.relu(layers.conv(width(32), 5, padding=2, init=layers.gaussian(0.01), name="conv2", dtype=dtype)(x))
+        x = _conv5_relu(x, width(32), "conv2", dtype)
         x = layers.pool2d(x, "ave", 3, 2, caffe=caffe)
         if self.lrn:
             x = layers.lrn_within_channel(x, **_C100_LRN)
-        x = nn.relu(layers.conv(width(64), 5, padding=2, init=layers.gaussian(0.01), name="conv3", dtype=dtype)(x))
+        x = _conv5_relu(x, width(64), "conv3", dtype)
         x = layers.pool2d(x, "ave", 3, 2, caffe=caffe)
         if self.extra_layers and self.lrn:
             x = alexnet_c100_norm3(x)
         for i in range(self.extra_layers):
-            x = nn.relu(layers.conv(width(64), 5, padding=2, init=layers.gaussian(0.01), name=f"conv{4 + i}",
-                                    dtype=dtype)(x))
+            x = _conv5_relu(x, width(64), f"conv{4 + i}", dtype)
         return x
 
 
@@ -73,28 +104,20 @@ class AlexNetC100Head(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         del train
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="ip1", dtype=self.dtype)(
-            layers.flatten(features)
-        )
+        return _c100_classifier(features, self.num_outputs, self.dtype)
 
 
-class AlexNetC100(nn.Module):
+class AlexNetC100(TrunkHeadModel):
     """AlexNet-C100 (Caffe cifar10_full layout), 32x32 input; width/depth options as in the trunk."""
+
+    trunk_cls = AlexNetC100Trunk
+    head_cls = AlexNetC100Head
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     width_multiplier: float = 1.0
     extra_layers: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = AlexNetC100Trunk(self.dtype, self.caffe_pooling, width_multiplier=self.width_multiplier,
-                                    extra_layers=self.extra_layers, name="trunk")(x, train=train)
-        logits = AlexNetC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class AlexNetC100Branch(nn.Module):
@@ -108,12 +131,7 @@ class AlexNetC100Branch(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
         del train
-        x = features.astype(self.dtype)
-        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv4", dtype=self.dtype)(x))
-        x = layers.pool2d(x, "ave", 3, 2, caffe=self.caffe_pooling)
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="ip1", dtype=self.dtype)(
-            layers.flatten(x)
-        )
+        return _c100_classifier(_expert_conv4(features, self.caffe_pooling, self.dtype), self.num_outputs, self.dtype)
 
 
 class AlexNetQuickC100Trunk(AlexNetC100Trunk):
@@ -137,28 +155,20 @@ class AlexNetQuickC100Head(nn.Module):
         """Logits [B, num_outputs]."""
         del train
         hidden = layers.scaled_width(64, self.width_multiplier)
-        x = layers.dense(hidden, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(features))
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=self.dtype)(x)
+        return _quick_classifier(features, hidden, self.num_outputs, self.dtype)
 
 
-class AlexNetQuickC100(nn.Module):
+class AlexNetQuickC100(TrunkHeadModel):
     """AlexNet-Quick-C100 (Caffe cifar10_quick layout), 32x32 input; width/depth options as in the trunk."""
+
+    trunk_cls = AlexNetQuickC100Trunk
+    head_cls = AlexNetQuickC100Head
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     width_multiplier: float = 1.0  # also scales the hidden ip1
     extra_layers: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = AlexNetQuickC100Trunk(self.dtype, self.caffe_pooling, width_multiplier=self.width_multiplier,
-                                         extra_layers=self.extra_layers, name="trunk")(x, train=train)
-        logits = AlexNetQuickC100Head(self.num_outputs, self.dtype, self.width_multiplier, name="head")(
-            features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class AlexNetQuickC100Branch(nn.Module):
@@ -172,11 +182,8 @@ class AlexNetQuickC100Branch(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
         del train
-        x = features.astype(self.dtype)
-        x = nn.relu(layers.conv(64, 5, padding=2, init=layers.gaussian(0.01), name="conv4", dtype=self.dtype)(x))
-        x = layers.pool2d(x, "ave", 3, 2, caffe=self.caffe_pooling)
-        x = layers.dense(64, init=layers.gaussian(0.1), name="ip1", dtype=self.dtype)(layers.flatten(x))
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.1), name="ip2", dtype=self.dtype)(x)
+        return _quick_classifier(_expert_conv4(features, self.caffe_pooling, self.dtype), 64, self.num_outputs,
+                                 self.dtype)
 
 
 class AlexNetTrunk(nn.Module):
@@ -202,15 +209,6 @@ class AlexNetTrunk(nn.Module):
         return layers.pool2d(x, "max", 3, 2, caffe=caffe)
 
 
-def _fc_stack(x: jax.Array, widths: tuple[int, int], num_outputs: int, names: tuple[str, str, str],
-              dropout_rate: float, train: bool, dtype: Any) -> jax.Array:
-    """BVLC classifier: two FC-ReLU-dropout layers (N(0, 0.005^2), bias 0.1) and a final FC (N(0, 0.01^2))."""
-    for width, name in zip(widths, names):
-        x = layers.dense(width, init=layers.gaussian(0.005), bias_init=layers.constant(0.1), name=name, dtype=dtype)(x)
-        x = nn.Dropout(dropout_rate, deterministic=not train)(nn.relu(x))
-    return layers.dense(num_outputs, init=layers.gaussian(0.01), name=names[2], dtype=dtype)(x)
-
-
 class AlexNetHead(nn.Module):
     """BVLC AlexNet fc6 4096, fc7 4096 (ReLU + dropout each), fc8."""
 
@@ -221,25 +219,19 @@ class AlexNetHead(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
-        return _fc_stack(layers.flatten(features), (4096, 4096), self.num_outputs, ("fc6", "fc7", "fc8"),
-                         self.dropout_rate, train, self.dtype)
+        return _bvlc_classifier(features, 4096, self.num_outputs, self.dropout_rate, train, self.dtype)
 
 
-class AlexNet(nn.Module):
+class AlexNet(TrunkHeadModel):
     """BVLC ImageNet AlexNet (groups, cross-channel LRN), 227x227 input."""
+
+    trunk_cls = AlexNetTrunk
+    head_cls = AlexNetHead
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     dropout_rate: float = 0.5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = AlexNetTrunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
-        logits = AlexNetHead(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class AlexNetBranch(nn.Module):
@@ -257,5 +249,4 @@ class AlexNetBranch(nn.Module):
         x = nn.relu(layers.conv(256, 3, padding=1, groups=2, init=layers.gaussian(0.01),
                                 bias_init=layers.constant(0.1), name="conv6", dtype=self.dtype)(x))
         x = layers.pool2d(x, "max", 3, 2, caffe=self.caffe_pooling)
-        return _fc_stack(layers.flatten(x), (1024, 1024), self.num_outputs, ("fc6", "fc7", "fc8"),
-                         self.dropout_rate, train, self.dtype)
+        return _bvlc_classifier(x, 1024, self.num_outputs, self.dropout_rate, train, self.dtype)

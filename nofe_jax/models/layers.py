@@ -212,6 +212,31 @@ def flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)
 
 
+def fc_relu_dropout_stack(
+    x: jax.Array,
+    widths: tuple[int, ...],
+    num_outputs: int,
+    names: tuple[str, ...],
+    *,
+    init: Initializer,
+    out_init: Initializer,
+    dropout_rate: float,
+    train: bool,
+    bias_init: Initializer = nn.initializers.zeros,
+    dtype: Any = jnp.float32,
+) -> jax.Array:
+    """Classifier of flattened x: FC-ReLU-dropout layers of `widths`, then an FC of `num_outputs`.
+
+    `names` lists the hidden FCs, then the output FC (zero bias; `bias_init` is the hidden ones').
+    Call it inside a compact method: its layers become children of the caller.
+    """
+    x = flatten(x)
+    for width, name in zip(widths, names):
+        x = nn.relu(dense(width, init=init, bias_init=bias_init, name=name, dtype=dtype)(x))
+        x = nn.Dropout(dropout_rate, deterministic=not train)(x)
+    return dense(num_outputs, init=out_init, name=names[-1], dtype=dtype)(x)
+
+
 class FrozenProjection(nn.Module):
     """1x1 strided conv, no bias, identity-filled weights kept in the 'frozen' collection (never trained)."""
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from nofe_jax.models import layers
+from nofe_jax.models.trunk_head import TrunkHeadModel
 
 _INIT = layers.gaussian(0.05)  # every NIN weight is N(0, 0.05^2), biases 0
 
@@ -14,6 +15,17 @@ _INIT = layers.gaussian(0.05)  # every NIN weight is N(0, 0.05^2), biases 0
 def _conv_relu(x: jax.Array, features: int, kernel: int, padding: int, name: str, dtype: Any) -> jax.Array:
     """Conv (NIN init) followed by ReLU."""
     return nn.relu(layers.conv(features, kernel, padding=padding, init=_INIT, name=name, dtype=dtype)(x))
+
+
+def _conv3_cccp(x: jax.Array, features: int, conv_name: str, cccp_name: str, dtype: Any) -> jax.Array:
+    """3x3 conv + 1x1 cccp (ReLU each): the last trunk block, each extra layer and the expert's start."""
+    x = _conv_relu(x, features, 3, 1, conv_name, dtype)
+    return _conv_relu(x, features, 1, 0, cccp_name, dtype)
+
+
+def _classifier(x: jax.Array, num_outputs: int, dtype: Any) -> jax.Array:
+    """cccp6 1x1 num_outputs + ReLU, then global AVE pool: the logits are >= 0 as in the release."""
+    return layers.global_ave_pool(_conv_relu(x, num_outputs, 1, 0, "cccp6", dtype))
 
 
 class NINC100Trunk(nn.Module):
@@ -47,11 +59,9 @@ class NINC100Trunk(nn.Module):
         x = _conv_relu(x, width(192), 1, 0, "cccp4", dtype)
         x = layers.pool2d(x, self.pool2, 3, 2, caffe=self.caffe_pooling)
         x = nn.Dropout(self.dropout_rate, deterministic=not train, name="drop6")(x)
-        x = _conv_relu(x, width(192), 3, 1, "conv3", dtype)
-        x = _conv_relu(x, width(192), 1, 0, "cccp5", dtype)
+        x = _conv3_cccp(x, width(192), "conv3", "cccp5", dtype)
         for i in range(1, self.extra_layers + 1):
-            x = _conv_relu(x, width(192), 3, 1, f"extra{i}_conv", dtype)
-            x = _conv_relu(x, width(192), 1, 0, f"extra{i}_cccp", dtype)
+            x = _conv3_cccp(x, width(192), f"extra{i}_conv", f"extra{i}_cccp", dtype)
         return x
 
 
@@ -65,12 +75,14 @@ class NINC100Head(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         del train
-        x = _conv_relu(features.astype(self.dtype), self.num_outputs, 1, 0, "cccp6", self.dtype)
-        return layers.global_ave_pool(x)
+        return _classifier(features.astype(self.dtype), self.num_outputs, self.dtype)
 
 
-class NINC100(nn.Module):
+class NINC100(TrunkHeadModel):
     """The release's NIN-C100 generalist/base network, 26x26 input; width/depth options as in the trunk."""
+
+    trunk_cls = NINC100Trunk
+    head_cls = NINC100Head
 
     num_outputs: int
     dtype: Any = jnp.float32
@@ -79,15 +91,6 @@ class NINC100(nn.Module):
     dropout_rate: float = 0.5
     width_multiplier: float = 1.0
     extra_layers: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = NINC100Trunk(self.dtype, self.caffe_pooling, self.pool2, self.dropout_rate,
-                                self.width_multiplier, self.extra_layers, name="trunk")(x, train=train)
-        logits = NINC100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class NINC100Branch(nn.Module):
@@ -100,6 +103,5 @@ class NINC100Branch(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features [B, 6, 6, 192]."""
         del train
-        x = _conv_relu(features.astype(self.dtype), 192, 3, 1, "conv3", self.dtype)
-        x = _conv_relu(x, 192, 1, 0, "cccp5", self.dtype)
-        return layers.global_ave_pool(_conv_relu(x, self.num_outputs, 1, 0, "cccp6", self.dtype))
+        x = _conv3_cccp(features.astype(self.dtype), 192, "conv3", "cccp5", self.dtype)
+        return _classifier(x, self.num_outputs, self.dtype)

@@ -13,6 +13,7 @@ import numpy as np
 from nofe_jax.models import alexnet, nin, resnet, tiny, vgg
 from nofe_jax.models.experts import ExpertBranches, ExpertLayout
 from nofe_jax.models.nofe import NetworkOfExperts
+from nofe_jax.models.trunk_head import option_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,11 +108,6 @@ def generalist(name: str, num_experts: int, **overrides: Any) -> nn.Module:
     return build_base(name, num_experts, **overrides)
 
 
-def _field_names(cls: Any) -> set[str]:
-    """Constructor fields of a module class."""
-    return {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
-
-
 def build_nofe(
     name: str, layout: ExpertLayout | int, c_max: int | None = None, **overrides: Any
 ) -> NetworkOfExperts:
@@ -132,7 +128,7 @@ def build_nofe(
         if c_max is None:
             raise ValueError("c_max is required when layout is a number of experts")
         num_experts = layout
-    trunk_fields, branch_fields = _field_names(spec.trunk), _field_names(spec.branch)
+    trunk_fields, branch_fields = option_names(spec.trunk), option_names(spec.branch)
     unknown = set(overrides) - trunk_fields - branch_fields
     if unknown:
         raise ValueError(f"unknown overrides {sorted(unknown)} for {name!r}; "

@@ -7,6 +7,12 @@ import jax
 import jax.numpy as jnp
 
 from nofe_jax.models import layers
+from nofe_jax.models.trunk_head import TrunkHeadModel
+
+
+def _pool_fc(x: jax.Array, num_outputs: int, name: str, dtype: Any) -> jax.Array:
+    """Global AVE pool, then an FC with N(0, 0.01^2) weights: the head's and each expert's classifier."""
+    return layers.dense(num_outputs, init=layers.gaussian(0.01), name=name, dtype=dtype)(layers.global_ave_pool(x))
 
 
 class ResNet56C100Trunk(nn.Module):
@@ -61,15 +67,17 @@ class ResNet56C100Head(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         del train
-        x = layers.global_ave_pool(features.astype(self.dtype))
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="fc_55", dtype=self.dtype)(x)
+        return _pool_fc(features.astype(self.dtype), self.num_outputs, "fc_55", self.dtype)
 
 
-class ResNet56C100(nn.Module):
+class ResNet56C100(TrunkHeadModel):
     """The release's wide ResNet56 (BatchNorm; stats in 'batch_stats', projections in 'frozen'), 28x28 input.
 
     `width_multiplier` / `extra_layers` as in ResNet56C100Trunk.
     """
+
+    trunk_cls = ResNet56C100Trunk
+    head_cls = ResNet56C100Head
 
     num_outputs: int
     dtype: Any = jnp.float32
@@ -77,15 +85,6 @@ class ResNet56C100(nn.Module):
     blocks_per_stage: int = 9
     width_multiplier: float = 1.0
     extra_layers: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = ResNet56C100Trunk(self.dtype, self.widths, self.blocks_per_stage, self.width_multiplier,
-                                     self.extra_layers, name="trunk")(x, train=train)
-        logits = ResNet56C100Head(self.num_outputs, self.dtype, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class ResNet56C100Branch(nn.Module):
@@ -100,5 +99,4 @@ class ResNet56C100Branch(nn.Module):
         """Expert logits [B, num_outputs] from trunk features [B, 7, 7, features]."""
         x = layers.basic_block(features.astype(self.dtype), self.features, conv_names=("conv1", "conv2"),
                                bn_names=("bn1", "bn2"), train=train, dtype=self.dtype)
-        x = layers.global_ave_pool(x)
-        return layers.dense(self.num_outputs, init=layers.gaussian(0.01), name="fc", dtype=self.dtype)(x)
+        return _pool_fc(x, self.num_outputs, "fc", self.dtype)

@@ -7,6 +7,12 @@ import jax
 import jax.numpy as jnp
 
 from nofe_jax.models import layers
+from nofe_jax.models.trunk_head import TrunkHeadModel
+
+
+def _conv3_relu(x: jax.Array, features: int, name: str, dtype: Any) -> jax.Array:
+    """3x3 pad-1 conv (msra fan-out) followed by ReLU: every tiny conv."""
+    return nn.relu(layers.conv(features, 3, padding=1, init=layers.msra_fan_out(), name=name, dtype=dtype)(x))
 
 
 class TinyCNNTrunk(nn.Module):
@@ -19,11 +25,8 @@ class TinyCNNTrunk(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """Trunk features of NHWC images."""
         del train
-        x = x.astype(self.dtype)
-        x = nn.relu(layers.conv(self.width, 3, padding=1, init=layers.msra_fan_out(), name="conv1",
-                                dtype=self.dtype)(x))
-        x = nn.relu(layers.conv(2 * self.width, 3, padding=1, init=layers.msra_fan_out(), name="conv2",
-                                dtype=self.dtype)(x))
+        x = _conv3_relu(x.astype(self.dtype), self.width, "conv1", self.dtype)
+        x = _conv3_relu(x, 2 * self.width, "conv2", self.dtype)
         return layers.pool2d(x, "max", 2, 2, caffe=False)
 
 
@@ -42,20 +45,15 @@ class TinyCNNHead(nn.Module):
         )
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(TrunkHeadModel):
     """Tiny CNN: two 3x3 convs, a max pool and one FC (about 10k parameters on 8x8x1 digits)."""
+
+    trunk_cls = TinyCNNTrunk
+    head_cls = TinyCNNHead
 
     num_outputs: int
     dtype: Any = jnp.float32
     width: int = 16
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = TinyCNNTrunk(self.dtype, self.width, name="trunk")(x, train=train)
-        logits = TinyCNNHead(self.num_outputs, self.dtype, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class TinyCNNBranch(nn.Module):
@@ -69,7 +67,5 @@ class TinyCNNBranch(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features."""
         del train
-        x = nn.relu(layers.conv(self.width, 3, padding=1, init=layers.msra_fan_out(), name="conv1",
-                                dtype=self.dtype)(features.astype(self.dtype)))
-        x = layers.global_ave_pool(x)
+        x = layers.global_ave_pool(_conv3_relu(features.astype(self.dtype), self.width, "conv1", self.dtype))
         return layers.dense(self.num_outputs, init=layers.xavier(), name="ip1", dtype=self.dtype)(x)

@@ -7,29 +7,33 @@ import jax
 import jax.numpy as jnp
 
 from nofe_jax.models import layers
+from nofe_jax.models.trunk_head import TrunkHeadModel
 
 # (stage width, convs per stage) of each conv stack; every stage ends with MAX pool 2/2.
 _VGG11_C100_STAGES = ((64, 2), (128, 2), (256, 4))
 _VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
+def _conv3_relu(x: jax.Array, features: int, name: str, dtype: Any) -> jax.Array:
+    """3x3 pad-1 conv (xavier) followed by ReLU: every VGG conv."""
+    return nn.relu(layers.conv(features, 3, padding=1, init=layers.xavier(), name=name, dtype=dtype)(x))
+
+
 def _conv_stages(x: jax.Array, stages: tuple[tuple[int, int], ...], caffe: bool, dtype: Any) -> jax.Array:
     """3x3 pad-1 conv-ReLU stages named convS_I, each followed by MAX pool 2/2."""
     for stage, (width, depth) in enumerate(stages, start=1):
         for i in range(1, depth + 1):
-            x = nn.relu(layers.conv(width, 3, padding=1, init=layers.xavier(), name=f"conv{stage}_{i}", dtype=dtype)(x))
+            x = _conv3_relu(x, width, f"conv{stage}_{i}", dtype)
         x = layers.pool2d(x, "max", 2, 2, caffe=caffe)
     return x
 
 
-def _fc_dropout_stack(x: jax.Array, widths: tuple[int, ...], num_outputs: int, names: tuple[str, ...],
-                      dropout_rate: float, train: bool, dtype: Any) -> jax.Array:
-    """FC-ReLU-dropout layers of the given widths, then a final FC; xavier weights, zero biases."""
-    x = layers.flatten(x)
-    for width, name in zip(widths, names):
-        x = nn.relu(layers.dense(width, init=layers.xavier(), name=name, dtype=dtype)(x))
-        x = nn.Dropout(dropout_rate, deterministic=not train)(x)
-    return layers.dense(num_outputs, init=layers.xavier(), name=names[-1], dtype=dtype)(x)
+def _classifier(x: jax.Array, hidden: int, num_outputs: int, names: tuple[str, str, str], dropout_rate: float,
+                train: bool, dtype: Any) -> jax.Array:
+    """Two FC-ReLU-dropout layers of `hidden` units, then a final FC; xavier weights, zero biases."""
+    return layers.fc_relu_dropout_stack(x, (hidden, hidden), num_outputs, names, init=layers.xavier(),
+                                        out_init=layers.xavier(), dropout_rate=dropout_rate, train=train,
+                                        dtype=dtype)
 
 
 class VGG11C100Trunk(nn.Module):
@@ -54,8 +58,7 @@ class VGG11C100Trunk(nn.Module):
         x = _conv_stages(x.astype(self.dtype), stages, self.caffe_pooling, self.dtype)
         extra_width = layers.scaled_width(256, self.width_multiplier)
         for i in range(1, self.extra_layers + 1):
-            x = nn.relu(layers.conv(extra_width, 3, padding=1, init=layers.xavier(), name=f"conv4_{i}",
-                                    dtype=self.dtype)(x))
+            x = _conv3_relu(x, extra_width, f"conv4_{i}", self.dtype)
         return x
 
 
@@ -71,15 +74,18 @@ class VGG11C100Head(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         hidden = layers.scaled_width(1024, self.width_multiplier)
-        return _fc_dropout_stack(features, (hidden, hidden), self.num_outputs, ("fc1", "fc2", "fc3"),
-                                 self.dropout_rate, train, self.dtype)
+        return _classifier(features, hidden, self.num_outputs, ("fc1", "fc2", "fc3"), self.dropout_rate, train,
+                           self.dtype)
 
 
-class VGG11C100(nn.Module):
+class VGG11C100(TrunkHeadModel):
     """The release's custom CIFAR-100 VGG11 (64,64 / 128,128 / 256x4, FC1024, FC1024), 32x32 input.
 
     `width_multiplier` scales the convs and the hidden FCs; `extra_layers` as in VGG11C100Trunk.
     """
+
+    trunk_cls = VGG11C100Trunk
+    head_cls = VGG11C100Head
 
     num_outputs: int
     dtype: Any = jnp.float32
@@ -87,16 +93,6 @@ class VGG11C100(nn.Module):
     dropout_rate: float = 0.5
     width_multiplier: float = 1.0
     extra_layers: int = 0
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = VGG11C100Trunk(self.dtype, self.caffe_pooling, self.width_multiplier, self.extra_layers,
-                                  name="trunk")(x, train=train)
-        logits = VGG11C100Head(self.num_outputs, self.dtype, self.dropout_rate, self.width_multiplier,
-                               name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
 
 
 class VGG11C100Branch(nn.Module):
@@ -112,10 +108,9 @@ class VGG11C100Branch(nn.Module):
         """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 256]."""
         x = features.astype(self.dtype)
         for name in ("conv1", "conv2"):
-            x = nn.relu(layers.conv(256, 3, padding=1, init=layers.xavier(), name=name, dtype=self.dtype)(x))
+            x = _conv3_relu(x, 256, name, self.dtype)
         x = layers.pool2d(x, "max", 2, 2, caffe=self.caffe_pooling)
-        return _fc_dropout_stack(x, (512, 512), self.num_outputs, ("fc1", "fc2", "fc3"),
-                                 self.dropout_rate, train, self.dtype)
+        return _classifier(x, 512, self.num_outputs, ("fc1", "fc2", "fc3"), self.dropout_rate, train, self.dtype)
 
 
 class VGG16Trunk(nn.Module):
@@ -141,22 +136,17 @@ class VGG16Head(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
-        return _fc_dropout_stack(features, (4096, 4096), self.num_outputs, ("fc6", "fc7", "fc8"),
-                                 self.dropout_rate, train, self.dtype)
+        return _classifier(features, 4096, self.num_outputs, ("fc6", "fc7", "fc8"), self.dropout_rate, train,
+                           self.dtype)
 
 
-class VGG16(nn.Module):
+class VGG16(TrunkHeadModel):
     """Standard ImageNet VGG16 (configuration D), 224x224 input."""
+
+    trunk_cls = VGG16Trunk
+    head_cls = VGG16Head
 
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
     dropout_rate: float = 0.5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(logits [B, num_outputs], named intermediates)."""
-        features = VGG16Trunk(self.dtype, self.caffe_pooling, name="trunk")(x, train=train)
-        logits = VGG16Head(self.num_outputs, self.dtype, self.dropout_rate, name="head")(features, train=train)
-        logits = logits.astype(jnp.float32)
-        return logits, {"features": features, "logits": logits}
