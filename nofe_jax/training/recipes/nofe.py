@@ -220,23 +220,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     learn = nc.specialties == 'learned'
     initial = (specialties.random_balanced(num_classes, nc.num_experts, rng) if learn
                else fixed_specialties(run, rng, stages))
-    assignment, counts, generalist_variables = initial, None, None
+    assignment, history, generalist_variables = initial, [], None
     if learn or nc.init == 'generalist':
         result = base.run_stage(run, generalist_stage(run, initial, learn))
         stages['generalist'] = result
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
-        counts = np.asarray(history[-1]['counts']) if history else None
         generalist_variables = {'params': result.state.params, **result.state.model_state}
     stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
     result = base.run_stage(run, stage)
     stages['nofe'] = result
-    plot_specialties(run, assignment, counts)
+    plot_specialties(run, assignment, np.asarray(history[-1]['counts']) if history else None)
     final_specialties = specialty_names(assignment, run.dataset.class_names, nc.num_experts)
+    summary_keys = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1')
     return base.finish(run, result.final, stages,
                        specialties=[s for s in final_specialties if s],
                        num_experts=layout.num_experts,
                        specialty_sizes=[int(s) for s in layout.sizes],
-                       specialty_history=[{k: h[k] for k in ('step', 'epoch', 'moved', 'sizes', 'specialty_top1')}
-                                          for h in stages['generalist'].meta.get('history', [])]
-                       if 'generalist' in stages else [])
+                       specialty_history=[{k: h[k] for k in summary_keys} for h in history])
