@@ -14,6 +14,8 @@ def initialize_distributed(coordinator_address: str = '', num_processes: int = 0
                            process_id: int = -1) -> None:
     """Joins a multi-process run; a no-op for one process when nothing is given."""
     if coordinator_address:
+        # CPU processes need a collectives backend to form one mesh; GPUs/TPUs ignore this.
+        jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes,
                                    process_id=process_id)
@@ -54,5 +56,20 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
 
 
 def replicate(tree, mesh: Mesh):
-    """Places a pytree on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places a pytree (host values, or arrays every process holds alike) on every device."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        # device_put cannot target other processes' devices: build the global array from
+        # this process's identical copy instead.
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        host = np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
