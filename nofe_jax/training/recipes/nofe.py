@@ -24,6 +24,7 @@ from nofe_jax.training import loop, steps
 from nofe_jax.training.recipes import base
 
 SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
+_MAX_LABELLED_CLASSES = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,15 +188,19 @@ def plot_specialties(run: base.Run, assignment: np.ndarray, counts: np.ndarray |
     names = [run.dataset.class_names[c] for c in order]
     matrix = (np.asarray(counts)[order] if counts is not None
               else np.eye(k)[assignment[order]])
-    height = max(4.0, 0.14 * len(order) + 1.5)
-    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * k, height))
+    labelled = len(order) <= _MAX_LABELLED_CLASSES  # beyond that, names and boxes are unreadable
+    height = max(4.0, 0.14 * len(order) + 1.5) if labelled else 12.0
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(k, 40), height))
     image = ax.imshow(matrix, aspect='auto', cmap='viridis', interpolation='nearest')
-    ax.set_yticks(range(len(order)), names, fontsize=max(4, min(9, 500 // max(len(order), 1))))
-    ax.set_xticks(range(k))
     ax.set_xlabel('specialty (generalist prediction)')
-    for c, row in enumerate(assignment[order]):
-        ax.add_patch(matplotlib.patches.Rectangle((row - 0.5, c - 0.5), 1, 1, fill=False,
-                                                  edgecolor='red', linewidth=0.8))
+    if labelled:
+        ax.set_yticks(range(len(order)), names, fontsize=max(4, min(9, 500 // len(order))))
+        ax.set_xticks(range(k))
+        for c, row in enumerate(assignment[order]):
+            ax.add_patch(matplotlib.patches.Rectangle((row - 0.5, c - 0.5), 1, 1, fill=False,
+                                                      edgecolor='red', linewidth=0.8))
+    else:
+        ax.set_ylabel('classes, grouped by specialty (names in specialties.json)')
     ax.set_title('specialties (red: assigned) over the generalist\'s counts on S')
     fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
     fig.tight_layout()
