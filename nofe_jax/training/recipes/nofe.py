@@ -201,7 +201,7 @@ def plot_specialties(run: base.Run, assignment: np.ndarray, counts: np.ndarray |
                                                       edgecolor='red', linewidth=0.8))
     else:
         ax.set_ylabel('classes, grouped by specialty (names in specialties.json)')
-    ax.set_title('specialties (red: assigned) over the generalist\'s counts on S')
+    ax.set_title('specialties (red: assigned)\nover the generalist\'s counts on S', fontsize=9)
     fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
     fig.tight_layout()
     fig.savefig(os.path.join(run.workdir, 'specialties.png'), dpi=110)
