@@ -10,7 +10,9 @@ generalist_epochs (2), expert_epochs (4), smoke.
 The generalist re-learns the specialties every half epoch from its predictions on a
 random 10,000-image training subset (raw counts; elasso lam=1000 suits counts
 of about 1,000 per class). Compare with fashion_mnist_base.py:epochs=6 (same
-total epochs). Hardware: 2 CPU cores. Measured: README "Results".
+total epochs). Measured on 2 CPU cores (README "Results"): test top-1 83.82% at K=2 and
+83.96% at K=5, with fully_balanced and elasso alike (the specialties never moved from
+their random start), 20-23 min each; the flat model gets 91.15%. No paper number.
 """
 from experiments.configs import common, fashion_mnist_base
 
