@@ -117,13 +117,19 @@ def read_metrics(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers)."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    return plt
+
+
 def plot_learning_curves(workdir: str, path: str) -> None:
     """PNG of train loss and test top-1 against epochs, one panel each, per stage."""
     if not is_writer():
         return
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    plt = _pyplot()
     records = read_metrics(workdir)
     stages = list(dict.fromkeys(r.get('stage', 'train') for r in records))
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -138,6 +144,39 @@ def plot_learning_curves(workdir: str, path: str) -> None:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+_MAX_LABELLED_CLASSES = 200  # beyond that, class names and boxes are unreadable
+
+
+def plot_specialties(path: str, assignment: np.ndarray, class_names, num_experts: int,
+                     counts: np.ndarray | None) -> None:
+    """PNG of a partition: classes grouped by specialty over the generalist's C x K counts."""
+    if not is_writer():
+        return
+    plt = _pyplot()
+    k = num_experts
+    order = np.argsort(assignment, kind='stable')
+    names = [class_names[c] for c in order]
+    matrix = np.asarray(counts)[order] if counts is not None else np.eye(k)[assignment[order]]
+    labelled = len(order) <= _MAX_LABELLED_CLASSES
+    height = max(4.0, 0.14 * len(order) + 1.5) if labelled else 12.0
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(k, 40), height))
+    image = ax.imshow(matrix, aspect='auto', cmap='viridis', interpolation='nearest')
+    ax.set_xlabel('specialty (generalist prediction)')
+    if labelled:
+        ax.set_yticks(range(len(order)), names, fontsize=max(4, min(9, 500 // len(order))))
+        ax.set_xticks(range(k))
+        for c, row in enumerate(assignment[order]):
+            ax.add_patch(plt.Rectangle((row - 0.5, c - 0.5), 1, 1, fill=False,
+                                       edgecolor='red', linewidth=0.8))
+    else:
+        ax.set_ylabel('classes, grouped by specialty (names in specialties.json)')
+    ax.set_title('specialties (red: assigned)\nover the generalist\'s counts on S', fontsize=9)
+    fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,6 @@ resumes inside either stage.
 import dataclasses
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -24,7 +23,6 @@ from nofe_jax.training import loop, steps
 from nofe_jax.training.recipes import base
 
 SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
-_MAX_LABELLED_CLASSES = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,38 +174,6 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
     return stage, layout
 
 
-def plot_specialties(run: base.Run, assignment: np.ndarray, counts: np.ndarray | None) -> None:
-    """PNG of the final specialties: classes grouped by specialty, with the generalist's counts."""
-    if not reporting.is_writer():
-        return
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-    k = run.config.nofe.num_experts
-    order = np.argsort(assignment, kind='stable')
-    names = [run.dataset.class_names[c] for c in order]
-    matrix = (np.asarray(counts)[order] if counts is not None
-              else np.eye(k)[assignment[order]])
-    labelled = len(order) <= _MAX_LABELLED_CLASSES  # beyond that, names and boxes are unreadable
-    height = max(4.0, 0.14 * len(order) + 1.5) if labelled else 12.0
-    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(k, 40), height))
-    image = ax.imshow(matrix, aspect='auto', cmap='viridis', interpolation='nearest')
-    ax.set_xlabel('specialty (generalist prediction)')
-    if labelled:
-        ax.set_yticks(range(len(order)), names, fontsize=max(4, min(9, 500 // len(order))))
-        ax.set_xticks(range(k))
-        for c, row in enumerate(assignment[order]):
-            ax.add_patch(matplotlib.patches.Rectangle((row - 0.5, c - 0.5), 1, 1, fill=False,
-                                                      edgecolor='red', linewidth=0.8))
-    else:
-        ax.set_ylabel('classes, grouped by specialty (names in specialties.json)')
-    ax.set_title('specialties (red: assigned)\nover the generalist\'s counts on S', fontsize=9)
-    fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
-    fig.tight_layout()
-    fig.savefig(os.path.join(run.workdir, 'specialties.png'), dpi=110)
-    plt.close(fig)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Generalist (learning the specialties) then the network of experts."""
     nc = config.nofe
@@ -235,7 +201,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
     result = base.run_stage(run, stage)
     stages['nofe'] = result
-    plot_specialties(run, assignment, np.asarray(history[-1]['counts']) if history else None)
+    reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
+                               run.dataset.class_names, nc.num_experts,
+                               np.asarray(history[-1]['counts']) if history else None)
     final_specialties = specialty_names(assignment, run.dataset.class_names, nc.num_experts)
     summary_keys = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1')
     return base.finish(run, result.final, stages,
