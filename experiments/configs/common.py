@@ -74,10 +74,16 @@ def nofe_config() -> ml_collections.ConfigDict:
         num_experts=10,               # K
         specialties='learned',        # learned | spectral | random | wordnet | file
         balance='fully_balanced',     # fully_balanced | elasso | greedy | optimal_balanced
-        elasso_lam=1000.0,            # scales with the counts in M (raw counts on S)
+        elasso_lam=1000.0,            # stated for |S| = 10,000 (the paper's); scaled by |S| / 10,000
         elasso_sweeps=0,              # 0 = until no class moves (capped); the release does 1
         update_every='1 epoch',       # specialty re-assignment period of the generalist
-        subset_size=10000,            # |S|: random training images predicted per update
+        update_warmup='50000 examples',  # no re-assignment before this (the release's first update)
+        min_kappa=0.1,                # skip an update while the generalist's kappa on S is below this
+        stay_margin=1.0,              # a class moves only if it gains > margin * sqrt(its count on S)
+        subset_size=10000,            # |S|: training images predicted per update
+        subset_source='train',        # train: a fresh random S per update (paper) | holdout: a fixed S
+                                      # never trained on in stage 1 (also feeds spectral's confusion)
+        spectral_balanced=True,       # spectral: clusters under fully_balanced's capacities
         partition_file='',            # specialties='file': one specialty id per class per line
         init='generalist',            # trunk of the NofE: generalist | scratch
     ))
@@ -151,3 +157,5 @@ def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_cla
         # Piecewise boundaries of a real solver lie beyond a 2-epoch run.
         stage.optim.boundaries = ()
         stage.optim.lr_values = stage.optim.lr_values[:1]
+    if 'nofe' in config:  # a one-epoch generalist still re-learns its specialties
+        config.nofe.update_warmup = '0 steps'

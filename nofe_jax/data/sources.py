@@ -79,6 +79,26 @@ class InMemorySource(ArraySource):
         return self.images[indices], self._labels[indices]
 
 
+class SubsetSource(ArraySource):
+    """A view of `indices` of another source (e.g. a training split minus a held-out subset)."""
+
+    def __init__(self, source: ArraySource, indices: np.ndarray):
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or (indices.size and (indices.min() < 0 or indices.max() >= len(source))):
+            raise ValueError(f'subset indices must be a 1-D vector in [0, {len(source)})')
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return self.indices.size
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels[self.indices]
+
+    def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.get(self.indices[np.asarray(indices)])
+
+
 def _to_rgb_or_gray(image: Image.Image, channels: int) -> Image.Image:
     return image.convert('L' if channels == 1 else 'RGB')
 
@@ -208,6 +228,8 @@ class Dataset:
     num_classes: int
     synthetic: bool
     description: str
+    # Known groupings of the classes (name -> int[C] group ids), to score learned partitions.
+    class_groupings: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- IDX (Fashion-MNIST)
@@ -275,8 +297,14 @@ def _as_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
+NPZ_GROUPING_PREFIX = 'grouping_'
+
+
 def load_npz_dataset(path: str) -> Dataset:
-    """A dataset from one .npz file with x_train, y_train, x_test, y_test (and optional class_names)."""
+    """A dataset from one .npz file with x_train, y_train, x_test, y_test (and optional class_names).
+
+    Optional ``grouping_<name>`` arrays (int [C]) are known groupings of the classes.
+    """
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f'npz file {path!r} not found; pass --config.data.path=<file.npz> '
                                    'holding x_train, y_train, x_test, y_test')
@@ -287,13 +315,19 @@ def load_npz_dataset(path: str) -> Dataset:
         train = InMemorySource(_as_uint8_images(data['x_train'], 'x_train'), data['y_train'].reshape(-1))
         test = InMemorySource(_as_uint8_images(data['x_test'], 'x_test'), data['y_test'].reshape(-1))
         class_names = [str(c) for c in data['class_names']] if 'class_names' in data.files else None
+        groupings = {key[len(NPZ_GROUPING_PREFIX):]: np.asarray(data[key]).astype(np.int32)
+                     for key in data.files if key.startswith(NPZ_GROUPING_PREFIX)}
     if class_names is None:
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         class_names = [str(i) for i in range(num_classes)]
+    for key, grouping in groupings.items():
+        if grouping.shape != (len(class_names),):
+            raise ValueError(f'{path}: {NPZ_GROUPING_PREFIX}{key} must hold one group id per class '
+                             f'({len(class_names)}), got shape {grouping.shape}')
     name = os.path.splitext(os.path.basename(path))[0]
     return Dataset(name=name, train=train, test=test, class_names=class_names,
                    image_shape=tuple(train.images.shape[1:]), num_classes=len(class_names),
-                   synthetic=False, description=f'npz file {path}')
+                   synthetic=False, description=f'npz file {path}', class_groupings=groupings)
 
 
 # ----------------------------------------------------------------------------- image folders

@@ -57,7 +57,7 @@ def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator,
 def _kmeans_plus_plus(points: np.ndarray, num_clusters: int, rng: np.random.Generator) -> np.ndarray:
     centers = [points[rng.integers(points.shape[0])]]
     for _ in range(1, num_clusters):
-        dist = np.min(_sq_distances(points, np.array(centers)), axis=1)
+        dist = np.min(squared_distances(points, np.array(centers)), axis=1)
         total = dist.sum()
         # All points already coincide with a center: any choice is as good.
         probs = dist / total if total > 0 else None
@@ -66,13 +66,13 @@ def _kmeans_plus_plus(points: np.ndarray, num_clusters: int, rng: np.random.Gene
 
 
 def _lloyd(points: np.ndarray, centers: np.ndarray, max_iters: int) -> tuple[np.ndarray, float]:
-    labels = np.argmin(_sq_distances(points, centers), axis=1)
+    labels = np.argmin(squared_distances(points, centers), axis=1)
     for _ in range(max_iters):
         for k in range(centers.shape[0]):
             members = points[labels == k]
             if len(members):  # An empty cluster keeps its center.
                 centers[k] = members.mean(axis=0)
-        new_labels = np.argmin(_sq_distances(points, centers), axis=1)
+        new_labels = np.argmin(squared_distances(points, centers), axis=1)
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
@@ -80,7 +80,7 @@ def _lloyd(points: np.ndarray, centers: np.ndarray, max_iters: int) -> tuple[np.
     return labels, inertia
 
 
-def _sq_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """[n, k] squared Euclidean distances, clipped at 0 against rounding."""
     sq = (np.sum(points ** 2, axis=1)[:, None] + np.sum(centers ** 2, axis=1)[None, :]
           - 2.0 * points @ centers.T)
@@ -97,7 +97,7 @@ def fuzzy_objective(points: np.ndarray, memberships: np.ndarray, m: float = 2.0)
     points = np.asarray(points, dtype=np.float64)
     weights = np.asarray(memberships, dtype=np.float64) ** m
     centers = _fuzzy_centers(points, weights)
-    return float(np.sum(weights * _sq_distances(points, centers)))
+    return float(np.sum(weights * squared_distances(points, centers)))
 
 
 def _fuzzy_centers(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ def fuzzy_c_means(points: np.ndarray, num_clusters: int, rng: np.random.Generato
     for _ in range(iters):
         weights = memberships ** m
         centers = _fuzzy_centers(points, weights)
-        updated = _fuzzy_memberships(_sq_distances(points, centers), m)
+        updated = _fuzzy_memberships(squared_distances(points, centers), m)
         converged = np.max(np.abs(updated - memberships)) < tol
         memberships = updated
         if converged:

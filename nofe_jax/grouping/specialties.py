@@ -17,6 +17,9 @@ from scipy.optimize import linear_sum_assignment
 from nofe_jax.grouping import clustering
 
 ELASSO_MAX_SWEEPS = 100
+BALANCED_KMEANS_MAX_ITERS = 50
+# elasso's lam is stated for the paper's |S| = 10,000 images; other subset sizes scale it.
+ELASSO_REFERENCE_SUBSET_SIZE = 10_000
 
 
 def check_num_groups(num_classes: int, num_groups: int) -> None:
@@ -76,6 +79,70 @@ def describe_change(old: np.ndarray, new: np.ndarray, num_groups: int) -> dict[s
         raise ValueError(f'old and new assignments differ in length: {old.shape} vs {new.shape}.')
     return {'moved': int(np.sum(old != new)),
             'sizes': specialty_sizes(new, num_groups).tolist()}
+
+
+def specialty_kappa(counts: np.ndarray, assignment: np.ndarray) -> float:
+    """Cohen's kappa between each image's true specialty l(class) and the generalist's prediction.
+
+    0 for a generalist at chance (whatever the specialty sizes), 1 when every
+    image lands in its class's specialty; read from the C x K count matrix.
+    """
+    counts = _check_counts(counts).astype(np.float64)
+    assignment = _check_assignment(assignment, counts.shape[1])
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    true_share = np.bincount(assignment, weights=counts.sum(axis=1), minlength=counts.shape[1]) / total
+    predicted_share = counts.sum(axis=0) / total
+    observed = matched_count(counts, assignment) / total
+    expected = float(true_share @ predicted_share)
+    return float((observed - expected) / (1.0 - expected)) if expected < 1.0 else 0.0
+
+
+def with_stay_bonus(counts: np.ndarray, assignment: np.ndarray, margin: float) -> np.ndarray:
+    """counts + margin * sqrt(row total) on each class's current specialty.
+
+    A class then leaves its specialty only when another holds more of its
+    images by more than `margin` times the noise of a count difference
+    (sd <= sqrt(row total) for two Poisson counts), so counts at noise level
+    never reshuffle the map; 0 disables it.
+    """
+    counts = _check_counts(counts).astype(np.float64)
+    assignment = _check_assignment(assignment, counts.shape[1])
+    if margin < 0:
+        raise ValueError(f'margin must be >= 0, got {margin}.')
+    boosted = counts.copy()
+    boosted[np.arange(counts.shape[0]), assignment] += margin * np.sqrt(counts.sum(axis=1))
+    return boosted
+
+
+def scaled_elasso_lam(lam: float, subset_size: int) -> float:
+    """elasso's lam for a subset of `subset_size` images, `lam` being stated for |S| = 10,000.
+
+    The cost -sum(M * F) grows with |S| while sqrt(sum n_j^2) does not, so lam
+    scales with |S| to keep the same trade-off on any data set.
+    """
+    if lam < 0:
+        raise ValueError(f'elasso lam must be >= 0, got {lam}.')
+    return lam * subset_size / ELASSO_REFERENCE_SUBSET_SIZE
+
+
+def partition_nmi(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised mutual information (arithmetic mean of entropies) of two labelings of the same items."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f'labelings must be 1-D of one length, got {a.shape} and {b.shape}.')
+    _, a_ids = np.unique(a, return_inverse=True)
+    _, b_ids = np.unique(b, return_inverse=True)
+    joint = np.zeros((a_ids.max() + 1, b_ids.max() + 1))
+    np.add.at(joint, (a_ids, b_ids), 1.0)
+    joint /= joint.sum()
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    mutual = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
+    entropy = lambda p: float(-np.sum(p[p > 0] * np.log(p[p > 0])))
+    mean_entropy = (entropy(pa) + entropy(pb)) / 2
+    return mutual / mean_entropy if mean_entropy > 0 else 1.0
 
 
 def greedy(counts: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -204,12 +271,15 @@ def random_balanced(num_classes: int, num_groups: int, rng: np.random.Generator)
     return rng.permutation(relabel[np.arange(num_classes) % num_groups]).astype(np.int32)
 
 
-def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.Generator) -> np.ndarray:
+def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.Generator,
+                         balanced: bool = False) -> np.ndarray:
     """Spectral clustering of the symmetrised, row-normalised C x C confusion matrix (paper's baseline).
 
     Rows are normalised first so every class weighs the same whatever its
-    number of test images; the diagonal (correct predictions) is dropped as
-    it says nothing about which classes go together. Sizes are not balanced.
+    number of images; the diagonal (correct predictions) is dropped as it
+    says nothing about which classes go together. `balanced=False` keeps
+    k-means' sizes (the paper's baseline); `balanced=True` assigns the
+    spectral embedding under fully_balanced's floor/ceil(C/K) capacities.
     """
     confusion = np.asarray(confusion, dtype=np.float64)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
@@ -219,7 +289,30 @@ def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.
     rates = np.divide(confusion, row_sums, out=np.zeros_like(confusion), where=row_sums > 0)
     affinity = (rates + rates.T) / 2
     np.fill_diagonal(affinity, 0.0)
-    return clustering.spectral_clustering(affinity, num_groups, rng).astype(np.int32)
+    if not balanced:
+        return clustering.spectral_clustering(affinity, num_groups, rng).astype(np.int32)
+    embedding = clustering.spectral_embedding(affinity, num_groups)
+    return balanced_kmeans(embedding, clustering.kmeans(embedding, num_groups, rng))
+
+
+def balanced_kmeans(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Lloyd's iterations from `labels` whose assignment step is `optimal_balanced` (sizes floor/ceil(n/K)).
+
+    Each step assigns the points to the centres with the least total squared
+    distance under the capacities, so the cost never increases; stops when
+    nothing moves (at most BALANCED_KMEANS_MAX_ITERS steps).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    num_groups = int(labels.max()) + 1
+    labels = np.asarray(labels)
+    for _ in range(BALANCED_KMEANS_MAX_ITERS):
+        centers = np.stack([points[labels == k].mean(axis=0) if np.any(labels == k)
+                            else np.zeros(points.shape[1]) for k in range(num_groups)])
+        updated = optimal_balanced(-clustering.squared_distances(points, centers))
+        if np.array_equal(updated, labels):
+            break
+        labels = updated
+    return labels.astype(np.int32)
 
 
 def wordnet_specialties(class_synsets: Sequence[Any], num_groups: int) -> np.ndarray:

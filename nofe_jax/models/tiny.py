@@ -57,7 +57,12 @@ class TinyCNN(TrunkHeadModel):
 
 
 class TinyCNNBranch(nn.Module):
-    """Tiny expert: conv1 3x3 16 + ReLU, global AVE pool, ip1."""
+    """Tiny expert: conv1 3x3 16 + ReLU, then the base head's FC on the flattened map.
+
+    Like every release branch it replicates the base model above the cut (here the
+    flat FC head) with one extra conv in front; it keeps the spatial layout the
+    flat head classifies from (a global pool here left the experts near chance).
+    """
 
     num_outputs: int
     dtype: Any = jnp.float32
@@ -66,6 +71,5 @@ class TinyCNNBranch(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features."""
-        del train
-        x = layers.global_ave_pool(_conv3_relu(features.astype(self.dtype), self.width, "conv1", self.dtype))
-        return layers.dense(self.num_outputs, init=layers.xavier(), name="ip1", dtype=self.dtype)(x)
+        x = _conv3_relu(features.astype(self.dtype), self.width, "conv1", self.dtype)
+        return TinyCNNHead(self.num_outputs, self.dtype, name="head")(x, train=train)

@@ -19,8 +19,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from nofe_jax import checkpoints, parallel, reporting
-from nofe_jax.data import pipeline
-from nofe_jax.training import durations, optim, steps
+from nofe_jax.data import pipeline, sources
+from nofe_jax.training import durations, health, optim, steps
 from nofe_jax.training.state import TrainState, create_train_state
 
 
@@ -45,11 +45,13 @@ class HookContext:
 class Hook:
     """A host-side action every ``every`` (a duration), e.g. a specialty update.
 
+    It first runs at the first period end at or after ``start`` (a duration).
     ``fn(ctx)`` returns new grouping arrays (same shapes) or None.
     """
     name: str
     every: str
     fn: Callable[[HookContext], dict[str, np.ndarray] | None]
+    start: str = '0 steps'
 
 
 @dataclasses.dataclass
@@ -66,6 +68,8 @@ class Stage:
     init_variables: Callable[[dict], dict] | None = None
     loss_fn: Callable | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Indices into dataset.train this stage trains on (None: all), e.g. all but a held-out S.
+    train_indices: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -117,16 +121,19 @@ class _Runner:
         tc = stage.train_config
         parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
         parallel.check_batch_size(tc.eval_batch_size, self.mesh, 'eval_batch_size')
-        self.steps_per_epoch = pipeline.steps_per_epoch(len(dataset.train), tc.batch_size)
+        self.train_source = (dataset.train if stage.train_indices is None
+                             else sources.SubsetSource(dataset.train, stage.train_indices))
+        self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), tc.batch_size)
         if self.steps_per_epoch == 0:
             raise ValueError(f'batch_size={tc.batch_size} is larger than the training set '
-                             f'({len(dataset.train)} examples).')
+                             f'({len(self.train_source)} examples).')
         resolve = lambda d: durations.to_steps(d, steps_per_epoch=self.steps_per_epoch,
                                                 batch_size=tc.batch_size)
         self.total_steps = resolve(tc.duration)
         self.log_every, self.eval_every = resolve(tc.log_every), resolve(tc.eval_every)
         self.checkpoint_every = resolve(tc.checkpoint_every)
         self.hook_every = {h.name: resolve(h.every) for h in stage.hooks}
+        self.hook_start = {h.name: resolve(h.start) for h in stage.hooks}
         self.schedule = optim.learning_rate_schedule(
             stage.optim_config, total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
@@ -143,7 +150,7 @@ class _Runner:
         tc = self.stage.train_config
         # Preprocess the next batches on a host thread while the device runs the step.
         return pipeline.prefetch(pipeline.train_batches(
-            self.dataset.train, tc.batch_size, epoch=epoch, seed=self.config.seed,
+            self.train_source, tc.batch_size, epoch=epoch, seed=self.config.seed,
             preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs()))
 
     def eval_batches(self, source, indices=None) -> Iterator[dict]:
@@ -170,13 +177,16 @@ class _Runner:
     def device_grouping(self, grouping: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return parallel.replicate({k: np.asarray(v) for k, v in grouping.items()}, self.mesh)
 
-    def evaluate(self, state, grouping_dev, source, indices=None) -> dict[str, float]:
+    def evaluate(self, state, grouping_dev, source) -> tuple[dict[str, float], tuple]:
+        """(metrics, (predicted, true) target histograms) over the whole of ``source``."""
         sums = None
-        for batch in self.eval_batches(source, indices):
+        for batch in self.eval_batches(source):
             metrics = self.eval_step(state, parallel.to_global(batch, self.batch_sharding),
                                      grouping_dev)
             sums = metrics if sums is None else _add(sums, metrics)
-        return reduce_metrics(jax.device_get(sums))
+        sums = jax.device_get(sums)
+        histograms = sums.pop(steps.PREDICTION_HISTOGRAMS)
+        return reduce_metrics(sums), histograms
 
     def predict(self, state, grouping_dev, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels, top-1 predictions) of the training examples ``indices``, eval mode."""
@@ -201,6 +211,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     state = runner.init_state()
     grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
     meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
+    meta.setdefault('health', [])
     ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
     if ckpt.latest_step() is not None:
         state, restored_grouping, meta = ckpt.restore(state, grouping)
@@ -213,6 +224,18 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                                           epoch=round(s / runner.steps_per_epoch, 4))
     period, period_start = [], step
     final: dict[str, float] = {}
+    # The training loss is judged over the log period holding the end of the first epoch.
+    learning_check_step = min(runner.steps_per_epoch, runner.total_steps)
+
+    def warn(found: str | None) -> None:
+        if found is not None and found not in (w['message'] for w in meta['health']):
+            print(f'[{stage.name}] WARNING: {found}', flush=True)
+            meta['health'].append({'step': step, 'message': found})
+
+    def evaluate() -> dict[str, float]:
+        metrics, (predicted, true) = runner.evaluate(state, grouping_dev, dataset.test)
+        warn(health.collapse_warning(predicted, true))
+        return {f'test/{k}': v for k, v in metrics.items()}
 
     while step < runner.total_steps:
         epoch = step // runner.steps_per_epoch
@@ -233,9 +256,12 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                 if np.isfinite(rate):  # the first period includes compilation
                     scalars['train/images_per_s'] = rate
                 log(step, scalars)
+                if period_start < learning_check_step <= step:
+                    warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
                 period, period_start = [], step
             for hook in stage.hooks:
-                if durations.is_time(step, runner.hook_every[hook.name]):
+                if (durations.is_time(step, runner.hook_every[hook.name])
+                        and step >= runner.hook_start[hook.name]):
                     ctx = HookContext(
                         step=step, epoch=step / runner.steps_per_epoch, state=state,
                         grouping=grouping, meta=meta,
@@ -247,8 +273,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                         grouping = {**grouping, **{k: np.asarray(v) for k, v in new_grouping.items()}}
                         grouping_dev = runner.device_grouping(grouping)
             if durations.is_time(step, runner.eval_every) or at_end:
-                final = {f'test/{k}': v for k, v in runner.evaluate(
-                    state, grouping_dev, dataset.test).items()}
+                final = evaluate()
                 log(step, final)
                 print(f'[{stage.name}] step {step}: ' +
                       ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
@@ -260,7 +285,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                 break
 
     if not final:  # resumed after the last step: evaluate the restored state
-        final = {f'test/{k}': v for k, v in runner.evaluate(state, grouping_dev, dataset.test).items()}
+        final = evaluate()
     ckpt.close()
     meta['wall_time_s'] += time.perf_counter() - start_time
     return StageResult(state=state, grouping=grouping, meta=meta, final=final,

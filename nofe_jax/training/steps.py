@@ -25,6 +25,8 @@ Metrics = dict[str, tuple[jax.Array, jax.Array]]
 Grouping = dict[str, jax.Array]
 
 MUTABLE_COLLECTIONS = ('batch_stats',)
+# Eval-step entry: (predicted, true) target histograms [num_targets], for the health check.
+PREDICTION_HISTOGRAMS = 'prediction_histograms'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +128,8 @@ def make_eval_step(task) -> Callable:
     """``eval_step(state, batch, grouping) -> metrics`` on a masked batch.
 
     Adds per-class (correct, count) vectors so per-class average accuracy
-    (the DeepME paper's measure) is exact over the whole split.
+    (the DeepME paper's measure) is exact over the whole split, and the
+    histograms of predicted and true targets under PREDICTION_HISTOGRAMS.
     """
     def eval_step(state: TrainState, batch: dict, grouping: Grouping) -> Metrics:
         logits, out = eval_logits(state, batch, grouping, task)
@@ -135,6 +138,10 @@ def make_eval_step(task) -> Callable:
         metrics = classification_metrics(logits, targets, mask)
         metrics['per_class_top1'] = losses.per_class_sums(
             losses.topk_correct(logits, targets, 1), targets, mask, task.num_targets)
+        predicted = jnp.argmax(logits, axis=-1)
+        metrics[PREDICTION_HISTOGRAMS] = (
+            jnp.zeros(task.num_targets, jnp.float32).at[predicted].add(mask),
+            jnp.zeros(task.num_targets, jnp.float32).at[targets].add(mask))
         metrics.update(task.metrics(logits, out, batch['label'], grouping, mask))
         return metrics
 

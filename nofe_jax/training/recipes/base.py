@@ -73,8 +73,11 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
         'synthetic': run.dataset.synthetic,
         'final': final,
         'wall_time_s': time.perf_counter() - run.start_time,
-        'stages': {name: {'final': r.final, 'wall_time_s': r.wall_time_s}
+        'stages': {name: {'final': r.final, 'wall_time_s': r.wall_time_s,
+                          'health_warnings': r.meta.get('health', [])}
                    for name, r in stages.items()},
+        'health_warnings': [f'{name}: {w["message"]}' for name, r in stages.items()
+                            for w in r.meta.get('health', [])],
         'class_names': list(run.dataset.class_names),
         **extra,
     }

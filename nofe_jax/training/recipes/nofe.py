@@ -23,6 +23,10 @@ from nofe_jax.training import loop, steps
 from nofe_jax.training.recipes import base
 
 SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
+SUBSET_SOURCES = ('train', 'holdout')
+# Seeds the held-out S apart from every other random draw of the run.
+_HOLDOUT_STREAM = 7_331
+RANDOM_NMI_DRAWS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,51 +68,124 @@ def specialty_names(assignment: np.ndarray, class_names, num_experts: int) -> li
     return [[class_names[c] for c in np.flatnonzero(assignment == k)] for k in range(num_experts)]
 
 
-def _assign_options(nc: ml_collections.ConfigDict, current: np.ndarray) -> dict:
+def _assign_options(nc: ml_collections.ConfigDict, current: np.ndarray, subset_size: int) -> dict:
     if nc.balance == 'elasso':
-        return {'lam': nc.elasso_lam, 'sweeps': nc.elasso_sweeps or None, 'init': current}
+        return {'lam': specialties.scaled_elasso_lam(nc.elasso_lam, subset_size),
+                'sweeps': nc.elasso_sweeps or None, 'init': current}
     return {}
 
 
-def make_specialty_update(run: base.Run, nc: ml_collections.ConfigDict) -> loop.Hook:
-    """The stage-1 hook: predict S, count M, reassign, log and record the update."""
-    num_classes = run.dataset.num_classes
+@dataclasses.dataclass(frozen=True)
+class CountSubsets:
+    """Where the counts M come from: a fixed held-out S (never trained on in stage 1) or random draws."""
+    num_train: int
+    size: int
+    holdout: np.ndarray | None  # sorted indices into the training split, or None: draw S per update
+
+    @property
+    def stage1_train_indices(self) -> np.ndarray | None:
+        """The training examples stage 1 may train on (None: all of them)."""
+        return None if self.holdout is None else np.setdiff1d(np.arange(self.num_train), self.holdout)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """The images S one update (or the spectral baseline) predicts."""
+        return self.holdout if self.holdout is not None else pipeline.random_subset(
+            self.num_train, self.size, rng)
+
+
+def count_subsets(run: base.Run) -> CountSubsets:
+    """``nofe.subset_source``: 'holdout' sets aside a fixed random S of ``subset_size`` images."""
+    nc, num_train = run.config.nofe, len(run.dataset.train)
+    if nc.subset_source == 'train':
+        return CountSubsets(num_train, nc.subset_size, None)
+    if nc.subset_size >= num_train:
+        raise ValueError(f'nofe.subset_size={nc.subset_size} leaves no training images for stage 1 '
+                         f'with subset_source=holdout ({num_train} training images); lower it.')
+    holdout = pipeline.random_subset(num_train, nc.subset_size,
+                                     np.random.default_rng([_HOLDOUT_STREAM, run.config.seed]))
+    return CountSubsets(num_train, nc.subset_size, holdout)
+
+
+def make_specialty_update(run: base.Run, subsets: CountSubsets) -> loop.Hook:
+    """The stage-1 hook: predict S, count M, reassign (unless M carries no signal), log, record."""
+    nc, num_classes = run.config.nofe, run.dataset.num_classes
 
     def update(ctx: loop.HookContext):
         current = ctx.grouping['class_to_specialty']
-        subset = pipeline.random_subset(len(run.dataset.train), nc.subset_size, ctx.rng)
-        labels, predicted = ctx.predict(subset)
+        labels, predicted = ctx.predict(subsets.draw(ctx.rng))
         counts = confusion.count_matrix(labels, predicted, num_classes, nc.num_experts)
-        new = specialties.assign(nc.balance, counts, ctx.rng, **_assign_options(nc, current))
+        kappa = specialties.specialty_kappa(counts, current)
+        # Counts from a generalist at chance are noise: re-assigning from them reshuffles its
+        # targets every update, and it never learns any (the alternation traps itself).
+        skipped = kappa < nc.min_kappa
+        new = current if skipped else specialties.assign(
+            nc.balance, specialties.with_stay_bonus(counts, current, nc.stay_margin), ctx.rng,
+            **_assign_options(nc, current, labels.size))
         change = specialties.describe_change(current, new, nc.num_experts)
         accuracy = specialty_accuracy(labels, predicted, current)
         ctx.log({'specialties/moved': change['moved'],
                  'specialties/generalist_specialty_top1': accuracy,
+                 'specialties/kappa': kappa, 'specialties/skipped': float(skipped),
                  'specialties/empty': sum(s == 0 for s in change['sizes'])})
-        print(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {change["moved"]} '
-              f'classes moved, sizes {change["sizes"]}, specialty acc on S {accuracy:.4f}',
-              flush=True)
+        outcome = (f'skipped, the generalist is near chance on S (kappa {kappa:.3f} < '
+                   f'min_kappa {nc.min_kappa})' if skipped else
+                   f'{change["moved"]} classes moved, sizes {change["sizes"]}')
+        print(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {outcome}; '
+              f'specialty acc on S {accuracy:.4f}, kappa {kappa:.3f}', flush=True)
         ctx.meta.setdefault('history', []).append({
             'step': ctx.step, 'epoch': ctx.epoch, 'moved': change['moved'],
-            'sizes': change['sizes'], 'specialty_top1': accuracy,
-            'assignment': new.tolist(), 'counts': counts.tolist()})
+            'sizes': change['sizes'], 'specialty_top1': accuracy, 'kappa': kappa,
+            'skipped': bool(skipped), 'assignment': new.tolist(), 'counts': counts.tolist()})
         write_specialties_json(run, ctx.meta['history'])
         return {'class_to_specialty': new.astype(np.int32)}
 
-    return loop.Hook('specialty_update', nc.update_every, update)
+    return loop.Hook('specialty_update', nc.update_every, update, start=nc.update_warmup)
+
+
+HISTORY_SUMMARY_KEYS = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1', 'kappa', 'skipped')
 
 
 def write_specialties_json(run: base.Run, history: list[dict]) -> None:
-    """specialties.json: the class names of every specialty after every update."""
+    """specialties.json: the class names of every specialty after every update (or of the fixed source)."""
     k = run.config.nofe.num_experts
     reporting.write_json(os.path.join(run.workdir, 'specialties.json'), [
-        {'step': h['step'], 'epoch': h['epoch'], 'moved': h['moved'], 'sizes': h['sizes'],
-         'specialty_top1': h['specialty_top1'],
+        {**{key: h[key] for key in HISTORY_SUMMARY_KEYS if key in h},
+         'source': run.config.nofe.specialties,
          'specialties': specialty_names(np.asarray(h['assignment']), run.dataset.class_names, k)}
         for h in history])
 
 
-def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool) -> loop.Stage:
+def report_partition(run: base.Run, assignment: np.ndarray, history: list[dict]) -> dict:
+    """Prints the partition, writes specialties.json/png; returns its summary entries (incl. NMI)."""
+    nc, dataset = run.config.nofe, run.dataset
+    names = specialty_names(assignment, dataset.class_names, nc.num_experts)
+    print(f'specialties ({nc.specialties}, K={nc.num_experts}):', flush=True)
+    for k, members in enumerate(names):
+        print(f'  {k}: {", ".join(members) if members else "(empty)"}', flush=True)
+    if not history:  # a fixed source: one entry, so every source leaves the same files
+        write_specialties_json(run, [{'step': 0, 'epoch': 0.0, 'assignment': assignment.tolist()}])
+    reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
+                               dataset.class_names, nc.num_experts,
+                               np.asarray(history[-1]['counts']) if history else None)
+    entries = {'specialties': [s for s in names if s]}
+    if dataset.class_groupings:
+        rng = np.random.default_rng([_HOLDOUT_STREAM, run.config.seed, 1])
+        entries['specialty_nmi'] = {
+            name: specialties.partition_nmi(assignment, truth)
+            for name, truth in dataset.class_groupings.items()}
+        entries['random_partition_nmi'] = {
+            name: float(np.mean([specialties.partition_nmi(
+                specialties.random_balanced(dataset.num_classes, nc.num_experts, rng), truth)
+                for _ in range(RANDOM_NMI_DRAWS)]))
+            for name, truth in dataset.class_groupings.items()}
+        print('NMI of the specialties with ' + ', '.join(
+            f'{name}: {value:.3f} (random balanced: {entries["random_partition_nmi"][name]:.3f})'
+            for name, value in entries['specialty_nmi'].items()), flush=True)
+    return entries
+
+
+def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
+                     subsets: CountSubsets) -> loop.Stage:
     """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
     config, nc = run.config, run.config.nofe
     model = registry.build_base(config.model.name, nc.num_experts, **base.model_overrides(config))
@@ -117,10 +194,12 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool) -> loop.St
         task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
-        hooks=(make_specialty_update(run, nc),) if learn else ())
+        hooks=(make_specialty_update(run, subsets),) if learn else (),
+        train_indices=subsets.stage1_train_indices)
 
 
-def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict) -> np.ndarray:
+def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
+                      subsets: CountSubsets) -> np.ndarray:
     """The partition of a non-learned specialty source."""
     nc, num_classes = run.config.nofe, run.dataset.num_classes
     if nc.specialties == 'random':
@@ -137,14 +216,15 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict) -> 
                                                  **base.model_overrides(run.config)),
                        task=steps.ClassificationTask(num_classes),
                        train_config=run.config.generalist.train,
-                       optim_config=run.config.generalist.optim)
+                       optim_config=run.config.generalist.optim,
+                       train_indices=subsets.stage1_train_indices)
     result = base.run_stage(run, stage)
     stages['spectral_base'] = result
-    subset = pipeline.random_subset(len(run.dataset.train), nc.subset_size, rng)
     labels, predicted = loop.predict_subset(stage, result, run.dataset, run.normalization,
-                                              run.config, subset)
+                                              run.config, subsets.draw(rng))
     matrix = confusion.confusion_matrix(labels, predicted, num_classes)
-    return specialties.spectral_specialties(matrix, nc.num_experts, rng)
+    return specialties.spectral_specialties(matrix, nc.num_experts, rng,
+                                            balanced=nc.spectral_balanced)
 
 
 def copy_trunk(generalist_variables: dict):
@@ -180,6 +260,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if nc.specialties not in SPECIALTY_SOURCES:
         raise ValueError(f'Unknown nofe.specialties {nc.specialties!r}; choose one of '
                          f'{", ".join(SPECIALTY_SOURCES)}.')
+    if nc.subset_source not in SUBSET_SOURCES:
+        raise ValueError(f'Unknown nofe.subset_source {nc.subset_source!r}; choose one of '
+                         f'{", ".join(SUBSET_SOURCES)}.')
+    if nc.min_kappa > 1 or nc.stay_margin < 0:
+        raise ValueError(f'nofe.min_kappa must be <= 1 and nofe.stay_margin >= 0, got '
+                         f'{nc.min_kappa} and {nc.stay_margin}.')
     if nc.init not in ('generalist', 'scratch'):
         raise ValueError(f"nofe.init must be 'generalist' or 'scratch', not {nc.init!r}.")
     registry.get_model_spec(config.model.name)  # unknown names fail before any data is read
@@ -189,25 +275,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rng = np.random.default_rng(config.seed)
     stages: dict[str, loop.StageResult] = {}
     learn = nc.specialties == 'learned'
+    subsets = count_subsets(run)
     initial = (specialties.random_balanced(num_classes, nc.num_experts, rng) if learn
-               else fixed_specialties(run, rng, stages))
+               else fixed_specialties(run, rng, stages, subsets))
     assignment, history, generalist_variables = initial, [], None
     if learn or nc.init == 'generalist':
-        result = base.run_stage(run, generalist_stage(run, initial, learn))
+        result = base.run_stage(run, generalist_stage(run, initial, learn, subsets))
         stages['generalist'] = result
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
         generalist_variables = {'params': result.state.params, **result.state.model_state}
+    partition = report_partition(run, assignment, history)
     stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
     result = base.run_stage(run, stage)
     stages['nofe'] = result
-    reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
-                               run.dataset.class_names, nc.num_experts,
-                               np.asarray(history[-1]['counts']) if history else None)
-    final_specialties = specialty_names(assignment, run.dataset.class_names, nc.num_experts)
-    summary_keys = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1')
-    return base.finish(run, result.final, stages,
-                       specialties=[s for s in final_specialties if s],
+    return base.finish(run, result.final, stages, **partition,
                        num_experts=layout.num_experts,
                        specialty_sizes=[int(s) for s in layout.sizes],
-                       specialty_history=[{k: h[k] for k in summary_keys} for h in history])
+                       specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}
+                                          for h in history])
