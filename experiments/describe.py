@@ -4,7 +4,7 @@ r"""Parameter counts and forward FLOPs of every model a config's recipe would tr
   python -m experiments.describe --config=experiments/configs/quickstart.py --json
 
 Builds the models from shapes alone: no training, no data loaded (classes and the input shape
-come from ``config.data``). Recipe 'base' -> {'base'}; recipe 'nofe' -> {'generalist' (K-way),
+come from ``config.data``; an .npz source is opened for its shapes). Recipe 'base' -> {'base'}; recipe 'nofe' -> {'generalist' (K-way),
 'nofe' (K experts of c_max = ceil(C / K) outputs, a balanced layout)}. FLOPs are XLA's cost
 analysis of the compiled eval-mode forward pass, per image. ``--json`` prints exactly one JSON
 object on stdout: {model: {"params", "trainable_params", "flops_per_image"}}.
@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nofe_jax.data import pipeline
+from nofe_jax.data import pipeline, sources
 from nofe_jax.models import experts, registry
 from nofe_jax.training.recipes import base
 
@@ -47,13 +47,16 @@ def data_shape(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, in
         num_classes, shape = 10, (8, 8, 1)
     elif data.source == 'idx':  # fashion-MNIST / MNIST IDX files
         num_classes, shape = 10, (28, 28, 1)
+    elif data.source == 'npz':  # the archive's shapes; its images are read, nothing is decoded
+        dataset = sources.load_npz_dataset(data.path)
+        num_classes, shape = dataset.num_classes, dataset.image_shape
     elif data.source == 'tfds' and data.name in _TFDS_SHAPES:
         num_classes, shape = _TFDS_SHAPES[data.name]
         if data.image_size:
             shape = (data.image_size, data.image_size, shape[2])
     else:
         raise ValueError(f'Cannot tell classes and image shape of data.source={data.source!r} '
-                         f'name={data.name!r} without loading it; known: synthetic, digits, idx, '
+                         f'name={data.name!r} without loading it; known: synthetic, digits, idx, npz, '
                          f'tfds {", ".join(sorted(_TFDS_SHAPES))}.')
     return int(num_classes), pipeline.Preprocess.from_config(data.preprocess).output_shape(shape)
 

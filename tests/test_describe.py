@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tiny_cnn on 8x8x1 digits: conv1 3x3x1x16 + conv2 3x3x16x32 = 4,800; features 4x4x32 = 512.
 TINY_TRUNK, TINY_FEATURES = 160 + 4_640, 512
 TINY_BRANCH_CONV = 3 * 3 * 32 * 16 + 16  # the expert's conv1, before its c_max-way ip1
+TINY_BRANCH_FEATURES = 4 * 4 * 16  # the expert's ip1 reads conv1's whole map, as the flat head does
 
 
 def _alexnet_c100_config(**nofe) -> ml_collections.ConfigDict:
@@ -34,7 +35,7 @@ def test_quickstart_counts():
         c_max = -(-10 // k)
         assert set(result) == {'generalist', 'nofe'}
         assert result['generalist']['params'] == TINY_TRUNK + TINY_FEATURES * k + k
-        assert result['nofe']['params'] == TINY_TRUNK + k * (TINY_BRANCH_CONV + 16 * c_max + c_max)
+        assert result['nofe']['params'] == TINY_TRUNK + k * (TINY_BRANCH_CONV + TINY_BRANCH_FEATURES * c_max + c_max)
     else:
         assert set(result) == {'base'}
         assert result['base']['params'] == TINY_TRUNK + TINY_FEATURES * 10 + 10

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from experiments.configs import (cifar100_base, cifar100_nofe, cifar100_param_matched,
-                                 fashion_mnist_base, fashion_mnist_nofe, imagenet_nofe, quickstart)
+                                 fashion_mnist_base, fashion_mnist_nofe, fashion_pairs,
+                                 imagenet_nofe, quickstart)
 from nofe_jax import checkpoints
 from nofe_jax.data.sources import DatasetNotFoundError
 from nofe_jax.training import recipes
@@ -26,6 +27,8 @@ SMOKES = {
     'cifar100_nofe': (cifar100_nofe, 'smoke', True),
     'cifar100_param_matched': (cifar100_param_matched, 'smoke', True),
     'imagenet_nofe': (imagenet_nofe, 'smoke', True),
+    'fashion_pairs': (fashion_pairs, 'smoke', True),
+    'fashion_pairs_alexnet_base': (fashion_pairs, 'smoke,base,model=alexnet_c100', True),
 }
 
 

@@ -15,6 +15,11 @@ def _conv3_relu(x: jax.Array, features: int, name: str, dtype: Any) -> jax.Array
     return nn.relu(layers.conv(features, 3, padding=1, init=layers.msra_fan_out(), name=name, dtype=dtype)(x))
 
 
+def _flat_fc(x: jax.Array, num_outputs: int, dtype: Any) -> jax.Array:
+    """ip1 (xavier) on the flattened map: the flat head, and every expert's last layer."""
+    return layers.dense(num_outputs, init=layers.xavier(), name="ip1", dtype=dtype)(layers.flatten(x))
+
+
 class TinyCNNTrunk(nn.Module):
     """conv1 3x3 16 + ReLU, conv2 3x3 32 + ReLU, MAX pool 2/2: [B, H, W, C] -> [B, H/2, W/2, 32]."""
 
@@ -40,9 +45,7 @@ class TinyCNNHead(nn.Module):
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Logits [B, num_outputs]."""
         del train
-        return layers.dense(self.num_outputs, init=layers.xavier(), name="ip1", dtype=self.dtype)(
-            layers.flatten(features)
-        )
+        return _flat_fc(features, self.num_outputs, self.dtype)
 
 
 class TinyCNN(TrunkHeadModel):
@@ -71,5 +74,6 @@ class TinyCNNBranch(nn.Module):
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features."""
+        del train
         x = _conv3_relu(features.astype(self.dtype), self.width, "conv1", self.dtype)
-        return TinyCNNHead(self.num_outputs, self.dtype, name="head")(x, train=train)
+        return _flat_fc(x, self.num_outputs, self.dtype)

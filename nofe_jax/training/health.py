@@ -11,7 +11,7 @@ import numpy as np
 # A first-epoch training loss within this fraction of ln(outputs) has not left chance.
 CHANCE_LOSS_TOLERANCE = 0.02
 # Predictions spread over fewer than this fraction of the labels' effective number of classes.
-COLLAPSE_RATIO = 0.25
+COLLAPSE_RATIO = 0.1
 
 
 def chance_loss_warning(loss: float, num_outputs: int) -> str | None:
@@ -37,8 +37,9 @@ def collapse_warning(predicted: np.ndarray, true: np.ndarray) -> str | None:
     spread, expected = effective_classes(predicted), effective_classes(true)
     if spread >= COLLAPSE_RATIO * expected:
         return None
-    top = np.argsort(predicted)[::-1][:3]
-    share = float(np.sum(np.asarray(predicted)[top]) / max(np.sum(predicted), 1))
+    predicted = np.asarray(predicted)
+    top = [int(o) for o in np.argsort(predicted)[::-1][:3] if predicted[o] > 0]
+    share = float(np.sum(predicted[top]) / max(np.sum(predicted), 1))
     return (f'test predictions collapsed onto a few outputs: effectively {spread:.1f} of '
-            f'{expected:.1f} classes ({share:.0%} of images go to outputs {top.tolist()}). '
+            f'{expected:.1f} classes ({share:.0%} of images go to outputs {top}). '
             'The stage is not discriminating; check its learning rate, its inputs and its labels.')

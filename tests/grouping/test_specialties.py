@@ -241,3 +241,107 @@ def test_count_matrix_and_mask():
     np.testing.assert_array_equal(confusion.confusion_matrix(true, true, 3), np.diag([2, 1, 3]))
     with pytest.raises(ValueError, match=r'\[0, 2\)'):
         confusion.count_matrix(true, pred + 1, 3, 2)
+
+
+def _memorised_confusion(truth, rng, diagonal=200):
+    """Counts of a model that is right on most images and confuses classes only inside their block."""
+    num = truth.size
+    counts = rng.integers(0, 2, size=(num, num)) + 12 * (truth[:, None] == truth[None, :])
+    return counts + diagonal * np.eye(num, dtype=counts.dtype)
+
+
+@pytest.mark.parametrize('sizes', [[5, 5, 5, 5], [8, 3, 6, 3]])
+def test_balanced_spectral_recovers_equal_blocks_and_balances_unequal_ones(sizes):
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    labels = sp.spectral_specialties(_memorised_confusion(truth, rng), 4, rng, balanced=True)
+    _assert_partition(labels, 20, 4)
+    assert sorted(np.bincount(labels, minlength=4)) == [5, 5, 5, 5]
+    if len(set(sizes)) == 1:  # equal blocks: recovered exactly
+        assert len({(t, l) for t, l in zip(truth, labels)}) == 4
+
+
+def test_unbalanced_spectral_keeps_block_sizes():
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), [8, 3, 6, 3])
+    labels = sp.spectral_specialties(_memorised_confusion(truth, rng), 4, rng)
+    assert sorted(np.bincount(labels, minlength=4)) == [3, 3, 6, 8]
+
+
+def test_balanced_kmeans_cost_never_exceeds_its_start():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(30, 3))
+    start = sp.optimal_balanced(-rng.random((30, 5)))
+    labels = sp.balanced_kmeans(points, start)
+    def cost(l):
+        return sum(((points[l == k] - points[l == k].mean(0)) ** 2).sum() for k in range(5))
+    assert cost(labels) <= cost(start) + 1e-9
+    assert sorted(np.bincount(labels)) == [6] * 5
+
+
+def test_specialty_kappa_hand_computed():
+    # 2 classes, K=2, map [0, 1]: 8 of 10 images land in their specialty.
+    counts = np.array([[4, 1], [1, 4]])
+    # observed 0.8, expected 0.5 * 0.5 + 0.5 * 0.5 = 0.5 -> kappa 0.6
+    assert sp.specialty_kappa(counts, np.array([0, 1])) == pytest.approx(0.6)
+    assert sp.specialty_kappa(counts, np.array([1, 0])) == pytest.approx(-0.6)
+    assert sp.specialty_kappa(np.zeros((2, 2), int), np.array([0, 1])) == 0.0
+
+
+def test_specialty_kappa_near_zero_for_a_generalist_at_chance():
+    rng = np.random.default_rng(0)
+    assignment = sp.random_balanced(100, 10, rng)
+    counts = np.stack([rng.multinomial(100, np.full(10, 0.1)) for _ in range(100)])
+    assert abs(sp.specialty_kappa(counts, assignment)) < 0.02
+
+
+def test_stay_bonus_keeps_the_map_under_noise_and_still_follows_signal():
+    rng = np.random.default_rng(0)
+    current = sp.random_balanced(100, 10, rng)
+    # A generalist that learned the current map but is noisy: 30% of each class in its specialty.
+    probs = np.full((100, 10), 0.7 / 9)
+    probs[np.arange(100), current] = 0.3
+    noisy = np.stack([rng.multinomial(100, p) for p in probs])
+    for assigner in ('fully_balanced', 'optimal_balanced'):
+        kept = sp.assign(assigner, sp.with_stay_bonus(noisy, current, 1.0), rng)
+        assert np.array_equal(kept, current)
+    # Two classes whose images clearly land in each other's specialty do swap.
+    a, b = np.flatnonzero(current == 0)[0], np.flatnonzero(current == 1)[0]
+    signal = noisy.copy()
+    signal[a], signal[b] = 0, 0
+    signal[a, 1], signal[b, 0] = 90, 90
+    moved = sp.optimal_balanced(sp.with_stay_bonus(signal, current, 1.0))
+    assert (moved[a], moved[b]) == (1, 0)
+    assert np.sum(moved != current) == 2
+
+
+def test_stay_bonus_values():
+    counts = np.array([[9, 0], [16, 9]])
+    boosted = sp.with_stay_bonus(counts, np.array([1, 0]), 2.0)
+    assert boosted.tolist() == [[9, 6], [16 + 10, 9]]
+    with pytest.raises(ValueError, match='margin'):
+        sp.with_stay_bonus(counts, np.array([1, 0]), -1.0)
+
+
+def test_elasso_lam_scales_with_the_subset_size():
+    assert sp.scaled_elasso_lam(1000.0, 10_000) == 1000.0
+    assert sp.scaled_elasso_lam(1000.0, 2_000) == 200.0
+    # Same trade-off: counts from 5x fewer images with lam / 5 give the same specialties.
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 60, size=(30, 5)) * 5
+    big = sp.elasso(counts, np.random.default_rng(1), lam=sp.scaled_elasso_lam(1000.0, 10_000))
+    small = sp.elasso(counts // 5, np.random.default_rng(1), lam=sp.scaled_elasso_lam(1000.0, 2_000))
+    assert np.array_equal(big, small)
+    with pytest.raises(ValueError, match='lam'):
+        sp.scaled_elasso_lam(-1.0, 100)
+
+
+def test_partition_nmi():
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert sp.partition_nmi(a, np.array([5, 5, 3, 3, 4, 4])) == pytest.approx(1.0)  # a relabelling
+    assert sp.partition_nmi(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])) == pytest.approx(0.0)
+    # I = ln 2 - ... by hand: joint {(0,0):2,(1,0):1,(1,1):1}/4
+    x, y = np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1])
+    h = lambda p: -sum(q * np.log(q) for q in p)
+    mutual = h([0.5, 0.5]) + h([0.75, 0.25]) - h([0.5, 0.25, 0.25])
+    assert sp.partition_nmi(x, y) == pytest.approx(mutual / ((h([0.5, 0.5]) + h([0.75, 0.25])) / 2))

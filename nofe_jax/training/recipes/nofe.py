@@ -24,9 +24,11 @@ from nofe_jax.training.recipes import base
 
 SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
 SUBSET_SOURCES = ('train', 'holdout')
-# Seeds the held-out S apart from every other random draw of the run.
-_HOLDOUT_STREAM = 7_331
+COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
+# Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
+_HOLDOUT_STREAM, _RANDOM_NMI_STREAM = 7_331, 7_332
 RANDOM_NMI_DRAWS = 100
+PRINTED_NAMES_PER_SPECIALTY = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +96,12 @@ class CountSubsets:
 
 
 def count_subsets(run: base.Run) -> CountSubsets:
-    """``nofe.subset_source``: 'holdout' sets aside a fixed random S of ``subset_size`` images."""
+    """``nofe.subset_source``: 'holdout' sets aside a fixed random S of ``subset_size`` images.
+
+    Only sources that count predictions (learned, spectral) set anything aside.
+    """
     nc, num_train = run.config.nofe, len(run.dataset.train)
-    if nc.subset_source == 'train':
+    if nc.subset_source == 'train' or nc.specialties not in COUNTED_SOURCES:
         return CountSubsets(num_train, nc.subset_size, None)
     if nc.subset_size >= num_train:
         raise ValueError(f'nofe.subset_size={nc.subset_size} leaves no training images for stage 1 '
@@ -161,7 +166,9 @@ def report_partition(run: base.Run, assignment: np.ndarray, history: list[dict])
     names = specialty_names(assignment, dataset.class_names, nc.num_experts)
     print(f'specialties ({nc.specialties}, K={nc.num_experts}):', flush=True)
     for k, members in enumerate(names):
-        print(f'  {k}: {", ".join(members) if members else "(empty)"}', flush=True)
+        shown = ', '.join(members[:PRINTED_NAMES_PER_SPECIALTY]) or '(empty)'
+        more = len(members) - PRINTED_NAMES_PER_SPECIALTY
+        print(f'  {k}: {shown}' + (f' (+{more} more)' if more > 0 else ''), flush=True)
     if not history:  # a fixed source: one entry, so every source leaves the same files
         write_specialties_json(run, [{'step': 0, 'epoch': 0.0, 'assignment': assignment.tolist()}])
     reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
@@ -169,7 +176,7 @@ def report_partition(run: base.Run, assignment: np.ndarray, history: list[dict])
                                np.asarray(history[-1]['counts']) if history else None)
     entries = {'specialties': [s for s in names if s]}
     if dataset.class_groupings:
-        rng = np.random.default_rng([_HOLDOUT_STREAM, run.config.seed, 1])
+        rng = np.random.default_rng([_RANDOM_NMI_STREAM, run.config.seed])
         entries['specialty_nmi'] = {
             name: specialties.partition_nmi(assignment, truth)
             for name, truth in dataset.class_groupings.items()}
