@@ -1,0 +1,22 @@
+"""experiments.compare_runs: one Markdown row per run, read from a (hand-written, fake) summary.json."""
+import json
+
+from experiments import compare_runs
+
+
+def test_row_of_a_nofe_run_with_groupings(tmp_path):
+    summary = {'final': {'test/top1': 0.6847, 'test/specialty_top1': 0.8133,
+                         'test/within_specialty_top1': 0.8418},
+               'wall_time_s': 444.0,
+               'specialty_history': [{'moved': 0, 'skipped': True}, {'moved': 52, 'skipped': False}],
+               'specialty_nmi': {'left_item': 0.387}, 'random_partition_nmi': {'left_item': 0.218},
+               'health_warnings': ['nofe: training loss ...']}
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    assert compare_runs.summary_row(str(tmp_path)) == (
+        f'| {tmp_path.name} | 68.47% | 81.33% | 84.18% | 7.4 min | s, 52 '
+        '| left_item 0.387 (0.218) | 1 warning(s) |')
+
+
+def test_row_of_a_flat_run(tmp_path):
+    (tmp_path / 'summary.json').write_text(json.dumps({'final': {'test/top1': 0.5}, 'wall_time_s': 60}))
+    assert compare_runs.summary_row(str(tmp_path)) == f'| {tmp_path.name} | 50.00% | — | — | 1.0 min | — | — | none |'
