@@ -15,7 +15,13 @@ Arguments (key=value, comma-separated):
 Follows the paper where it differs from the release: the specialties are
 re-learned from a *random 10,000-image subset of the training data* every
 update (the release used sequential windows of the training set, or the test
-set for NIN/ResNet56; spec/nofe_release.md §5.3). Everything else follows the
+set for NIN/ResNet56; spec/nofe_release.md §5.3). The alternation's guards
+(README "Is it learning?") leave the paper's schedule as it is here: the
+50,000-image warm-up is the first update's epoch, lam is stated for |S| =
+10,000, and S is a fresh training subset (`subset_source=train`). They differ
+from it in two ways: an update is skipped while the generalist is near chance
+on S (kappa < 0.1), and a class moves only when its counts beat its current
+specialty by more than their noise (`stay_margin=1`; set 0 for the paper's rule). Everything else follows the
 release (experiments/configs/release.py): per-pixel BGR mean, crops and mirrors
 per model, Caffe SGD with per-blob multipliers, the generalist's constant lr and
 update period, the NofE stage's lr drops, and K-way generalists trained from scratch.

@@ -10,7 +10,8 @@ Data: tfds `imagenet2012` (manual download into <data_dir>/downloads/manual/, th
 227 crops and mirrors for training, 10-crop evaluation (4 corners + centre,
 with mirrors; softmax averaged) on the validation set, as in the paper.
 Specialties are re-learned every 0.2 epoch from a random 10,000-image
-training subset (paper). Solver: BVLC AlexNet's (lr 0.01, x0.1 every 100k
+training subset (paper; the 50,000-image warm-up passes before the first
+update, and updates are skipped only while the generalist is near chance on S). Solver: BVLC AlexNet's (lr 0.01, x0.1 every 100k
 iterations, batch 256, momentum 0.9, wd 5e-4) for the NofE stage; the
 generalist (no release solver) trains 30 epochs at a constant lr 0.01.
 Release facts (spec/nofe_release.md §7): trunk conv1-pool5 from the generalist,
