@@ -10,6 +10,7 @@ import pytest
 
 from experiments import describe
 from experiments.configs import cifar100_base, common, quickstart
+from nofe_jax.data.sources import DatasetNotFoundError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,8 +80,11 @@ def test_data_shape():
     data.source = 'synthetic'
     data.synthetic_shape, data.synthetic_classes = (16, 16, 1), 7
     assert describe.data_shape(data) == (7, (16, 16, 1))
-    data.source = 'npz'
+    data.source = 'image_folder'
     with pytest.raises(ValueError, match='without loading'):
+        describe.data_shape(data)
+    data.source, data.path = 'npz', '/nonexistent/pairs.npz'  # opened for its shapes
+    with pytest.raises(DatasetNotFoundError, match='pairs.npz'):
         describe.data_shape(data)
 
 
