@@ -127,6 +127,11 @@ def scaled_elasso_lam(lam: float, subset_size: int) -> float:
     return lam * subset_size / ELASSO_REFERENCE_SUBSET_SIZE
 
 
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))
+
+
 def partition_nmi(a: np.ndarray, b: np.ndarray) -> float:
     """Normalised mutual information (arithmetic mean of entropies) of two labelings of the same items."""
     a, b = np.asarray(a), np.asarray(b)
@@ -140,8 +145,7 @@ def partition_nmi(a: np.ndarray, b: np.ndarray) -> float:
     pa, pb = joint.sum(axis=1), joint.sum(axis=0)
     nz = joint > 0
     mutual = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
-    entropy = lambda p: float(-np.sum(p[p > 0] * np.log(p[p > 0])))
-    mean_entropy = (entropy(pa) + entropy(pb)) / 2
+    mean_entropy = (_entropy(pa) + _entropy(pb)) / 2
     return mutual / mean_entropy if mean_entropy > 0 else 1.0
 
 
@@ -292,10 +296,10 @@ def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.
     if not balanced:
         return clustering.spectral_clustering(affinity, num_groups, rng).astype(np.int32)
     embedding = clustering.spectral_embedding(affinity, num_groups)
-    return balanced_kmeans(embedding, clustering.kmeans(embedding, num_groups, rng))
+    return balanced_kmeans(embedding, clustering.kmeans(embedding, num_groups, rng), num_groups)
 
 
-def balanced_kmeans(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def balanced_kmeans(points: np.ndarray, labels: np.ndarray, num_groups: int) -> np.ndarray:
     """Lloyd's iterations from `labels` whose assignment step is `optimal_balanced` (sizes floor/ceil(n/K)).
 
     Each step assigns the points to the centres with the least total squared
@@ -303,7 +307,6 @@ def balanced_kmeans(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
     nothing moves (at most BALANCED_KMEANS_MAX_ITERS steps).
     """
     points = np.asarray(points, dtype=np.float64)
-    num_groups = int(labels.max()) + 1
     labels = np.asarray(labels)
     for _ in range(BALANCED_KMEANS_MAX_ITERS):
         centers = np.stack([points[labels == k].mean(axis=0) if np.any(labels == k)

@@ -272,7 +272,7 @@ def test_balanced_kmeans_cost_never_exceeds_its_start():
     rng = np.random.default_rng(3)
     points = rng.normal(size=(30, 3))
     start = sp.optimal_balanced(-rng.random((30, 5)))
-    labels = sp.balanced_kmeans(points, start)
+    labels = sp.balanced_kmeans(points, start, 5)
     def cost(l):
         return sum(((points[l == k] - points[l == k].mean(0)) ** 2).sum() for k in range(5))
     assert cost(labels) <= cost(start) + 1e-9
