@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nofe_jax.models import layers
+
 
 @dataclasses.dataclass(frozen=True)
 class ExpertLayout:
@@ -79,4 +81,5 @@ class ExpertBranches(nn.Module):
             out_axes=1,
             axis_size=self.num_experts,
         )
-        return stacked(self.branch, features)
+        with layers.stacked_kernels():
+            return stacked(self.branch, features)

@@ -1,5 +1,8 @@
 """Shared building blocks with Caffe semantics: fillers, pooling, LRN, conv helpers, residual block."""
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -149,6 +152,81 @@ def lrn_across_channels(
     return x * (k + (alpha / size) * squares) ** (-beta)
 
 
+# --- convolution lowering --------------------------------------------------------------------
+
+CONV_LOWERINGS = ("xla", "im2col")
+_STACKED_KERNELS = contextvars.ContextVar("stacked_kernels", default=False)
+
+
+@contextlib.contextmanager
+def stacked_kernels() -> Iterator[None]:
+    """Marks the convolutions traced inside as having kernels vmapped over a leading K axis."""
+    token = _STACKED_KERNELS.set(True)
+    try:
+        yield
+    finally:
+        _STACKED_KERNELS.reset(token)
+
+
+def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool) -> str:
+    """'im2col' where it is measured faster than XLA's convolution, else 'xla'.
+
+    XLA:CPU turns a convolution whose kernel is vmapped over K experts into one convolution
+    with K times the output channels, which it runs slowly at the small spatial sizes of expert
+    branches; patches + one batched matmul was faster for every stacked branch shape of the
+    CIFAR models, while for unstacked trunk shapes XLA was mostly as fast or faster
+    (`python -m experiments.benchmarks.conv_lowering`). GPUs and TPUs keep XLA's convolution.
+    """
+    if backend == "cpu" and stacked and feature_group_count == 1 and not dilated:
+        return "im2col"
+    return "xla"
+
+
+def _explicit_padding(padding: str | Sequence[tuple[int, int]], in_spatial: Sequence[int],
+                      window: Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
+    if isinstance(padding, str):
+        return lax.padtype_to_pads(in_spatial, window, strides, padding)
+    return [tuple(p) for p in padding]
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                padding: str | Sequence[tuple[int, int]], precision: Any = None) -> jax.Array:
+    """NHWC x HWIO convolution as patches (strided slices, cheap to differentiate) + one matmul."""
+    kh, kw, in_ch, out_ch = kernel.shape
+    sh, sw = strides
+    pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    batch, height, width, _ = x.shape
+    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    # Patch channels ordered (row, column, input channel), as an HWIO kernel flattens.
+    cols = [
+        lax.slice(x, (0, i, j, 0), (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, in_ch),
+                  (1, sh, sw, 1))
+        for i in range(kh) for j in range(kw)
+    ]
+    patches = jnp.concatenate(cols, axis=-1)
+    return jnp.dot(patches, kernel.reshape(kh * kw * in_ch, out_ch), precision=precision)
+
+
+def _is_nhwc_hwio(dimension_numbers: Any) -> bool:
+    expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
+    return dimension_numbers in (None, expected, ("NHWC", "HWIO", "NHWC"))
+
+
+def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any, *,
+                              lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+                              dimension_numbers: Any = None, feature_group_count: int = 1,
+                              precision: Any = None) -> jax.Array:
+    """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call."""
+    dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+    lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated)
+    if lowering == "im2col" and _is_nhwc_hwio(dimension_numbers):
+        return im2col_conv(lhs, rhs, window_strides, padding, precision)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, precision=precision)
+
+
 # --- layer constructors ----------------------------------------------------------------------
 
 
@@ -165,7 +243,10 @@ def conv(
     bias_init: Initializer = nn.initializers.zeros,
     dtype: Any = jnp.float32,
 ) -> nn.Conv:
-    """Caffe Convolution layer: square kernel, symmetric zero padding, float32 params."""
+    """Caffe Convolution layer: square kernel, symmetric zero padding, float32 params.
+
+    Lowered by `auto_conv_general_dilated`: same parameters and results, whichever lowering runs.
+    """
     return nn.Conv(
         features,
         (kernel, kernel),
@@ -177,6 +258,7 @@ def conv(
         bias_init=bias_init,
         dtype=dtype,
         param_dtype=jnp.float32,
+        conv_general_dilated=auto_conv_general_dilated,
         name=name,
     )
 

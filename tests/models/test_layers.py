@@ -1,4 +1,4 @@
-"""Caffe semantics of pooling, LRN and fillers."""
+"""Caffe semantics of pooling, LRN and fillers; the convolution lowerings agree with XLA's."""
 
 import itertools
 
@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from nofe_jax.models import layers
 
@@ -108,3 +109,77 @@ def test_frozen_projection_is_identity_subsample_with_zero_channels():
     y = np.asarray(proj.apply(variables, x))
     np.testing.assert_allclose(y[..., :3], np.asarray(x)[:, ::2, ::2, :], rtol=1e-6)
     np.testing.assert_array_equal(y[..., 3:], 0.0)
+
+
+# --- convolution lowering --------------------------------------------------------------------
+
+
+def _xla_conv(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize(
+    "size, in_ch, out_ch, kernel, stride, padding",
+    [
+        (23, 3, 4, 11, 4, ((0, 0), (0, 0))),  # AlexNet conv1: large kernel, stride 4, no padding
+        (8, 5, 6, 5, 1, ((2, 2), (2, 2))),  # AlexNet-C100: 5x5, pad 2
+        (9, 4, 3, 3, 2, ((1, 1), (1, 1))),  # ResNet strided 3x3 on an odd size
+        (7, 2, 3, 3, 1, "SAME"),
+        (7, 2, 3, 1, 2, "VALID"),  # 1x1 strided projection
+    ],
+)
+def test_im2col_conv_equals_xla_outputs_and_grads(size, in_ch, out_ch, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, size, size, in_ch)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, in_ch, out_ch)), jnp.float32)
+    probe = jnp.asarray(rng.normal(size=_xla_conv(x, w, (stride, stride), padding).shape), jnp.float32)
+
+    def loss(conv):
+        return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w, (stride, stride), padding) * probe),
+                                          argnums=(0, 1)))
+
+    (value, grads), (ref_value, ref_grads) = loss(layers.im2col_conv)(x, w), loss(_xla_conv)(x, w)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_stacked_kernels_under_vmap_equal_xla_per_expert():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 4, 4, 6)), jnp.float32)
+    kernels = jnp.asarray(rng.normal(size=(5, 5, 5, 6, 7)), jnp.float32)  # K=5 stacked 5x5 kernels
+
+    def stacked(x, kernels):
+        with layers.stacked_kernels():
+            return jax.vmap(lambda k: layers.auto_conv_general_dilated(
+                x, k, (1, 1), ((2, 2), (2, 2)), dimension_numbers=("NHWC", "HWIO", "NHWC")))(kernels)
+
+    out = jax.jit(stacked)(x, kernels)
+    for k in range(5):
+        np.testing.assert_allclose(out[k], _xla_conv(x, kernels[k], (1, 1), ((2, 2), (2, 2))), rtol=1e-5, atol=1e-5)
+
+
+def test_conv_lowering_uses_im2col_only_for_stacked_plain_convs_on_cpu():
+    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=False) == "im2col"
+    assert layers.conv_lowering("cpu", stacked=False, feature_group_count=1, dilated=False) == "xla"
+    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=2, dilated=False) == "xla"
+    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=True) == "xla"
+    for accelerator in ("gpu", "tpu"):
+        assert layers.conv_lowering(accelerator, stacked=True, feature_group_count=1, dilated=False) == "xla"
+
+
+def test_stacked_kernels_flag_is_scoped():
+    def conv_primitives(stacked):
+        def f(x, w):
+            return layers.auto_conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+        if stacked:
+            with layers.stacked_kernels():
+                jaxpr = jax.make_jaxpr(f)(x, w)
+        else:
+            jaxpr = jax.make_jaxpr(f)(x, w)
+        return [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+
+    assert len(conv_primitives(stacked=False)) == 1
+    assert len(conv_primitives(stacked=True)) == (0 if jax.default_backend() == "cpu" else 1)
+    assert len(conv_primitives(stacked=False)) == 1  # the flag does not leak out of its block
