@@ -1,10 +1,12 @@
-"""experiments.benchmarks.expert_branches run small, and the Colab notebook is well formed."""
+"""The benchmarks in experiments/benchmarks run small, and the Colab notebook is well formed."""
 
 import json
 import os
 import re
 
-from experiments.benchmarks import expert_branches
+import numpy as np
+
+from experiments.benchmarks import expert_branches, train_speed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
@@ -25,6 +27,20 @@ def test_expert_branches_benchmark_tiny(tmp_path, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     assert json.loads(printed[-1]) == result  # the last line is the JSON record
     assert any('PASS' in line for line in printed)
+
+
+def test_train_speed_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'speed.json'
+    result = train_speed.main(['--models=tiny_cnn', '--num_classes=6', '--num_experts=2', '--batch_size=4',
+                               '--iterations=1', '--rounds=2', f'--json_out={out}'])
+    (row,) = result['rows']
+    assert row['model'] == 'tiny_cnn'
+    assert row['base_images_per_s'] > 0 and row['nofe_images_per_s'] > 0
+    assert np.isclose(row['time_ratio'], row['base_images_per_s'] / row['nofe_images_per_s'])
+    # Two experts of 3 classes replicate the head above the cut: more FLOPs than the flat model.
+    assert row['flop_ratio'] > 1 and row['nofe_mflops_per_image'] > row['base_mflops_per_image']
+    assert json.loads(out.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
 
 def _notebook() -> dict:
