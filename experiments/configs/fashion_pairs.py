@@ -29,17 +29,12 @@ alexnet_c100 flat 69.17% vs NofE 53.83% (60.37% with the experts at lr 0.01):
 its expert stage is still under-trained after 4 epochs. No paper number.
 """
 from experiments.configs import common
-
-# Per model: (lr, weight decay, input std). alexnet_c100 takes the release's Caffe input
-# (0-255 minus the mean, no std) and decay; on unit-variance input its 1e-4 gaussian conv1 init
-# stays at chance for two epochs (measured: loss 4.61 after 1 epoch at lr 0.02-0.08, 2.10 at
-# lr 0.005 on Caffe input).
-_SOLVER = {'tiny_cnn': (0.05, 5e-4, 'per_channel'), 'alexnet_c100': (0.005, 0.004, 'none')}
+from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
 
 
 def configure_stage(stage, epochs: int, model: str) -> None:
     """Training settings shared by every stage on this benchmark."""
-    lr, weight_decay, _ = _SOLVER[model]
+    lr, weight_decay, _ = SOLVERS[model]
     stage.train.update(duration=f'{epochs} epochs', batch_size=100, eval_batch_size=500,
                        log_every='50 steps', eval_every='2 epochs', checkpoint_every='1 epoch')
     stage.optim.update(name='sgd', lr=lr, schedule='cosine', momentum=0.9,
@@ -51,13 +46,11 @@ def get_config(arg: str | None = None):
                                    'balance': 'fully_balanced', 'specialties': 'learned',
                                    'subset': 'holdout', 'generalist_epochs': 4, 'expert_epochs': 8,
                                    'path': '/tmp/fashion_pairs.npz', 'smoke': False})
-    model = args['model']
-    if model not in _SOLVER:
-        raise ValueError(f"fashion_pairs.py: model must be one of {sorted(_SOLVER)}, not {model!r}.")
+    model = checked_model(args['model'], 'fashion_pairs.py')
     config = common.get_config()
     config.model.name = model
     config.data.update(source='npz', path=args['path'])
-    config.data.preprocess.update(mean='per_channel', std=_SOLVER[model][2], scale=1.0)
+    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0)
     total = args['generalist_epochs'] + args['expert_epochs']
     if args['base']:
         configure_stage(config, total, model)
