@@ -3,6 +3,8 @@
 Everything runs as ``jax.jit`` over a 1-D ``'data'`` mesh: one CPU is the
 trivial mesh, 8 TPU cores or several hosts are the same code.
 """
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -40,14 +42,30 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def batch_multiple(mesh: Mesh) -> int:
+    """Every global batch must be a multiple of this: each device and each process gets a share."""
+    return math.lcm(mesh.devices.size, jax.process_count())
+
+
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """``batch_size`` rounded up to a multiple of ``batch_multiple`` (eval pads and masks the rest)."""
+    if batch_size <= 0:
+        raise ValueError(f'eval_batch_size={batch_size} must be positive.')
+    multiple = batch_multiple(mesh)
+    return -(-batch_size // multiple) * multiple
+
+
 def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
-    """Fails early when a global batch cannot be split evenly over the mesh."""
-    num_devices = mesh.devices.size
-    if batch_size % num_devices or batch_size % jax.process_count():
-        raise ValueError(
-            f'{what}={batch_size} must be divisible by the number of devices '
-            f'({num_devices}) and processes ({jax.process_count()}); set '
-            f'--config.{what} to a multiple of {num_devices}.')
+    """Fails early, naming the nearest valid sizes, when a global batch cannot be split over the mesh."""
+    multiple = batch_multiple(mesh)
+    if batch_size > 0 and batch_size % multiple == 0:
+        return
+    below = batch_size // multiple * multiple
+    nearest = ' or '.join(str(n) for n in (below, below + multiple) if n > 0)
+    raise ValueError(
+        f'{what}={batch_size} must be a positive multiple of {multiple} (the {mesh.devices.size} '
+        f'devices and {jax.process_count()} processes each take an equal share); nearest valid: '
+        f'{nearest}.')
 
 
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -120,7 +120,8 @@ class _Runner:
         self.batch_sharding = parallel.batch_sharded(self.mesh)
         tc = stage.train_config
         parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
-        parallel.check_batch_size(tc.eval_batch_size, self.mesh, 'eval_batch_size')
+        # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
+        self.eval_batch_size = parallel.padded_batch_size(tc.eval_batch_size, self.mesh)
         self.train_source = (dataset.train if stage.train_indices is None
                              else sources.SubsetSource(dataset.train, stage.train_indices))
         self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), tc.batch_size)
@@ -155,7 +156,7 @@ class _Runner:
 
     def eval_batches(self, source, indices=None) -> Iterator[dict]:
         return pipeline.eval_batches(
-            source, self.stage.train_config.eval_batch_size, preprocess=self.preprocess,
+            source, self.eval_batch_size, preprocess=self.preprocess,
             normalization=self.normalization, seed=self.config.seed, indices=indices,
             **self.process_kwargs())
 
