@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from experiments.benchmarks import expert_branches, train_speed
+from experiments.benchmarks import expert_branches, grouping, train_speed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
@@ -41,6 +41,25 @@ def test_train_speed_benchmark_tiny(tmp_path, capsys):
     assert row['flop_ratio'] > 1 and row['nofe_mflops_per_image'] > row['base_mflops_per_image']
     assert json.loads(out.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_grouping_benchmark_small(tmp_path, capsys):
+    out = tmp_path / 'grouping.json'
+    result = grouping.main(['--num_classes=120', '--num_groups=4', '--signal=0.9', f'--json_out={out}'])
+    rows = {row['method']: row for row in result['rows']}
+    assert set(rows) == set(grouping.METHODS)
+    for name, row in rows.items():
+        assert row['seconds'] > 0 and row['peak_mb'] >= 0, name
+    for name in ('fully_balanced', 'optimal_balanced', 'random_balanced', 'spectral_balanced'):
+        assert rows[name]['max_size'] == 30, name
+    # Planted blocks with a clear signal are found; a random partition finds nothing.
+    for name in ('optimal_balanced', 'spectral', 'spectral_balanced', 'soft_spectral'):
+        assert rows[name]['nmi'] > 0.95, (name, rows[name]['nmi'])
+    assert rows['random_balanced']['nmi'] < 0.2
+    assert json.loads(out.read_text()) == result
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == result
+    assert sum(line.startswith('| 4 |') for line in printed) == len(grouping.METHODS)
 
 
 def _notebook() -> dict:

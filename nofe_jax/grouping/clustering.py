@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sps
+from scipy.sparse.linalg import eigsh
 
 KMEANS_RESTARTS = 10
 KMEANS_MAX_ITERS = 300
+# Up to this many points the embedding is a full eigendecomposition of a dense
+# affinity (O(n^3), exact); above it only the leading eigenvectors of a sparse one.
+DENSE_EIGH_MAX_POINTS = 2000
+# Neighbours kept per point when a large dense affinity is sparsified.
+SPARSE_NEIGHBORS = 100
+_ROW_BLOCK = 512  # rows of a dense matrix handled at once, to bound temporaries
+_EIGSH_SEED = 0  # fixed Lanczos start vector: the same affinity gives the same embedding
 
 
-def _check_affinity(affinity: np.ndarray) -> np.ndarray:
-    affinity = np.asarray(affinity, dtype=np.float64)
+def _check_affinity(affinity: np.ndarray | sps.sparray) -> np.ndarray | sps.csr_array:
+    if sps.issparse(affinity):
+        affinity = sps.csr_array(affinity, dtype=np.float64)
+        entries = affinity.data
+        asymmetry = abs(affinity - affinity.T).max() if affinity.nnz else 0.0
+        symmetric = asymmetry <= 1e-8 * (1.0 + abs(affinity).max())
+    else:
+        affinity = np.asarray(affinity, dtype=np.float64)
+        entries = affinity
+        symmetric = affinity.ndim == 2 and np.allclose(affinity, affinity.T)
     if affinity.ndim != 2 or affinity.shape[0] != affinity.shape[1]:
         raise ValueError(f'affinity must be a square matrix, got shape {affinity.shape}.')
-    if not np.allclose(affinity, affinity.T):
+    if not symmetric:
         raise ValueError('affinity must be symmetric; symmetrise it first, e.g. (A + A.T) / 2.')
-    if np.any(affinity < 0):
+    if np.any(entries < 0):
         raise ValueError('affinity must be non-negative.')
     return affinity
 
@@ -25,20 +42,64 @@ def _check_num_clusters(num_points: int, num_clusters: int) -> None:
                          f'got {num_clusters}.')
 
 
-def spectral_embedding(affinity: np.ndarray, dim: int) -> np.ndarray:
+def spectral_embedding(affinity: np.ndarray | sps.sparray, dim: int) -> np.ndarray:
     """[n, dim] Ng-Jordan-Weiss embedding: top eigenvectors of D^-1/2 A D^-1/2, rows L2-normalised.
 
-    A point with zero degree (no affinity to anything) embeds at the origin.
+    Up to DENSE_EIGH_MAX_POINTS points, a full eigendecomposition; above, the
+    `dim` leading eigenvectors by Lanczos (eigsh) of a sparse affinity, a
+    dense one first cut to its SPARSE_NEIGHBORS nearest neighbours per point
+    (exact when no row has more non-zeros). A point with zero degree (no
+    affinity to anything) embeds at the origin.
     """
     affinity = _check_affinity(affinity)
-    _check_num_clusters(affinity.shape[0], dim)
-    degree = affinity.sum(axis=1)
+    num_points = affinity.shape[0]
+    _check_num_clusters(num_points, dim)
+    dense = num_points <= DENSE_EIGH_MAX_POINTS or dim >= num_points - 1  # eigsh needs dim < n - 1
+    if dense and sps.issparse(affinity):
+        affinity = affinity.toarray()
+    elif not dense and not sps.issparse(affinity):
+        affinity = knn_sparsify(affinity, SPARSE_NEIGHBORS)
+    degree = np.asarray(affinity.sum(axis=1)).ravel()
     inv_sqrt = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
-    normalised = inv_sqrt[:, None] * affinity * inv_sqrt[None, :]
-    _, vectors = np.linalg.eigh(normalised)  # Ascending eigenvalues.
-    embedding = vectors[:, ::-1][:, :dim]
+    if dense:
+        normalised = inv_sqrt[:, None] * affinity * inv_sqrt[None, :]
+        _, vectors = np.linalg.eigh(normalised)  # Ascending eigenvalues.
+        embedding = vectors[:, ::-1][:, :dim]
+    else:
+        scale = sps.diags_array(inv_sqrt)
+        start = np.random.default_rng(_EIGSH_SEED).standard_normal(num_points)
+        _, vectors = eigsh(scale @ affinity @ scale, k=dim, which='LA', v0=start)
+        embedding = vectors
     norms = np.linalg.norm(embedding, axis=1, keepdims=True)
     return np.divide(embedding, norms, out=np.zeros_like(embedding), where=norms > 0)
+
+
+def knn_sparsify(matrix: np.ndarray | sps.sparray, num_neighbors: int) -> sps.csr_array:
+    """(A_k + A_k^T) / 2 as a sparse matrix, A_k keeping the `num_neighbors` largest entries of each row of A.
+
+    Equals (A + A^T) / 2 when no row has more than `num_neighbors` non-zeros.
+    """
+    num_rows, num_cols = matrix.shape
+    keep = min(num_neighbors, num_cols)
+    if sps.issparse(matrix):
+        matrix = sps.csr_array(matrix, dtype=np.float64)
+        rows = np.repeat(np.arange(num_rows), np.diff(matrix.indptr))
+        order = np.lexsort((-matrix.data, rows))  # each row's entries, largest first
+        rank = np.arange(order.size) - matrix.indptr[rows[order]]
+        chosen = order[rank < keep]
+        rows, cols, values = rows[chosen], matrix.indices[chosen], matrix.data[chosen]
+    else:
+        rows, cols, values = [], [], []
+        for start in range(0, num_rows, _ROW_BLOCK):
+            block = np.asarray(matrix[start:start + _ROW_BLOCK], dtype=np.float64)
+            top = np.argpartition(-block, keep - 1, axis=1)[:, :keep]
+            rows.append(np.repeat(np.arange(start, start + block.shape[0]), keep))
+            cols.append(top.ravel())
+            values.append(np.take_along_axis(block, top, axis=1).ravel())
+        rows, cols, values = (np.concatenate(a) for a in (rows, cols, values))
+    nonzero = values != 0
+    kept = sps.csr_array((values[nonzero], (rows[nonzero], cols[nonzero])), shape=(num_rows, num_cols))
+    return (kept + kept.T) / 2
 
 
 def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator,

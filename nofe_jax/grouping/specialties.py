@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+import scipy.sparse as sps
 
 from nofe_jax.grouping import clustering
 
@@ -49,6 +49,11 @@ def _check_assignment(assignment: np.ndarray, num_groups: int) -> np.ndarray:
         raise ValueError(f'assignment values must lie in [0, {num_groups}), '
                          f'got [{assignment.min()}, {assignment.max()}].')
     return assignment
+
+
+def _check_lam(lam: float) -> None:
+    if not lam >= 0:
+        raise ValueError(f'elasso lam must be >= 0, got {lam}.')
 
 
 def balanced_sizes(num_classes: int, num_groups: int) -> tuple[int, int, int]:
@@ -122,8 +127,7 @@ def scaled_elasso_lam(lam: float, subset_size: int) -> float:
     The cost -sum(M * F) grows with |S| while sqrt(sum n_j^2) does not, so lam
     scales with |S| to keep the same trade-off on any data set.
     """
-    if lam < 0:
-        raise ValueError(f'elasso lam must be >= 0, got {lam}.')
+    _check_lam(lam)
     return lam * subset_size / ELASSO_REFERENCE_SUBSET_SIZE
 
 
@@ -170,7 +174,8 @@ def fully_balanced(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     specialty index is tried first, so all-zero rows fill specialties from
     the top. Given the class order the result is deterministic.
     """
-    counts = _check_counts(counts)
+    # Signed, so negating a count cannot wrap (an unsigned -9 is huge).
+    counts = _check_counts(counts).astype(np.float64)
     num_classes, num_groups = counts.shape
     small, _, num_large = balanced_sizes(num_classes, num_groups)
     sizes = np.zeros(num_groups, dtype=np.int64)
@@ -204,20 +209,42 @@ def elasso_sweep(counts: np.ndarray, assignment: np.ndarray, lam: float,
     moves and repeated sweeps terminate); otherwise ties go to the lowest k,
     as in the release.
     """
+    _check_lam(lam)
     counts = _check_counts(counts).astype(np.float64)
-    assignment = _check_assignment(assignment, counts.shape[1]).astype(np.int32).copy()
-    sizes = np.bincount(assignment, minlength=counts.shape[1]).astype(np.float64)
-    for i in rng.permutation(counts.shape[0]):
-        current = assignment[i]
-        sizes[current] -= 1
-        sum_sq = np.sum(sizes ** 2)
-        cost = -counts[i] + lam * np.sqrt(sum_sq + 2 * sizes + 1)
-        best = int(np.argmin(cost))
-        if cost[current] <= cost[best]:
-            best = current
-        assignment[i] = best
+    num_classes, num_groups = counts.shape
+    assignment = _check_assignment(assignment, num_groups).astype(np.int32).copy()
+    sizes = np.bincount(assignment, minlength=num_groups).astype(np.float64)
+    order = rng.permutation(num_classes)
+    # Rows that stay leave the sizes as they were, so a block of rows is decided
+    # at once up to its first mover, which is applied before the next block.
+    start, block = 0, 1
+    while start < num_classes:
+        rows = order[start:start + block]
+        first = _first_elasso_move(counts[rows], assignment[rows], sizes, lam)
+        if first is None:
+            start, block = start + rows.size, 2 * block
+            continue
+        row, best = rows[first[0]], first[1]
+        sizes[assignment[row]] -= 1
         sizes[best] += 1
+        assignment[row] = best
+        start, block = start + first[0] + 1, max(2 * first[0], 1)
     return assignment
+
+
+def _first_elasso_move(counts: np.ndarray, current: np.ndarray, sizes: np.ndarray,
+                       lam: float) -> tuple[int, int] | None:
+    """(position, new specialty) of the first of these rows that elasso_sweep moves, or None.
+
+    Each row is decided against `sizes` as elasso_sweep would if it came next.
+    """
+    rows = np.arange(current.size)
+    without = sizes - (np.arange(sizes.size) == current[:, None])  # [n, K] sizes without the row
+    sum_sq = np.sum(sizes ** 2) - 2 * sizes[current] + 1  # exact: sizes are integers
+    cost = -counts + lam * np.sqrt(sum_sq[:, None] + 2 * without + 1)
+    best = np.argmin(cost, axis=1)
+    moves = np.flatnonzero(cost[rows, current] > cost[rows, best])
+    return (int(moves[0]), int(best[moves[0]])) if moves.size else None
 
 
 def elasso(counts: np.ndarray, rng: np.random.Generator, lam: float,
@@ -230,6 +257,7 @@ def elasso(counts: np.ndarray, rng: np.random.Generator, lam: float,
     `sweeps=None` sweeps until no row changes (at most ELASSO_MAX_SWEEPS);
     the release does `sweeps=1`. Specialties may end up empty.
     """
+    _check_lam(lam)
     counts = _check_counts(counts)
     assignment = greedy(counts) if init is None else _check_assignment(init, counts.shape[1])
     if assignment.shape[0] != counts.shape[0]:
@@ -248,24 +276,140 @@ def elasso(counts: np.ndarray, rng: np.random.Generator, lam: float,
 def optimal_balanced(counts: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """The exact maximiser of matched count under fully_balanced's size constraint.
 
-    A min-cost assignment of classes to capacity slots: each specialty has
-    ceil(C/K) slots; when K does not divide C its first floor(C/K) slots
-    carry a bonus larger than any possible matched count, so every
-    specialty is filled to floor(C/K) and exactly C mod K get one more.
-    `rng` is unused (the solver is deterministic); it keeps the signature uniform.
+    A min-cost flow from C classes into K specialties (floor(C/K) each, plus
+    one extra slot in C mod K of them), solved on a K + 1 node graph so that
+    it scales with C * K rather than C^2: every class starts in its best
+    specialty under balancing prices (an optimal map for the sizes it has),
+    then successive shortest paths move the remaining excess along the
+    cheapest chains of class moves. `rng` is unused (the solver is
+    deterministic); it keeps the signature uniform.
     """
     del rng
     counts = _check_counts(counts).astype(np.float64)
     num_classes, num_groups = counts.shape
-    small, large, _ = balanced_sizes(num_classes, num_groups)
-    slot_group = np.repeat(np.arange(num_groups), large)
-    slot_rank = np.tile(np.arange(large), num_groups)
-    bonus = 2.0 * np.abs(counts).sum() + 1.0
-    gain = counts[:, slot_group] + bonus * (slot_rank < small)  # [C, K * ceil(C/K)]
-    rows, cols = linear_sum_assignment(gain, maximize=True)
-    assignment = np.empty(num_classes, dtype=np.int32)
-    assignment[rows] = slot_group[cols]
-    return assignment
+    small, _, num_large = balanced_sizes(num_classes, num_groups)
+    prices, assignment = _balancing_prices(counts, small)
+    sizes = np.bincount(assignment, minlength=num_groups)
+    # The extra slots go to the dearest specialties, so moving one to a cheaper
+    # specialty is never a negative cycle: the start is optimal for its imbalances.
+    has_extra = np.zeros(num_groups, dtype=bool)
+    has_extra[np.lexsort((-sizes, -prices))[:num_large]] = True
+    # Node num_groups is the pool of extra slots: a -> pool takes one, pool -> b gives b's back.
+    pool = num_groups
+    cost = np.full((num_groups + 1, num_groups + 1), np.inf)
+    for g in range(num_groups):
+        cost[g, :pool] = _cheapest_moves(counts, assignment, g)
+    tolerance = 1e-9 * (1.0 + np.abs(counts).max())  # float counts (stay bonus): rounding is no cycle
+    while np.any(imbalance := sizes - small - has_extra):
+        cost[:pool, pool] = np.where(has_extra, np.inf, 0.0)
+        cost[pool, :pool] = np.where(has_extra, 0.0, np.inf)
+        path = _shortest_path(cost, np.append(imbalance > 0, False), np.append(imbalance < 0, False),
+                              tolerance)
+        edges = list(zip(path, path[1:]))
+        moves = [(a, b, _tied_movers(counts, assignment, a, b, cost[a, b])) for a, b in edges
+                 if pool not in (a, b)]
+        # Path lengths never fall between augmentations, so as long as every
+        # step has another class at the same loss the path is still shortest.
+        amount = 1 if pool in path else min(imbalance[path[0]], -imbalance[path[-1]],
+                                             *(movers.size for _, _, movers in moves))
+        for a, b in edges:
+            if b == pool:
+                has_extra[a] = True
+            elif a == pool:
+                has_extra[b] = False
+        for a, b, movers in moves:
+            assignment[movers[:amount]] = b
+            sizes[a] -= amount
+            sizes[b] += amount
+        for g in {g for a, b, _ in moves for g in (a, b)}:
+            cost[g, :pool] = _cheapest_moves(counts, assignment, g)
+    return assignment.astype(np.int32)
+
+
+def _best_with_rotated_ties(values: np.ndarray) -> np.ndarray:
+    """argmax of each row; row i breaks ties by the first maximum at or after column i mod K.
+
+    Any tied choice is optimal; rotating it spreads rows that tie everywhere
+    evenly instead of piling them on column 0.
+    """
+    num_rows, num_cols = values.shape
+    tied = values == values.max(axis=1, keepdims=True)
+    rank = (np.arange(num_cols)[None, :] - np.arange(num_rows)[:, None]) % num_cols
+    return np.argmin(np.where(tied, rank, num_cols), axis=1)
+
+
+def _overflow(assignment: np.ndarray, num_groups: int, capacity: int) -> int:
+    return int(np.maximum(np.bincount(assignment, minlength=num_groups) - capacity, 0).sum())
+
+
+def _balancing_prices(counts: np.ndarray, small: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prices[K], map): each class in a best specialty of counts - prices, and few over ceil(C/K).
+
+    Repeatedly raises the price of the fullest specialty until only ceil(C/K)
+    of its classes still prefer it, the others moving to their next best.
+    Stops when that no longer reduces the overflow (specialties that tie for
+    the same classes need a joint rise, which the shortest paths then do).
+    """
+    num_groups = counts.shape[1]
+    prices = np.zeros(num_groups)
+    assignment = _best_with_rotated_ties(counts)
+    overflow = _overflow(assignment, num_groups, small + 1)
+    while overflow:
+        group = int(np.argmax(np.bincount(assignment, minlength=num_groups)))
+        members = np.flatnonzero(assignment == group)
+        values = counts[members] - prices  # [m, K]
+        values[:, group] = -np.inf
+        alternative = _best_with_rotated_ties(values)
+        # The price of `group` at which each member becomes indifferent to its alternative.
+        threshold = counts[members, group] - values[np.arange(members.size), alternative]
+        order = np.argsort(-threshold, kind='stable')
+        leaving = order[small + 1:]
+        moved = assignment.copy()
+        moved[members[leaving]] = alternative[leaving]
+        moved_overflow = _overflow(moved, num_groups, small + 1)
+        if moved_overflow >= overflow:
+            break
+        prices[group] = threshold[order[small + 1]]
+        assignment, overflow = moved, moved_overflow
+    return prices, assignment
+
+
+def _cheapest_moves(counts: np.ndarray, assignment: np.ndarray, group: int) -> np.ndarray:
+    """[K]: the least matched count lost by moving one class of `group` to each specialty."""
+    members = np.flatnonzero(assignment == group)
+    if members.size == 0:
+        return np.full(counts.shape[1], np.inf)
+    loss = np.min(counts[members, group][:, None] - counts[members], axis=0)
+    loss[group] = np.inf
+    return loss
+
+
+def _tied_movers(counts: np.ndarray, assignment: np.ndarray, a: int, b: int, loss: float) -> np.ndarray:
+    """Classes of specialty a whose move to b loses exactly `loss`."""
+    members = np.flatnonzero(assignment == a)
+    return members[counts[members, a] - counts[members, b] == loss]
+
+
+def _shortest_path(cost: np.ndarray, sources: np.ndarray, sinks: np.ndarray, tolerance: float) -> list[int]:
+    """Nodes of a cheapest path from any source to any sink (Bellman-Ford; `cost` has no negative cycle)."""
+    num_nodes = cost.shape[0]
+    dist = np.where(sources, 0.0, np.inf)
+    parent = np.full(num_nodes, -1)
+    nodes = np.arange(num_nodes)
+    for _ in range(num_nodes):
+        via = np.argmin(dist[:, None] + cost, axis=0)
+        through = dist[via] + cost[via, nodes]
+        shorter = through < dist - tolerance
+        if not shorter.any():
+            break
+        dist[shorter] = through[shorter]
+        parent[shorter] = via[shorter]
+    node = int(np.argmin(np.where(sinks, dist, np.inf)))
+    path = [node]
+    while parent[node] >= 0:
+        node = int(parent[node])
+        path.append(node)
+    return path[::-1]
 
 
 def random_balanced(num_classes: int, num_groups: int, rng: np.random.Generator) -> np.ndarray:
@@ -275,7 +419,7 @@ def random_balanced(num_classes: int, num_groups: int, rng: np.random.Generator)
     return rng.permutation(relabel[np.arange(num_classes) % num_groups]).astype(np.int32)
 
 
-def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.Generator,
+def spectral_specialties(confusion: np.ndarray | sps.sparray, num_groups: int, rng: np.random.Generator,
                          balanced: bool = False) -> np.ndarray:
     """Spectral clustering of the symmetrised, row-normalised C x C confusion matrix (paper's baseline).
 
@@ -284,19 +428,55 @@ def spectral_specialties(confusion: np.ndarray, num_groups: int, rng: np.random.
     says nothing about which classes go together. `balanced=False` keeps
     k-means' sizes (the paper's baseline); `balanced=True` assigns the
     spectral embedding under fully_balanced's floor/ceil(C/K) capacities.
+    Above clustering.DENSE_EIGH_MAX_POINTS classes (or for a scipy.sparse
+    confusion) the affinity is sparse, each class keeping its
+    clustering.SPARSE_NEIGHBORS most confused classes; a confusion counted
+    from a subset S has fewer than that per row, so nothing is lost.
     """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f'confusion must be a C x C matrix, got shape {confusion.shape}.')
-    check_num_groups(confusion.shape[0], num_groups)
-    row_sums = confusion.sum(axis=1, keepdims=True)
-    rates = np.divide(confusion, row_sums, out=np.zeros_like(confusion), where=row_sums > 0)
-    affinity = (rates + rates.T) / 2
-    np.fill_diagonal(affinity, 0.0)
+    if not sps.issparse(confusion):
+        confusion = np.asarray(confusion)
+    num_classes = _check_confusion(confusion)
+    check_num_groups(num_classes, num_groups)
+    if sps.issparse(confusion) or num_classes > clustering.DENSE_EIGH_MAX_POINTS:
+        affinity = _sparse_confusion_affinity(confusion)
+    else:
+        confusion = np.asarray(confusion, dtype=np.float64)
+        row_sums = confusion.sum(axis=1, keepdims=True)
+        rates = np.divide(confusion, row_sums, out=np.zeros_like(confusion), where=row_sums > 0)
+        affinity = (rates + rates.T) / 2
+        np.fill_diagonal(affinity, 0.0)
     if not balanced:
         return clustering.spectral_clustering(affinity, num_groups, rng).astype(np.int32)
     embedding = clustering.spectral_embedding(affinity, num_groups)
     return balanced_kmeans(embedding, clustering.kmeans(embedding, num_groups, rng), num_groups)
+
+
+def _check_confusion(confusion: np.ndarray | sps.sparray) -> int:
+    """C, after checking that `confusion` is C x C with finite entries (a NaN row is refused, not zeroed)."""
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f'confusion must be a C x C matrix, got shape {confusion.shape}.')
+    if sps.issparse(confusion):
+        coo = sps.coo_array(confusion)
+        bad = coo.row[~np.isfinite(coo.data)]
+    elif np.issubdtype(np.asarray(confusion).dtype, np.inexact):
+        bad = np.flatnonzero(~np.all(np.isfinite(confusion), axis=1))
+    else:  # integers are always finite; checking would copy a C x C array
+        bad = np.array([], dtype=np.int64)
+    if bad.size:
+        raise ValueError(f'confusion row {int(bad.min())} contains NaN or inf; '
+                         'a class with undefined counts cannot be placed.')
+    return confusion.shape[0]
+
+
+def _sparse_confusion_affinity(confusion: np.ndarray | sps.sparray) -> sps.csr_array:
+    """The dense path's affinity (rates + rates^T) / 2, off-diagonal, built sparse."""
+    confusion = sps.csr_array(confusion, dtype=np.float64)
+    row_sums = np.asarray(confusion.sum(axis=1)).ravel()
+    inverse = np.divide(1.0, row_sums, out=np.zeros_like(row_sums), where=row_sums > 0)
+    rates = sps.csr_array(sps.diags_array(inverse) @ confusion)
+    rates.setdiag(0.0)
+    rates.eliminate_zeros()
+    return clustering.knn_sparsify(rates, clustering.SPARSE_NEIGHBORS)
 
 
 def balanced_kmeans(points: np.ndarray, labels: np.ndarray, num_groups: int) -> np.ndarray:

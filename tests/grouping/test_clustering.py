@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sps
 
 from nofe_jax.grouping import clustering
 
@@ -77,3 +78,52 @@ def test_soft_spectral_clustering_memberships():
     memberships = clustering.soft_spectral_clustering(affinity, 3, rng, m=2.0)
     np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
     assert _same_partition(np.argmax(memberships, axis=1), truth)
+
+
+def test_sparse_lanczos_path_recovers_the_same_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    affinity, truth = _planted_blocks(rng, [20, 35, 15, 30])
+    inside = truth[:, None] == truth[None, :]
+    affinity = np.where(inside | (rng.random(affinity.shape) < 0.05), affinity, 0.0)  # mostly zeros
+    affinity = np.maximum(affinity, affinity.T)
+    dense = clustering.spectral_clustering(affinity, 4, np.random.default_rng(1))
+    monkeypatch.setattr(clustering, 'DENSE_EIGH_MAX_POINTS', 0)
+    for given in (affinity, sps.csr_array(affinity)):
+        embedding = clustering.spectral_embedding(given, 4)
+        np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0)
+        sparse = clustering.kmeans(embedding, 4, np.random.default_rng(1))
+        assert _same_partition(sparse, dense) and _same_partition(sparse, truth)
+
+
+def test_sparse_and_dense_embeddings_span_the_same_subspace(monkeypatch):
+    affinity, _ = _planted_blocks(np.random.default_rng(3), [10, 12, 8], outside=0.3, noise=0.5)
+    dense = clustering.spectral_embedding(affinity, 3)
+    monkeypatch.setattr(clustering, 'DENSE_EIGH_MAX_POINTS', 0)
+    sparse = clustering.spectral_embedding(sps.csr_array(affinity), 3)
+    # Same rows up to one rotation: the least-squares map between them is orthogonal and exact.
+    rotation, *_ = np.linalg.lstsq(sparse, dense, rcond=None)
+    np.testing.assert_allclose(sparse @ rotation, dense, atol=1e-6)
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-6)
+
+
+def test_knn_sparsify_keeps_the_largest_entries_per_row():
+    matrix = np.array([[0.0, 5.0, 1.0, 3.0],
+                       [2.0, 0.0, 0.0, 0.0],
+                       [4.0, 6.0, 0.0, 1.0],
+                       [0.0, 0.0, 0.0, 0.0]])
+    # Rows keep {1, 3}, {0}, {0, 1} (zeros dropped); then (A_k + A_k^T) / 2.
+    kept = np.array([[0.0, 5.0, 0.0, 3.0],
+                     [2.0, 0.0, 0.0, 0.0],
+                     [4.0, 6.0, 0.0, 0.0],
+                     [0.0, 0.0, 0.0, 0.0]])
+    for given in (matrix, sps.csr_array(matrix)):
+        np.testing.assert_allclose(clustering.knn_sparsify(given, 2).toarray(), (kept + kept.T) / 2)
+    # Exact when no row has more non-zeros than the neighbours kept.
+    np.testing.assert_allclose(clustering.knn_sparsify(matrix, 3).toarray(), (matrix + matrix.T) / 2)
+
+
+def test_sparse_affinity_checked_like_a_dense_one():
+    with pytest.raises(ValueError, match='symmetric'):
+        clustering.spectral_embedding(sps.csr_array(np.array([[0.0, 1.0], [0.0, 0.0]])), 1)
+    with pytest.raises(ValueError, match='non-negative'):
+        clustering.spectral_embedding(sps.csr_array(np.array([[0.0, -1.0], [-1.0, 0.0]])), 1)

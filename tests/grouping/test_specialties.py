@@ -4,8 +4,9 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.sparse as sps
 
-from nofe_jax.grouping import confusion, specialties as sp
+from nofe_jax.grouping import clustering, confusion, specialties as sp
 
 
 def _assert_partition(assignment, num_classes, num_groups):
@@ -345,3 +346,135 @@ def test_partition_nmi():
     h = lambda p: -sum(q * np.log(q) for q in p)
     mutual = h([0.5, 0.5]) + h([0.75, 0.25]) - h([0.5, 0.25, 0.25])
     assert sp.partition_nmi(x, y) == pytest.approx(mutual / ((h([0.5, 0.5]) + h([0.75, 0.25])) / 2))
+
+
+def _slot_assignment_optimal_balanced(counts):
+    """The previous solver, kept as a reference: Hungarian on C x (K * ceil(C/K)) capacity slots."""
+    from scipy.optimize import linear_sum_assignment
+    counts = np.asarray(counts, dtype=np.float64)
+    num_classes, num_groups = counts.shape
+    small, large, _ = sp.balanced_sizes(num_classes, num_groups)
+    slot_group = np.repeat(np.arange(num_groups), large)
+    slot_rank = np.tile(np.arange(large), num_groups)
+    bonus = 2.0 * np.abs(counts).sum() + 1.0
+    rows, cols = linear_sum_assignment(counts[:, slot_group] + bonus * (slot_rank < small), maximize=True)
+    assignment = np.empty(num_classes, dtype=np.int32)
+    assignment[rows] = slot_group[cols]
+    return assignment
+
+
+@pytest.mark.parametrize('kind', ['few_values', 'wide_ints', 'floats', 'one_favourite', 'identical_rows'])
+def test_optimal_balanced_matches_the_slot_solver(kind):
+    rng = np.random.default_rng(len(kind))
+    for _ in range(40):
+        num_classes = int(rng.integers(2, 90))
+        num_groups = int(rng.integers(1, min(num_classes, 12) + 1))
+        shape = (num_classes, num_groups)
+        counts = {'few_values': lambda: rng.integers(0, 3, size=shape),  # many ties
+                  'wide_ints': lambda: rng.integers(0, 200, size=shape),
+                  'floats': lambda: rng.normal(size=shape) * 30,  # negative too, as balanced_kmeans passes
+                  'one_favourite': lambda: rng.integers(0, 5, size=shape) + 50 * (np.arange(num_groups) == 0),
+                  'identical_rows': lambda: np.tile(rng.integers(0, 4, size=num_groups), (num_classes, 1)),
+                  }[kind]()
+        result = sp.optimal_balanced(counts)
+        assert result.dtype == np.int32
+        _assert_balanced(result, num_classes, num_groups)
+        expected = sp.matched_count(counts, _slot_assignment_optimal_balanced(counts))
+        assert sp.matched_count(counts, result) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize('num_classes,num_groups', [(6, 3), (7, 3), (5, 2), (7, 4)])
+def test_optimal_balanced_matches_brute_force_on_floats(num_classes, num_groups):
+    rng = np.random.default_rng(num_classes * num_groups)
+    for _ in range(5):
+        counts = rng.random((num_classes, num_groups)) * 10
+        result = sp.optimal_balanced(counts)
+        _assert_balanced(result, num_classes, num_groups)
+        assert sp.matched_count(counts, result) == pytest.approx(_brute_force_balanced(counts))
+
+
+def test_optimal_balanced_scales_to_many_classes():
+    # 5,000 classes that all prefer specialty 0 (the slot solver needs a 5,000 x 5,000 matrix here).
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 10, size=(5000, 7)) + 30 * (np.arange(7) == 0)
+    result = sp.optimal_balanced(counts)
+    _assert_balanced(result, 5000, 7)
+    # Optimal: specialty 0 keeps the 715 classes that lose most by leaving it.
+    assert np.sum(result == 0) == 715
+
+
+def test_fully_balanced_unsigned_counts():
+    counts = np.array([[0, 9], [0, 9], [7, 0], [7, 0]], np.uint32)
+    result = sp.fully_balanced(counts, np.random.default_rng(0))
+    assert sp.matched_count(counts, result) == 32
+    np.testing.assert_array_equal(result, [1, 1, 0, 0])
+
+
+def _loop_elasso_sweep(counts, assignment, lam, rng):
+    """The previous row-by-row sweep, kept as a reference for the vectorised one."""
+    counts = np.asarray(counts, dtype=np.float64)
+    assignment = np.asarray(assignment).astype(np.int32).copy()
+    sizes = np.bincount(assignment, minlength=counts.shape[1]).astype(np.float64)
+    for i in rng.permutation(counts.shape[0]):
+        current = assignment[i]
+        sizes[current] -= 1
+        cost = -counts[i] + lam * np.sqrt(np.sum(sizes ** 2) + 2 * sizes + 1)
+        best = int(np.argmin(cost))
+        if cost[current] <= cost[best]:
+            best = current
+        assignment[i] = best
+        sizes[best] += 1
+    return assignment
+
+
+@pytest.mark.parametrize('lam', [0.0, 3.0, 100.0, 1000.0, 1e5])
+def test_elasso_sweep_matches_the_row_by_row_sweep(lam):
+    rng = np.random.default_rng(int(lam) % 97)
+    for trial in range(10):
+        num_classes, num_groups = int(rng.integers(1, 300)), int(rng.integers(1, 12))
+        counts = rng.integers(0, 3 if trial % 2 else 200, size=(num_classes, num_groups))  # ties too
+        assignment = rng.integers(0, num_groups, size=num_classes)
+        for _ in range(3):  # successive sweeps, as elasso runs them
+            seed = int(rng.integers(1 << 30))
+            expected = _loop_elasso_sweep(counts, assignment, lam, np.random.default_rng(seed))
+            result = sp.elasso_sweep(counts, assignment, lam, np.random.default_rng(seed))
+            np.testing.assert_array_equal(result, expected)
+            assignment = result
+
+
+@pytest.mark.parametrize('call', [
+    lambda: sp.elasso(np.ones((4, 2)), np.random.default_rng(0), lam=-1.0),
+    lambda: sp.elasso_sweep(np.ones((4, 2)), np.zeros(4, int), -0.5, np.random.default_rng(0)),
+    lambda: sp.elasso(np.ones((4, 2)), np.random.default_rng(0), lam=float('nan')),
+])
+def test_elasso_rejects_negative_lam(call):
+    with pytest.raises(ValueError, match='lam must be >= 0'):
+        call()
+
+
+def test_spectral_specialties_rejects_a_nan_row():
+    confusion = np.ones((6, 6))
+    confusion[4, 2] = np.nan
+    with pytest.raises(ValueError, match='row 4'):
+        sp.spectral_specialties(confusion, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match='row 4'):
+        sp.spectral_specialties(sps.csr_array(confusion), 2, np.random.default_rng(0))
+
+
+def _same_partition(a, b):
+    return len(set(zip(a.tolist(), b.tolist()))) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+@pytest.mark.parametrize('balanced', [False, True])
+def test_spectral_specialties_sparse_path_matches_dense(balanced, monkeypatch):
+    rng = np.random.default_rng(0)
+    truth = rng.permutation(np.repeat(np.arange(5), 12))
+    confusion = _memorised_confusion(truth, rng)
+    dense = sp.spectral_specialties(confusion, 5, np.random.default_rng(1), balanced=balanced)
+    monkeypatch.setattr(clustering, 'DENSE_EIGH_MAX_POINTS', 0)
+    sparse = sp.spectral_specialties(confusion, 5, np.random.default_rng(1), balanced=balanced)
+    from_sparse_input = sp.spectral_specialties(sps.csr_array(confusion), 5, np.random.default_rng(1),
+                                                balanced=balanced)
+    assert _same_partition(dense, truth)
+    assert _same_partition(sparse, truth)
+    assert _same_partition(from_sparse_input, truth)
