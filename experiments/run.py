@@ -5,16 +5,65 @@ r"""Trains and evaluates the recipe a config names.
       --workdir=/tmp/nin --config.train.batch_size=256
 
 Rerunning the same command on the same workdir resumes from the last checkpoint.
+The whole config is checked before any data is read; a user error (bad config,
+missing data, damaged checkpoint, NaN loss) prints its message and exits with
+status 1. ``--verbose`` (or NOFE_VERBOSE=1) shows the traceback as well.
 """
+import os
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nofe_jax.training import recipes
+from nofe_jax import checkpoints, validation
+from nofe_jax.data import sources
+from nofe_jax.training import loop, recipes
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.')
+_VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of user errors too.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# Errors whose message says what to do; anything else is a bug and keeps its traceback.
+USER_ERRORS = (validation.ConfigError, sources.DatasetNotFoundError, checkpoints.CheckpointError,
+               loop.NonFiniteLossError)
+OVERRIDE_PREFIX = '--config.'
+
+
+def verbose_from_environment() -> bool:
+    """NOFE_VERBOSE=1 (anything but '' or '0'): show tracebacks of user errors."""
+    return os.environ.get('NOFE_VERBOSE', '') not in ('', '0')
+
+
+def override_paths(argv: list[str]) -> list[str]:
+    """The config fields ``--config.a.b=value`` arguments override ('a.b')."""
+    return [arg[len(OVERRIDE_PREFIX):].split('=', 1)[0] for arg in argv
+            if arg.startswith(OVERRIDE_PREFIX)]
+
+
+def config_argument(argv: list[str]) -> str:
+    """The value of --config (``path[:arg]``) in ``argv``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith('--config='):
+            return arg.split('=', 1)[1]
+        if arg == '--config' and i + 1 < len(argv):
+            return argv[i + 1]
+    return ''
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing; an override of a field the config lacks exits with the closest fields."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError):
+        # Load the config without its overrides to learn its fields, then name the unknown ones.
+        config = flags.FLAGS['config'].parser.parse(config_argument(argv))
+        problems = [p for p in (validation.unknown_field_problem(path, config)
+                                for path in override_paths(argv)) if p]
+        if not problems or '--verbose' in argv or verbose_from_environment():  # flags not parsed yet
+            raise
+    sys.exit('error: ' + '\n'.join(problems))
 
 
 def main(argv):
@@ -22,8 +71,13 @@ def main(argv):
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     # Orbax logs every save at INFO; keep the terminal to our progress lines.
     logging.set_verbosity(logging.WARNING)
-    recipes.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        recipes.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except USER_ERRORS as e:
+        if _VERBOSE.value or verbose_from_environment():
+            raise
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

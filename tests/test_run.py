@@ -127,6 +127,7 @@ def test_bad_input_fails_fast_and_says_what_to_do(override, message, tmp_path):
                    override)
     assert out.returncode != 0
     assert message in out.stderr
+    assert 'Traceback' not in out.stderr and len(out.stderr.strip().splitlines()) <= 2
     assert not glob.glob(str(tmp_path / 'checkpoints' / '*' / '*'))
     assert time.perf_counter() - start < 60  # process start + imports; the check itself is instant
 

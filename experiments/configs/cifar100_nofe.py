@@ -41,13 +41,14 @@ def get_config(arg: str | None = None):
                                    'smoke': False})
     model = args['model']
     config = cifar100_base.get_config(f'model={model}')
+    base_train = config.train.to_dict()  # add_nofe drops the top-level stage blocks
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'], elasso_lam=args['lam'],
                        specialties=args['specialties'], init=args['init'], subset_size=10000,
                        update_every=release.GENERALIST[model]['update_every'])
     for name, solver in (('generalist', release.GENERALIST), ('experts', release.NOFE)):
         stage = config[name]
-        stage.train.update(config.train.to_dict())
+        stage.train.update(base_train)
         release.apply_solver(stage.train, stage.optim, solver[model], model)
     if args['smoke']:
         common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100,

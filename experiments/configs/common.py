@@ -38,11 +38,14 @@ def data_config() -> ml_collections.ConfigDict:
 
 
 def train_config() -> ml_collections.ConfigDict:
-    """How long and how often: one stage's loop settings."""
+    """How long and how often: one stage's loop settings.
+
+    A period of 0 (e.g. '0 steps') logs, evaluates or checkpoints only at the end of the stage.
+    """
     return ml_collections.ConfigDict(dict(
-        duration='10 epochs',
-        batch_size=128,
-        eval_batch_size=500,
+        duration='10 epochs',     # > 0
+        batch_size=128,           # a positive multiple of the device count
+        eval_batch_size=500,      # likewise
         log_every='50 steps',
         eval_every='1 epoch',
         checkpoint_every='1 epoch',
@@ -54,7 +57,7 @@ def optim_config() -> ml_collections.ConfigDict:
     """Optimiser and learning-rate schedule of one stage."""
     return ml_collections.ConfigDict(dict(
         name='caffe_sgd',         # caffe_sgd | sgd | adamw
-        lr=0.01,                  # constant / cosine / exponential peak
+        lr=0.01,                  # constant / cosine / exponential peak; >= 0 (0 freezes the stage)
         schedule='constant',      # constant | piecewise | cosine | exponential
         lr_values=(0.01,),        # piecewise: lr from each boundary on
         boundaries=(),            # piecewise: durations, e.g. ('60000 steps',)
@@ -76,7 +79,7 @@ def nofe_config() -> ml_collections.ConfigDict:
         balance='fully_balanced',     # fully_balanced | elasso | greedy | optimal_balanced
         elasso_lam=1000.0,            # stated for |S| = 10,000 (the paper's); scaled by |S| / 10,000
         elasso_sweeps=0,              # 0 = until no class moves (capped); the release does 1
-        update_every='1 epoch',       # specialty re-assignment period of the generalist
+        update_every='1 epoch',       # specialty re-assignment period of the generalist (> 0)
         update_warmup='50000 examples',  # no re-assignment before this (the release's first update)
         min_kappa=0.1,                # skip an update while the generalist's kappa on S is below this
         stay_margin=1.0,              # a class moves only if it gains > margin * sqrt(its count on S)
@@ -90,11 +93,16 @@ def nofe_config() -> ml_collections.ConfigDict:
 
 
 def add_nofe(config: ml_collections.ConfigDict) -> None:
-    """Turns a base config into a NofE one: options + generalist and experts stages."""
+    """Turns a base config into a NofE one: options + generalist and experts stages.
+
+    The top-level train/optim blocks go: no NofE stage reads them, so an override such as
+    --config.train.duration fails as unknown instead of being silently ignored.
+    """
     config.recipe = 'nofe'
     config.nofe = nofe_config()
     config.generalist = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
     config.experts = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+    del config['train'], config['optim']
 
 
 def get_config() -> ml_collections.ConfigDict:

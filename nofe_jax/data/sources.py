@@ -14,11 +14,14 @@ import dataclasses
 import gzip
 import os
 import struct
+import zipfile
 from collections.abc import Callable, Sequence
 
 import ml_collections
 import numpy as np
 from PIL import Image
+
+from nofe_jax import validation
 
 # Debian's `dataset-fashion-mnist` package installs the IDX files here.
 DEFAULT_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -262,19 +265,26 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def idx_problem(data_dir: str = '') -> str | None:
+    """Why the IDX files are not in ``data_dir`` ('' = the Debian package's folder; never a fallback)."""
+    directory = data_dir or DEFAULT_FASHION_MNIST_DIR
+    missing = [stem for stem in _IDX_FILES.values() if _find_idx_file(directory, stem) is None]
+    if not missing:
+        return None
+    remedy = ('pass --config.data.data_dir=<dir with the 4 IDX files>' if data_dir else
+              f'install them with `apt-get install dataset-fashion-mnist` (puts them in '
+              f'{DEFAULT_FASHION_MNIST_DIR}) or pass --config.data.data_dir=<dir with the 4 IDX files>')
+    return (f'Fashion-MNIST IDX files {", ".join(missing)} (optionally .gz) not found in '
+            f'{directory}; {remedy}.')
+
+
 def load_idx_dataset(data_dir: str = '') -> Dataset:
-    """Fashion-MNIST from its four IDX files (in data_dir, else the Debian package's folder)."""
-    candidates = [d for d in (data_dir, DEFAULT_FASHION_MNIST_DIR) if d]
-    for directory in candidates:
-        paths = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
-        if all(paths.values()):
-            break
-    else:
-        raise DatasetNotFoundError(
-            f'Fashion-MNIST IDX files ({", ".join(_IDX_FILES.values())}, optionally .gz) not found in '
-            f'{" or ".join(candidates)}. Install them with `apt-get install dataset-fashion-mnist` '
-            '(puts them in /usr/share/datasets/fashion-mnist) or pass '
-            '--config.data.data_dir=<dir with the 4 IDX files>.')
+    """Fashion-MNIST from its four IDX files in ``data_dir`` ('' = the Debian package's folder)."""
+    problem = idx_problem(data_dir)
+    if problem:
+        raise DatasetNotFoundError(problem)
+    directory = data_dir or DEFAULT_FASHION_MNIST_DIR
+    paths = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
     arrays = {key: read_idx(path) for key, path in paths.items()}
     train = InMemorySource(arrays['train_images'][..., None], arrays['train_labels'])
     test = InMemorySource(arrays['test_images'][..., None], arrays['test_labels'])
@@ -298,6 +308,19 @@ def _as_uint8_images(x: np.ndarray, what: str) -> np.ndarray:
 
 
 NPZ_GROUPING_PREFIX = 'grouping_'
+NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+
+
+def npz_problem(path: str) -> str | None:
+    """Why ``path`` is not an .npz archive holding x_train, y_train, x_test and y_test (None: it is)."""
+    what = f'an .npz archive with {"/".join(NPZ_KEYS)}'
+    if not path or not os.path.isfile(path):
+        return f'npz file {path!r} not found; pass --config.data.path=<file.npz>, {what}.'
+    if not zipfile.is_zipfile(path):
+        return f'{path} is not {what}.'
+    with np.load(path, allow_pickle=False) as data:
+        missing = [key for key in NPZ_KEYS if key not in data.files]
+    return f'{path} is not {what} (it lacks {", ".join(missing)}).' if missing else None
 
 
 def load_npz_dataset(path: str) -> Dataset:
@@ -305,13 +328,11 @@ def load_npz_dataset(path: str) -> Dataset:
 
     Optional ``grouping_<name>`` arrays (int [C]) are known groupings of the classes.
     """
-    if not os.path.isfile(path):
-        raise DatasetNotFoundError(f'npz file {path!r} not found; pass --config.data.path=<file.npz> '
-                                   'holding x_train, y_train, x_test, y_test')
+    problem = npz_problem(path)
+    if problem:
+        absent = not os.path.isfile(path or '')  # a missing file, or one that is not an archive
+        raise (DatasetNotFoundError if absent else ValueError)(problem)
     with np.load(path, allow_pickle=False) as data:
-        missing = {'x_train', 'y_train', 'x_test', 'y_test'} - set(data.files)
-        if missing:
-            raise ValueError(f'{path}: missing keys {sorted(missing)}')
         train = InMemorySource(_as_uint8_images(data['x_train'], 'x_train'), data['y_train'].reshape(-1))
         test = InMemorySource(_as_uint8_images(data['x_test'], 'x_test'), data['y_test'].reshape(-1))
         class_names = [str(c) for c in data['class_names']] if 'class_names' in data.files else None
@@ -332,15 +353,27 @@ def load_npz_dataset(path: str) -> Dataset:
 
 # ----------------------------------------------------------------------------- image folders
 
+def _image_folder_splits(root: str) -> tuple[str, list[str]]:
+    """The train folder and the candidate test folders (first existing one wins) under ``root``."""
+    return os.path.join(root, 'train'), [os.path.join(root, d) for d in ('test', 'val', 'validation')]
+
+
+def image_folder_problem(root: str) -> str | None:
+    """Why ``root`` is not an image-folder dataset (train/ and test|val|validation/), or None."""
+    train_dir, test_dirs = _image_folder_splits(root)
+    if root and os.path.isdir(train_dir) and any(os.path.isdir(d) for d in test_dirs):
+        return None
+    return (f'image folder dataset needs {train_dir}/<class>/* and one of {", ".join(test_dirs)} '
+            'with the same class folders; pass --config.data.data_dir=<root>')
+
+
 def load_image_folder_dataset(root: str, image_size: int = 0) -> Dataset:
     """root/train/<class>/* and root/test (or val, validation)/<class>/*, decoded on access."""
-    train_dir = os.path.join(root, 'train')
-    test_dirs = [os.path.join(root, d) for d in ('test', 'val', 'validation')]
-    test_dir = next((d for d in test_dirs if os.path.isdir(d)), None)
-    if not os.path.isdir(train_dir) or test_dir is None:
-        raise DatasetNotFoundError(
-            f'image folder dataset needs {train_dir}/<class>/* and one of '
-            f'{", ".join(test_dirs)} with the same class folders; pass --config.data.data_dir=<root>')
+    problem = image_folder_problem(root)
+    if problem:
+        raise DatasetNotFoundError(problem)
+    train_dir, test_dirs = _image_folder_splits(root)
+    test_dir = next(d for d in test_dirs if os.path.isdir(d))
     train = ImageFolderSource(train_dir, image_size)
     test = ImageFolderSource(test_dir, image_size, class_names=train.class_names, channels=train.channels)
     return Dataset(name=os.path.basename(os.path.normpath(root)), train=train, test=test,
@@ -423,15 +456,27 @@ def _tfds_not_found(name: str, data_dir: str, looked_in: str) -> DatasetNotFound
     return DatasetNotFoundError('\n'.join(lines))
 
 
+def tfds_name_problem(name: str) -> str | None:
+    """Why tensorflow-datasets knows no dataset ``name`` (with its closest names), or None."""
+    import tensorflow_datasets as tfds
+
+    known = tfds.list_builders(with_community_datasets=False)
+    if name.split(':')[0].split('/')[0] in known:
+        return None
+    near = validation.closest(name, known)
+    return (f'tensorflow-datasets has no dataset named {name!r} (data.name)'
+            + (f'; did you mean {" or ".join(near)}?' if near else '.'))
+
+
 def load_tfds_dataset(name: str, data_dir: str = '', train_split: str = 'train', test_split: str = 'test',
                       image_size: int = 0) -> Dataset:
     """A prepared tensorflow-datasets dataset; never downloads, fails fast if the data is absent."""
     import tensorflow_datasets as tfds  # tfds (and TensorFlow behind tfds.load) only on this path.
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir or None)
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(f'tensorflow-datasets has no dataset named {name!r}') from e
+    problem = tfds_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    builder = tfds.builder(name, data_dir=data_dir or None)
     # Checked before tfds.load: an unprepared dataset must fail in a second, not after retries.
     if not builder.is_prepared():
         raise _tfds_not_found(name, data_dir, builder.data_dir)
@@ -499,9 +544,33 @@ _LOADERS: dict[str, Callable[[ml_collections.ConfigDict], Dataset]] = {
 
 SOURCES = tuple(_LOADERS)
 
+# What each source needs on disk, checked without reading any images.
+_PROBLEMS: dict[str, Callable[[ml_collections.ConfigDict], str | None]] = {
+    'tfds': lambda c: tfds_name_problem(c.name),
+    'idx': lambda c: idx_problem(c.data_dir),
+    'npz': lambda c: npz_problem(c.path),
+    'image_folder': lambda c: image_folder_problem(c.data_dir),
+}
+
+
+def data_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Every reason ``config`` (config.data) cannot load, found without reading images."""
+    problem = validation.choice_problem('data.source', config.source, SOURCES)
+    if problem:
+        return [problem]
+    problems = [_PROBLEMS[config.source](config) if config.source in _PROBLEMS else None,
+                validation.range_problem('data.image_size', config.image_size, low=0, integer=True)]
+    if config.source == 'synthetic':
+        problems += [validation.range_problem(f'data.{field}', config[field], low=1, integer=True)
+                     for field in ('synthetic_classes', 'synthetic_train_size', 'synthetic_test_size')]
+        if len(config.synthetic_shape) != 3 or min(config.synthetic_shape) < 1:
+            problems.append(f'data.synthetic_shape={tuple(config.synthetic_shape)} must be (H, W, C) '
+                            'with every size >= 1.')
+    return [p for p in problems if p]
+
 
 def load_dataset(config: ml_collections.ConfigDict) -> Dataset:
     """The dataset a data config names (config.source picks the loader)."""
     if config.source not in _LOADERS:
-        raise ValueError(f'unknown data source {config.source!r}; valid sources: {", ".join(SOURCES)}')
+        raise validation.ConfigError(validation.choice_problem('data.source', config.source, SOURCES))
     return _LOADERS[config.source](config)

@@ -29,6 +29,17 @@ def parse_duration(duration: str) -> tuple[float, str]:
     return amount, _UNITS[parts[1].lower()]
 
 
+def duration_problem(field: str, duration, zero: str | None = None) -> str | None:
+    """Why ``field=duration`` cannot be read, or is zero where ``zero`` says why 0 is refused; else None."""
+    try:
+        amount, _ = parse_duration(duration)
+    except ValueError as e:
+        return f'{field}: {e}'
+    if amount == 0 and zero is not None:
+        return f'{field}={duration!r} is zero: {zero}'
+    return None
+
+
 def to_steps(duration: str, *, steps_per_epoch: int, batch_size: int) -> int:
     """Number of optimiser steps in ``duration`` (0 means never/none)."""
     amount, unit = parse_duration(duration)

@@ -14,18 +14,41 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nofe_jax import checkpoints, parallel, reporting
+from nofe_jax import checkpoints, parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
 from nofe_jax.training import durations, health, optim, steps
 from nofe_jax.training.state import TrainState, create_train_state
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+    """The training loss or the parameters became NaN or Inf."""
+
+
+# Periods where 0 is meaningful: the action then happens only at the end of the stage.
+_AT_END_WHEN_ZERO = ('log_every', 'eval_every', 'checkpoint_every')
+
+
+def train_config_problems(config: ml_collections.ConfigDict, prefix: str = 'train') -> list[str]:
+    """Every problem of one stage's loop settings, one line each (``prefix`` names its place)."""
+    problems = [durations.duration_problem(f'{prefix}.duration', config.duration,
+                                           zero='a stage must train at least one step.'),
+                *(durations.duration_problem(f'{prefix}.{field}', config[field])
+                  for field in _AT_END_WHEN_ZERO),
+                validation.range_problem(f'{prefix}.keep_checkpoints', config.keep_checkpoints,
+                                         low=1, integer=True)]
+    # Eval pads its batches up to the device count by itself; training batches must split evenly.
+    rules = {'batch_size': 'must be a positive multiple of the device count',
+             'eval_batch_size': 'must be a positive integer'}
+    for field, rule in rules.items():
+        value = config[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f'{prefix}.{field}={value!r}: {field} {rule}.')
+    return [p for p in problems if p]
 
 
 @dataclasses.dataclass
@@ -70,6 +93,8 @@ class Stage:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Indices into dataset.train this stage trains on (None: all), e.g. all but a held-out S.
     train_indices: np.ndarray | None = None
+    # The config block holding train_config/optim_config ('' = top level), named in messages.
+    config_block: str = ''
 
 
 @dataclasses.dataclass
@@ -99,14 +124,50 @@ def _add(a, b):
     return jax.tree.map(lambda x, y: x + y, a, b)
 
 
-def _check_finite(step_losses: list, first_step: int) -> None:
+def config_field(stage: Stage, name: str) -> str:
+    """The dotted config path of ``name`` ('train', 'optim', ...) in ``stage``'s config block."""
+    return f'{stage.config_block}.{name}' if stage.config_block else name
+
+
+def learning_rate_fields(stage: Stage) -> str:
+    """The config fields that set ``stage``'s learning rate, with their values."""
+    oc, prefix = stage.optim_config, config_field(stage, 'optim')
+    rate = (f'{prefix}.lr_values={tuple(oc.lr_values)}' if oc.schedule == 'piecewise'
+            else f'{prefix}.lr={oc.lr}')
+    return f'{rate} ({prefix}.schedule={oc.schedule!r}, {prefix}.warmup={oc.warmup!r})'
+
+
+def non_finite_error(stage: Stage, what: str, step: int) -> NonFiniteLossError:
+    """The error for a NaN/Inf found at ``step``: names the stage and its learning-rate fields."""
+    return NonFiniteLossError(
+        f'[{stage.name}] {what} at step {step}; the run stopped and nothing from that step on was '
+        f'saved (the last good checkpoint is kept). Lower {learning_rate_fields(stage)}, add a '
+        'warm-up, or compute in float32.')
+
+
+def _check_finite(stage: Stage, step_losses: list, first_step: int) -> None:
+    if not step_losses:
+        return
     losses = np.asarray(jax.device_get(step_losses), np.float64)[:, 0]
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
-        raise NonFiniteLossError(
-            f'Training loss became {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}. '
-            'The run stopped; the last good checkpoint is kept. Try a lower learning '
-            'rate (--config.<stage>.optim.lr), a warm-up, or float32 compute.')
+        raise non_finite_error(stage, f'training loss became {losses[bad[0]]}',
+                               first_step + int(bad[0]) + 1)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first_step: int) -> None:
+    """Raises ``NonFiniteLossError`` unless the unchecked losses and the parameters are finite.
+
+    Runs before every checkpoint save and hook, so a NaN never reaches either.
+    """
+    _check_finite(stage, step_losses, first_step)
+    if not bool(_all_finite(state.params)):
+        raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
 class _Runner:
@@ -119,6 +180,7 @@ class _Runner:
         self.mesh = parallel.data_mesh()
         self.batch_sharding = parallel.batch_sharded(self.mesh)
         tc = stage.train_config
+        validation.raise_problems(train_config_problems(tc, config_field(stage, 'train')))
         parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
         # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
         self.eval_batch_size = parallel.padded_batch_size(tc.eval_batch_size, self.mesh)
@@ -249,7 +311,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
             step += 1
             at_end = step == runner.total_steps
             if durations.is_time(step, runner.log_every) or at_end:
-                _check_finite([m['objective'] for m in period], period_start)
+                _check_finite(stage, [m['objective'] for m in period], period_start)
                 sums = jax.tree.map(lambda *xs: sum(xs), *period)
                 scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
                 scalars['train/lr'] = float(runner.schedule(step - 1))
@@ -264,6 +326,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
             for hook in stage.hooks:
                 if (durations.is_time(step, runner.hook_every[hook.name])
                         and step >= runner.hook_start[hook.name]):
+                    check_state_finite(stage, state, [m['objective'] for m in period], period_start)
                     ctx = HookContext(
                         step=step, epoch=step / runner.steps_per_epoch, state=state,
                         grouping=grouping, meta=meta,
@@ -280,6 +343,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                 print(f'[{stage.name}] step {step}: ' +
                       ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
             if durations.is_time(step, runner.checkpoint_every) or at_end:
+                check_state_finite(stage, state, [m['objective'] for m in period], period_start)
                 meta['wall_time_s'] += time.perf_counter() - start_time
                 start_time = time.perf_counter()
                 ckpt.save(state, grouping, meta)

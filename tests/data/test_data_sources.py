@@ -30,13 +30,17 @@ def test_idx_reader_matches_fashion_mnist_facts():
     assert images.max() > 200  # real pixels, not an empty buffer
 
 
-def test_idx_missing_names_places_and_remedy(tmp_path, monkeypatch):
+def test_idx_missing_names_place_files_and_remedy(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, 'DEFAULT_FASHION_MNIST_DIR', str(tmp_path / 'nowhere'))
     with pytest.raises(sources.DatasetNotFoundError) as e:
-        sources.load_idx_dataset(str(tmp_path))
+        sources.load_idx_dataset()
     message = str(e.value)
-    assert str(tmp_path) in message and 'nowhere' in message
+    assert 'nowhere' in message and 'train-images-idx3-ubyte' in message
     assert 'apt-get install dataset-fashion-mnist' in message
+    # An explicit folder is the only place looked in: no silent fall back to the default.
+    with pytest.raises(sources.DatasetNotFoundError) as e:
+        sources.load_idx_dataset(str(tmp_path))
+    assert str(tmp_path / 'nowhere') not in str(e.value) and '--config.data.data_dir' in str(e.value)
 
 
 def test_digits_split_is_stratified_and_deterministic():

@@ -8,8 +8,10 @@ import sys
 import textwrap
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments.configs import common
@@ -98,6 +100,37 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(digits, tmp_p
     assert ckpt.latest_step() == saved
     result = _run(_stage(_config('1 epochs')), digits, _config('1 epochs'), tmp_path)
     assert np.isfinite(result.final['test/loss'])
+
+
+def _nan_gradients(logits, out, targets, params, grouping):
+    """A finite loss whose gradient is NaN (d sqrt(z)/dz at 0 is inf, times dz/dp = 0)."""
+    zero = sum(jnp.sum(p * 0.0) for p in jax.tree.leaves(params))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean() + jnp.sqrt(zero)
+
+
+def test_nan_parameters_never_reach_a_checkpoint(digits, tmp_path):
+    """The loss of the last step is finite, the parameters after it are not: no save."""
+    config = _config('1 steps')
+    with pytest.raises(loop.NonFiniteLossError) as e:
+        _run(_stage(config, loss_fn=_nan_gradients), digits, config, tmp_path)
+    message = str(e.value)
+    assert '[base] parameters became NaN or Inf at step 1' in message
+    assert "optim.lr=0.05 (optim.schedule='constant'" in message
+    assert checkpoints.StageCheckpoints(str(tmp_path), 'base').latest_step() is None
+
+
+def test_nan_loss_stops_before_hooks_and_checkpoints_between_log_steps(digits, tmp_path):
+    """Logged only at the end: the epoch-end hook and checkpoint check the loss themselves."""
+    config = _config('2 epochs')
+    config.train.log_every = '0 steps'
+    ran = []
+    stage = _stage(config, loss_fn=lambda logits, *_: jnp.mean(logits) * jnp.nan,
+                   hooks=(loop.Hook('record', '1 epoch', ran.append),), config_block='experts')
+    with pytest.raises(loop.NonFiniteLossError, match=r'\[base\] training loss became nan at step 1;'
+                                                      r'.*experts\.optim\.lr=0\.05'):
+        _run(stage, digits, config, tmp_path)
+    assert ran == []
+    assert checkpoints.StageCheckpoints(str(tmp_path), 'base').latest_step() is None
 
 
 def test_changing_the_grouping_never_recompiles(digits, tmp_path, monkeypatch):

@@ -15,20 +15,22 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nofe_jax import reporting
+from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
 from nofe_jax.models import experts, registry
-from nofe_jax.training import loop, steps
+from nofe_jax.training import durations, loop, steps
 from nofe_jax.training.recipes import base
 
 SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
 SUBSET_SOURCES = ('train', 'holdout')
+INITS = ('generalist', 'scratch')
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 # Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
 _HOLDOUT_STREAM, _RANDOM_NMI_STREAM = 7_331, 7_332
 RANDOM_NMI_DRAWS = 100
 PRINTED_NAMES_PER_SPECIALTY = 12
+LISTED_PARTITION_PROBLEMS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +54,72 @@ class ExpertTask(steps.ClassificationTask):
                 'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
 
 
+def partition_entries(path: str) -> list[tuple[str, str]]:
+    """(where, token) of every specialty id in a partition file, read as ``load_partition`` reads it."""
+    with open(path) as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
+    if len(lines) == 1 and len(lines[0][1]) > 1 and lines[0][1].isdigit():  # the release's digit string
+        n, digits = lines[0]
+        return [(f'character {i} of line {n}', d) for i, d in enumerate(digits, 1)]
+    return [(f'line {n}', token) for n, token in lines]
+
+
+def partition_file_problems(path: str, num_experts: int) -> list[str]:
+    """Problems of a ``specialties=file`` partition file: missing, non-integer ids, ids outside [0, K)."""
+    if not path or not os.path.isfile(path):
+        return [f'nofe.partition_file={path!r} is not a file; nofe.specialties=file needs one '
+                'specialty id per class, one per line.']
+    bad = [f'{where} of {path}: ' + (f'specialty {token} is outside [0, K={num_experts})'
+                                     if token.isdigit() else
+                                     f'{token!r} is not a specialty id (a non-negative integer)')
+           for where, token in partition_entries(path)
+           if not token.isdigit() or int(token) >= num_experts]
+    more = len(bad) - LISTED_PARTITION_PROBLEMS
+    return bad[:LISTED_PARTITION_PROBLEMS] + ([f'... and {more} more in {path}.'] if more > 0 else [])
+
+
+def config_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Problems of ``config.nofe`` found before any data is read (K <= C is checked once it is)."""
+    nc = config.nofe
+    never = ('the specialties would never be re-learned; use nofe.specialties=random for a fixed '
+             'random partition.')
+    k_problem = validation.range_problem('nofe.num_experts', nc.num_experts, low=1, integer=True)
+    problems = [
+        validation.choice_problem('nofe.specialties', nc.specialties, SPECIALTY_SOURCES),
+        validation.choice_problem('nofe.balance', nc.balance, tuple(specialties.ASSIGNERS)),
+        validation.choice_problem('nofe.subset_source', nc.subset_source, SUBSET_SOURCES),
+        validation.choice_problem('nofe.init', nc.init, INITS),
+        k_problem,
+        validation.range_problem('nofe.min_kappa', nc.min_kappa, high=1),
+        validation.range_problem('nofe.stay_margin', nc.stay_margin, low=0),
+        validation.range_problem('nofe.elasso_lam', nc.elasso_lam, low=0),
+        validation.range_problem('nofe.elasso_sweeps', nc.elasso_sweeps, low=0, integer=True),
+        validation.range_problem('nofe.subset_size', nc.subset_size, low=1, integer=True),
+        durations.duration_problem('nofe.update_every', nc.update_every,
+                                   zero=never if nc.specialties == 'learned' else None),
+        durations.duration_problem('nofe.update_warmup', nc.update_warmup),
+    ]
+    if nc.specialties == 'file' and k_problem is None:
+        problems += partition_file_problems(nc.partition_file, nc.num_experts)
+    return [p for p in problems if p]
+
+
+def empty_specialties_warning(assignment: np.ndarray, num_experts: int, source: str) -> str | None:
+    """A warning when a partition leaves some of the K specialties empty (their experts are dropped)."""
+    sizes = np.bincount(assignment, minlength=num_experts)
+    used = int(np.count_nonzero(sizes))
+    if used == num_experts:
+        return None
+    return (f'the {source} specialties use {used} of K={num_experts} ids (sizes {sizes.tolist()}); '
+            f'the network of experts has {used} experts, one per non-empty specialty.')
+
+
 def check_num_experts(num_experts: int, num_classes: int) -> None:
     """K must leave every specialty at least one class."""
     if not 1 <= num_experts <= num_classes:
-        raise ValueError(f'nofe.num_experts={num_experts} does not fit {num_classes} classes: '
-                         f'choose 1 <= K <= {num_classes} (--config.nofe.num_experts=...).')
+        raise validation.ConfigError(
+            f'nofe.num_experts={num_experts} does not fit {num_classes} classes: '
+            f'choose 1 <= K <= {num_classes} (--config.nofe.num_experts=...).')
 
 
 def specialty_accuracy(labels: np.ndarray, predicted: np.ndarray,
@@ -104,8 +167,9 @@ def count_subsets(run: base.Run) -> CountSubsets:
     if nc.subset_source == 'train' or nc.specialties not in COUNTED_SOURCES:
         return CountSubsets(num_train, nc.subset_size, None)
     if nc.subset_size >= num_train:
-        raise ValueError(f'nofe.subset_size={nc.subset_size} leaves no training images for stage 1 '
-                         f'with subset_source=holdout ({num_train} training images); lower it.')
+        raise validation.ConfigError(
+            f'nofe.subset_size={nc.subset_size} leaves no training images for stage 1 with '
+            f'subset_source=holdout ({num_train} training images); lower it.')
     holdout = pipeline.random_subset(num_train, nc.subset_size,
                                      np.random.default_rng([_HOLDOUT_STREAM, run.config.seed]))
     return CountSubsets(num_train, nc.subset_size, holdout)
@@ -202,7 +266,7 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
         hooks=(make_specialty_update(run, subsets),) if learn else (),
-        train_indices=subsets.stage1_train_indices)
+        train_indices=subsets.stage1_train_indices, config_block='generalist')
 
 
 def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
@@ -212,7 +276,10 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
     if nc.specialties == 'random':
         return specialties.random_balanced(num_classes, nc.num_experts, rng)
     if nc.specialties == 'file':
-        return specialties.load_partition(nc.partition_file, num_classes)
+        try:
+            return specialties.load_partition(nc.partition_file, num_classes)
+        except ValueError as e:  # the number of ids does not match the classes of the data
+            raise validation.ConfigError(f'nofe.partition_file: {e}') from e
     if nc.specialties == 'wordnet':
         wordnet = semantic.prepare_wordnet()
         synsets = semantic.class_synsets(run.dataset.name, wordnet)
@@ -224,7 +291,7 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
                        task=steps.ClassificationTask(num_classes),
                        train_config=run.config.generalist.train,
                        optim_config=run.config.generalist.optim,
-                       train_indices=subsets.stage1_train_indices)
+                       train_indices=subsets.stage1_train_indices, config_block='generalist')
     result = base.run_stage(run, stage)
     stages['spectral_base'] = result
     labels, predicted = loop.predict_subset(stage, result, run.dataset, run.normalization,
@@ -256,26 +323,14 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
         train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
-        init_variables=None if init_from is None else copy_trunk(init_from),
+        init_variables=None if init_from is None else copy_trunk(init_from), config_block='experts',
         meta={'num_experts': layout.num_experts, 'sizes': [int(s) for s in layout.sizes]})
     return stage, layout
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Generalist (learning the specialties) then the network of experts."""
+    """Generalist (learning the specialties) then the network of experts (config validated)."""
     nc = config.nofe
-    if nc.specialties not in SPECIALTY_SOURCES:
-        raise ValueError(f'Unknown nofe.specialties {nc.specialties!r}; choose one of '
-                         f'{", ".join(SPECIALTY_SOURCES)}.')
-    if nc.subset_source not in SUBSET_SOURCES:
-        raise ValueError(f'Unknown nofe.subset_source {nc.subset_source!r}; choose one of '
-                         f'{", ".join(SUBSET_SOURCES)}.')
-    if nc.min_kappa > 1 or nc.stay_margin < 0:
-        raise ValueError(f'nofe.min_kappa must be <= 1 and nofe.stay_margin >= 0, got '
-                         f'{nc.min_kappa} and {nc.stay_margin}.')
-    if nc.init not in ('generalist', 'scratch'):
-        raise ValueError(f"nofe.init must be 'generalist' or 'scratch', not {nc.init!r}.")
-    registry.get_model_spec(config.model.name)  # unknown names fail before any data is read
     run = base.prepare_run(config, workdir)
     num_classes = run.dataset.num_classes
     check_num_experts(nc.num_experts, num_classes)
@@ -293,11 +348,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         history = result.meta.get('history', [])
         generalist_variables = {'params': result.state.params, **result.state.model_state}
     partition = report_partition(run, assignment, history)
+    warning = empty_specialties_warning(assignment, nc.num_experts, nc.specialties)
+    if warning:
+        print(f'WARNING: {warning}', flush=True)
     stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
     result = base.run_stage(run, stage)
     stages['nofe'] = result
     return base.finish(run, result.final, stages, **partition,
-                       num_experts=layout.num_experts,
+                       num_experts=layout.num_experts, specialty_warnings=[warning] if warning else [],
                        specialty_sizes=[int(s) for s in layout.sizes],
                        specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}
                                           for h in history])

@@ -1,0 +1,91 @@
+"""Checks of user input that run before any data is read: pure functions, one line per problem.
+
+Each ``*_problem`` helper returns a one-line message naming the config field
+(or path) and what to do, or None; callers collect them so a run reports every
+problem at once (``ConfigError``) instead of failing on the first, hours in.
+"""
+import difflib
+import os
+from collections.abc import Iterable, Sequence
+
+
+class ConfigError(ValueError):
+    """The config or the command line is wrong; the message lists every problem, one per line."""
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+    """Raises ``ConfigError`` with one line per problem (nothing when there are none)."""
+    if problems:
+        raise ConfigError('\n'.join(problems))
+
+
+def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``choices`` that look like ``name`` (difflib), best first."""
+    return difflib.get_close_matches(str(name), list(choices), n=n, cutoff=0.5)
+
+
+def choice_problem(field: str, value, choices: Sequence[str]) -> str | None:
+    """``field=value`` is not one of ``choices``: names the closest ones, or all when few."""
+    if value in choices:
+        return None
+    near = closest(value, choices)
+    options = (f'did you mean {" or ".join(near)}?' if near and len(choices) > 8
+               else f'choose one of {", ".join(choices)}.')
+    return f'{field}={value!r} is not known; {options}'
+
+
+def range_problem(field: str, value, *, low=None, high=None, low_open: bool = False,
+                  integer: bool = False) -> str | None:
+    """``field=value`` is not a number (an integer when ``integer``) in [low, high] ((low, high] when ``low_open``)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return f'{field}={value!r} must be {"an integer" if integer else "a number"}.'
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        lower = '' if low is None else f'{"> " if low_open else ">= "}{low}'
+        upper = '' if high is None else f'<= {high}'
+        return f'{field}={value!r} must be {" and ".join(filter(None, (lower, upper)))}.'
+    return None
+
+
+def workdir_problem(workdir: str) -> str | None:
+    """The workdir cannot be created or written: it is a file, or its folder is not writable."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f'--workdir={workdir}: {path} exists and is not a folder; choose another workdir.'
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f'--workdir={workdir}: {existing} is a file, so {path} cannot be created.'
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f'--workdir={workdir}: {existing} is not writable (permission denied).'
+    return None
+
+
+def field_paths(config, prefix: str = '') -> list[str]:
+    """Dotted paths of every leaf field of a (nested) ConfigDict, e.g. 'generalist.train.duration'."""
+    paths = []
+    for key, value in config.items():
+        path = f'{prefix}{key}'
+        paths += field_paths(value, path + '.') if hasattr(value, 'items') else [path]
+    return paths
+
+
+# Names people try for how long to train; here that is a `duration` string with a unit.
+DURATION_NAMES = ('epochs', 'num_epochs', 'steps', 'num_steps', 'max_steps', 'iterations')
+
+
+def unknown_field_problem(path: str, config) -> str | None:
+    """``path`` (dotted) is not a field of ``config``: names the closest existing fields."""
+    known = field_paths(config)
+    if path in known or any(k.startswith(path + '.') for k in known):
+        return None
+    parent, _, leaf = path.rpartition('.')
+    if leaf in DURATION_NAMES:
+        near = [k for k in known if k.endswith(f'{parent}.duration' if parent else 'duration')]
+    else:  # the full path first (`train.duration` ~ `generalist.train.duration`), then the name
+        near = closest(path, known) or [k for k in known if k.rpartition('.')[2] == leaf][:3]
+    hint = f'did you mean {" or ".join(near)}?' if near else 'see the config file for its fields.'
+    unit = " (a duration is a string with a unit, e.g. '3 epochs')" if leaf in DURATION_NAMES else ''
+    return f'config field {path!r} does not exist; {hint}{unit}'

@@ -1,0 +1,201 @@
+"""Bad input is refused before any data is read or model built: every problem at once, one line
+each, naming the field; the workdir stays untouched. The CLI prints such errors without a traceback."""
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from experiments.configs import quickstart
+from nofe_jax import validation
+from nofe_jax.data import sources
+from nofe_jax.training import recipes
+from nofe_jax.training.recipes import nofe
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _refused(config, workdir, *messages):
+    """recipes.train_and_evaluate refuses ``config``, naming every message, before reading data
+    or writing to the workdir."""
+    no_data = AssertionError('data was read before the config was validated')
+    with mock.patch.object(sources, 'load_dataset', side_effect=no_data), \
+            pytest.raises(validation.ConfigError) as e:
+        recipes.train_and_evaluate(config, str(workdir))
+    for message in messages:
+        assert message in str(e.value)
+    assert not os.path.exists(workdir) or not os.listdir(workdir)
+    return str(e.value)
+
+
+def _nofe(**nofe_fields):
+    config = quickstart.get_config('smoke')
+    config.nofe.update(nofe_fields)
+    return config
+
+
+def test_a_valid_config_has_no_problems(tmp_path):
+    assert recipes.config_problems(_nofe(), str(tmp_path / 'run')) == []
+    assert recipes.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
+
+
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
+    config = _nofe(balance='nonsense')
+    config.generalist.optim.lr = -0.1
+    config.experts.train.batch_size = -5
+    config.generalist.train.duration = '0 steps'
+    message = _refused(config, tmp_path / 'run', "nofe.balance='nonsense'", 'generalist.optim.lr=-0.1',
+                       'experts.train.batch_size=-5', "generalist.train.duration='0 steps' is zero")
+    assert len(message.splitlines()) == 4
+
+
+def test_top_level_blocks_no_nofe_stage_reads_are_refused(tmp_path):
+    config = _nofe()
+    assert 'train' not in config and 'optim' not in config  # add_nofe drops them
+    config.train = config.generalist.train
+    _refused(config, tmp_path / 'run', 'config.train is not read by recipe', 'generalist.train',
+             'experts.train')
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('batch_size', 0, 'batch_size must be a positive multiple of the device count'),
+    ('eval_batch_size', -5, 'eval_batch_size must be a positive integer'),
+    ('duration', 'abc', "Cannot read duration 'abc'"),
+    ('duration', '0 steps', 'must train at least one step'),
+])
+def test_stage_loop_settings(field, value, message, tmp_path):
+    config = _nofe()
+    config.experts.train[field] = value
+    _refused(config, tmp_path / 'run', f'experts.train.{field}', message)
+
+
+def test_zero_periods_mean_at_the_end_and_are_accepted(tmp_path):
+    config = _nofe()
+    config.generalist.train.update(log_every='0 steps', eval_every='0 steps', checkpoint_every='0 steps')
+    assert recipes.config_problems(config, str(tmp_path / 'run')) == []
+
+
+def test_zero_update_period_of_learned_specialties_is_refused(tmp_path):
+    _refused(_nofe(update_every='0 steps'), tmp_path / 'run', 'nofe.update_every', 'never')
+    assert recipes.config_problems(_nofe(update_every='0 steps', specialties='random'),
+                                   str(tmp_path / 'run')) == []
+
+
+@pytest.mark.parametrize('field, value', [('lr', -0.1), ('momentum', 1.5), ('name', 'lbfgs'),
+                                          ('schedule', 'linear')])
+def test_optimiser_settings(field, value, tmp_path):
+    config = _nofe()
+    config.generalist.optim[field] = value
+    _refused(config, tmp_path / 'run', f'generalist.optim.{field}=')
+
+
+def test_partition_file_ids_outside_k_name_the_line(tmp_path):
+    path = tmp_path / 'partition.txt'
+    path.write_text('\n'.join(['0', '1', '2', '3', '4', '0', '9', '1', '2', '3']) + '\n')
+    _refused(_nofe(specialties='file', partition_file=str(path)), tmp_path / 'run',
+             f'line 7 of {path}: specialty 9 is outside [0, K=5)')
+    _refused(_nofe(specialties='file', partition_file=str(tmp_path / 'absent.txt')),
+             tmp_path / 'run', 'absent.txt')
+
+
+def test_partition_file_using_fewer_ids_than_k_warns_with_sizes(tmp_path, capsys):
+    path = tmp_path / 'partition.txt'
+    path.write_text('\n'.join(str(c % 4) for c in range(10)) + '\n')
+    config = _nofe(specialties='file', partition_file=str(path), init='scratch')
+    summary = recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+    warning = 'use 4 of K=5 ids (sizes [3, 3, 2, 2, 0])'
+    assert warning in capsys.readouterr().out
+    assert any(warning in w for w in summary['specialty_warnings'])
+    assert summary['num_experts'] == 4
+    assert nofe.empty_specialties_warning(np.arange(10) % 5, 5, 'file') is None
+
+
+def test_partition_file_with_too_few_lines_for_the_data_is_a_config_error(tmp_path):
+    path = tmp_path / 'partition.txt'
+    path.write_text('0\n1\n2\n')
+    config = _nofe(specialties='file', partition_file=str(path), init='scratch')
+    with pytest.raises(validation.ConfigError, match='nofe.partition_file'):
+        recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_npz_path_to_a_text_file(tmp_path):
+    text = tmp_path / 'data.npz'
+    text.write_text('not an archive\n')
+    config = _nofe()
+    config.data.update(source='npz', path=str(text))
+    _refused(config, tmp_path / 'run', f'{text} is not an .npz archive with x_train/y_train/x_test/y_test')
+    np.savez(tmp_path / 'partial.npz', x_train=np.zeros((2, 4, 4), np.uint8))
+    config.data.path = str(tmp_path / 'partial.npz')
+    _refused(config, tmp_path / 'run', 'lacks y_train, x_test, y_test')
+
+
+def test_idx_with_an_explicit_empty_folder_never_falls_back(tmp_path):
+    config = _nofe()
+    config.data.update(source='idx', data_dir=str(tmp_path))
+    message = _refused(config, tmp_path / 'run', str(tmp_path), 'train-images-idx3-ubyte')
+    assert sources.DEFAULT_FASHION_MNIST_DIR not in message
+    with pytest.raises(sources.DatasetNotFoundError, match=str(tmp_path)):
+        sources.load_idx_dataset(str(tmp_path))
+
+
+def test_unknown_tfds_name_is_one_line_with_the_closest_names(tmp_path):
+    config = _nofe()
+    config.data.update(source='tfds', name='cifar1000')
+    message = _refused(config, tmp_path / 'run', "no dataset named 'cifar1000'", 'cifar100')
+    assert len(message.splitlines()) == 1
+
+
+def test_unknown_names_suggest_the_closest(tmp_path):
+    config = _nofe()
+    config.data.source = 'npzz'
+    config.model.name = 'resnet1000'
+    _refused(config, tmp_path / 'run', "data.source='npzz'", "model.name='resnet1000'")
+
+
+def test_workdir_that_is_a_file(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    for workdir, message in ((afile, 'exists and is not a folder'), (afile / 'sub', 'is a file')):
+        problems = recipes.config_problems(_nofe(), str(workdir))
+        assert len(problems) == 1 and str(afile) in problems[0] and message in problems[0]
+    assert afile.read_text() == 'x'
+
+
+def test_unknown_field_names_the_closest_fields():
+    nofe_config, base_config = _nofe(), quickstart.get_config('smoke,base')
+    problem = validation.unknown_field_problem('train.duration', nofe_config)
+    assert 'generalist.train.duration' in problem and 'experts.train.duration' in problem
+    assert 'train.duration' in validation.unknown_field_problem('train.epochs', base_config)
+    assert 'nofe.balance' in validation.unknown_field_problem('nofe.balanse', nofe_config)
+    assert validation.unknown_field_problem('nofe.balance', nofe_config) is None
+
+
+def _run_cli(*args, env=None):
+    return subprocess.run([sys.executable, '-m', 'experiments.run',
+                           '--config=experiments/configs/quickstart.py:smoke', *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_cli_unknown_field_is_one_line_without_traceback(tmp_path):
+    out = _run_cli(f'--workdir={tmp_path / "run"}', '--config.train.duration=abc')
+    assert out.returncode != 0
+    assert 'Traceback' not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: config field 'train.duration' does not exist; did you mean "
+        "experts.train.duration or generalist.train.duration?"]
+    assert not (tmp_path / 'run').exists()
+
+
+def test_cli_config_error_without_traceback_unless_verbose(tmp_path):
+    args = (f'--workdir={tmp_path / "run"}', '--config.nofe.balance=nonsense')
+    out = _run_cli(*args)
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: nofe.balance='nonsense' is not known; choose one of fully_balanced, elasso, greedy, "
+        "optimal_balanced."]
+    assert not (tmp_path / 'run').exists()
+    verbose = _run_cli(*args, env={'NOFE_VERBOSE': '1'})
+    assert verbose.returncode != 0 and 'Traceback' in verbose.stderr and 'ConfigError' in verbose.stderr
