@@ -174,8 +174,9 @@ def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated
     XLA:CPU turns a convolution whose kernel is vmapped over K experts into one convolution
     with K times the output channels, which it runs slowly at the small spatial sizes of expert
     branches; patches + one batched matmul was faster for every stacked branch shape of the
-    CIFAR models, while for unstacked trunk shapes XLA was mostly as fast or faster
-    (`python -m experiments.benchmarks.conv_lowering`). GPUs and TPUs keep XLA's convolution.
+    CIFAR models (`python -m experiments.benchmarks.expert_branches`), while for unstacked
+    trunk shapes XLA was mostly as fast or faster in a probe. GPUs and TPUs keep XLA's
+    convolution.
     """
     if backend == "cpu" and stacked and feature_group_count == 1 and not dilated:
         return "im2col"
