@@ -132,14 +132,14 @@ def test_bad_input_fails_fast_and_says_what_to_do(override, message, tmp_path):
     assert time.perf_counter() - start < 60  # process start + imports; the check itself is instant
 
 
-def test_missing_cifar100_offline_fails_in_under_a_second(tmp_path):
+def test_missing_cifar100_offline_fails_at_once(tmp_path):
     from nofe_jax.data import sources
     config = cifar100_nofe.get_config('model=alexnet_c100')
     config.data.data_dir = str(tmp_path)
     start = time.perf_counter()
     with pytest.raises(DatasetNotFoundError, match=str(tmp_path)):
         sources.load_dataset(config.data)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10  # no download attempt, no network timeout (2 busy cores)
 
 
 
