@@ -73,7 +73,7 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
             raise ValueError(f'nofe.num_experts={k} does not fit {num_classes} classes.')
         layout = experts.expert_layout(np.arange(num_classes) % k)  # balanced: c_max = ceil(C / K)
         slots = jax.ShapeDtypeStruct(layout.class_slots.shape, jnp.int32)
-        return {'generalist': (registry.build_base(name, k, **overrides), ()),
+        return {'generalist': (registry.generalist(name, k, head=config.nofe.generalist_head, **overrides), ()),
                 'nofe': (registry.build_nofe(name, layout, **overrides), (slots,))}
     raise ValueError(f"Unknown recipe {config.recipe!r}; describe knows 'base' and 'nofe'.")
 

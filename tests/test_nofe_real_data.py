@@ -2,6 +2,7 @@
 cannot trap itself, held-out counts, every specialty source reported, the pairs benchmark."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -162,3 +163,29 @@ def test_describe_reads_the_pairs_archive_shapes(pairs_npz):
     # Trunk 4,800 + 10 branches of conv 3x3x32x16 and an FC from 14x28x16 to 10 outputs.
     assert result['nofe']['params'] == 4_800 + 10 * (3 * 3 * 32 * 16 + 16 + 14 * 28 * 16 * 10 + 10)
     assert result['generalist']['params'] == 4_800 + 14 * 28 * 32 * 10 + 10
+
+
+def test_experts_start_from_the_generalist_branch_but_their_classifier(tmp_path):
+    """generalist_head='branch': every expert's conv1 is the generalist's; the classifier stays fresh."""
+    from nofe_jax.models import registry
+    from nofe_jax.training.recipes import nofe
+    x, slots = np.zeros((2, 8, 8, 1), np.float32), np.arange(10, dtype=np.int32)
+    generalist = registry.generalist('tiny_cnn', 5, head='branch').init(jax.random.key(1), x, train=False)
+    fresh = registry.build_nofe('tiny_cnn', 5, 2).init(jax.random.key(2), x, slots, train=False)
+    warm = nofe.copy_generalist(generalist, registry.branch_hidden_layers('tiny_cnn'))(fresh)
+    experts, g = warm['params']['experts']['branch'], generalist['params']
+    for k in range(5):
+        np.testing.assert_array_equal(experts['conv1']['kernel'][k], g['branch']['conv1']['kernel'])
+    np.testing.assert_array_equal(experts['ip1']['kernel'],
+                                  fresh['params']['experts']['branch']['ip1']['kernel'])
+    np.testing.assert_array_equal(warm['params']['trunk']['conv1']['kernel'], g['trunk']['conv1']['kernel'])
+    cold = nofe.copy_generalist(generalist)(fresh)  # the release: only the trunk is copied
+    np.testing.assert_array_equal(cold['params']['experts']['branch']['conv1']['kernel'],
+                                  fresh['params']['experts']['branch']['conv1']['kernel'])
+
+
+def test_branch_headed_generalist_trains_end_to_end(tmp_path):
+    config = quickstart.get_config('smoke')
+    config.nofe.generalist_head = 'branch'
+    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(summary['final']['test/loss'])

@@ -199,3 +199,9 @@ def test_cli_config_error_without_traceback_unless_verbose(tmp_path):
     assert not (tmp_path / 'run').exists()
     verbose = _run_cli(*args, env={'NOFE_VERBOSE': '1'})
     assert verbose.returncode != 0 and 'Traceback' in verbose.stderr and 'ConfigError' in verbose.stderr
+
+
+def test_branch_headed_generalist_needs_its_weights_copied(tmp_path):
+    _refused(_nofe(generalist_head='branch', init='scratch'), tmp_path / 'run',
+             "nofe.generalist_head='branch'", "nofe.init='generalist'")
+    _refused(_nofe(generalist_head='hat'), tmp_path / 'run', "nofe.generalist_head='hat'")

@@ -89,6 +89,8 @@ def nofe_config() -> ml_collections.ConfigDict:
         spectral_balanced=True,       # spectral: clusters under fully_balanced's capacities
         partition_file='',            # specialties='file': one specialty id per class per line
         init='generalist',            # trunk of the NofE: generalist | scratch
+        generalist_head='base',       # base (release): the base model's head, experts start random |
+                                      # branch: one expert branch, every expert starts from its layers
     ))
 
 

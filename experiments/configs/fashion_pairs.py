@@ -17,6 +17,8 @@ Arguments (key=value, comma-separated):
   balance      fully_balanced | elasso | greedy | optimal_balanced
   specialties  learned | spectral | random | file
   subset       holdout | train: where the counts M (and the spectral confusion) come from
+  head         base | branch: the generalist's head; branch = one expert branch, and every
+               expert starts from its layers but the classifier (not the release's)
   generalist_epochs (4), expert_epochs (8), path (the .npz), smoke
 No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
@@ -44,7 +46,7 @@ def configure_stage(stage, epochs: int, model: str) -> None:
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'tiny_cnn', 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
-                                   'subset': 'holdout', 'generalist_epochs': 4, 'expert_epochs': 8,
+                                   'subset': 'holdout', 'head': 'base', 'generalist_epochs': 4, 'expert_epochs': 8,
                                    'path': '/tmp/fashion_pairs.npz', 'smoke': False})
     model = checked_model(args['model'], 'fashion_pairs.py')
     config = common.get_config()
@@ -58,6 +60,7 @@ def get_config(arg: str | None = None):
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
+                       generalist_head=args['head'],
                        subset_size=2000, update_every='0.5 epochs', update_warmup='1 epoch')
     configure_stage(config.generalist, args['generalist_epochs'], model)
     configure_stage(config.experts, args['expert_epochs'], model)

@@ -1,4 +1,5 @@
-"""Network of Experts: a shared trunk (weights copied from the generalist) + K stacked expert branches."""
+"""Network of Experts: a shared trunk (weights copied from the generalist) + K stacked expert branches,
+and the generalist variant whose head is one expert branch."""
 
 from typing import Callable
 
@@ -40,3 +41,23 @@ class NetworkOfExperts(nn.Module):
         branch_logits = self.experts(branch_input, train=train).astype(jnp.float32)  # [B, K, c_max]
         logits = gather_class_logits(branch_logits, class_slots)
         return logits, {"features": features, "branch_logits": branch_logits, "logits": logits}
+
+
+class BranchGeneralist(nn.Module):
+    """Generalist whose K-way head is one expert branch (`nofe.generalist_head='branch'`).
+
+    Same `trunk` and `pre_branch` as the NofE, so every expert can start from a copy of `branch`'s
+    layers (all but its classifier) instead of from random fillers.
+    """
+
+    trunk: nn.Module
+    branch: nn.Module
+    pre_branch: Callable[[jax.Array], jax.Array] | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(specialty logits [B, K] in float32, named intermediates)."""
+        features = self.trunk(x, train=train)
+        branch_input = features if self.pre_branch is None else self.pre_branch(features)
+        logits = self.branch(branch_input, train=train).astype(jnp.float32)
+        return logits, {"features": features, "logits": logits}

@@ -12,7 +12,7 @@ import numpy as np
 
 from nofe_jax.models import alexnet, nin, resnet, tiny, vgg
 from nofe_jax.models.experts import ExpertBranches, ExpertLayout
-from nofe_jax.models.nofe import NetworkOfExperts
+from nofe_jax.models.nofe import BranchGeneralist, NetworkOfExperts
 from nofe_jax.models.trunk_head import option_names
 
 
@@ -103,9 +103,66 @@ def build_base(name: str, num_outputs: int, **overrides: Any) -> nn.Module:
     return get_model_spec(name).base(num_outputs, **overrides)
 
 
-def generalist(name: str, num_experts: int, **overrides: Any) -> nn.Module:
-    """The NofE generalist: base model `name` with a K-way (specialty) head."""
-    return build_base(name, num_experts, **overrides)
+GENERALIST_HEADS = ("base", "branch")
+
+
+def generalist(name: str, num_experts: int, head: str = "base", **overrides: Any) -> nn.Module:
+    """The NofE generalist: model `name` with a K-way (specialty) head.
+
+    head='base' is the release's (the base model's classifier); head='branch' is one expert branch
+    on the base trunk, so the experts can start from its layers (`branch_hidden_layers`).
+    """
+    if head == "base":
+        return build_base(name, num_experts, **overrides)
+    if head != "branch":
+        raise ValueError(f"unknown generalist head {head!r}; choose one of {', '.join(GENERALIST_HEADS)}")
+    spec = _spec_with_branch(name)
+    trunk_kwargs, branch_kwargs = _split_overrides(name, spec, overrides)
+    return BranchGeneralist(trunk=spec.trunk(**trunk_kwargs), branch=spec.branch(num_experts, **branch_kwargs),
+                            pre_branch=spec.pre_branch)
+
+
+def branch_hidden_layers(name: str) -> frozenset[str]:
+    """The expert branch's layers whose parameters do not depend on its number of outputs.
+
+    Found by comparing shape-only inits with one and two outputs, so no model has to declare
+    which layer is its classifier.
+    """
+    spec = _spec_with_branch(name)
+    features = jax.eval_shape(lambda x: spec.trunk().init_with_output(jax.random.key(0), x, train=False)[0],
+                              jax.ShapeDtypeStruct((1, *spec.input_shape), jax.numpy.float32))
+    if spec.pre_branch is not None:
+        features = jax.eval_shape(spec.pre_branch, features)
+
+    def layer_shapes(num_outputs: int) -> dict[str, Any]:
+        variables = jax.eval_shape(
+            lambda f: spec.branch(num_outputs).init(jax.random.key(0), f, train=False), features)
+        return {layer: jax.tree.map(lambda leaf: leaf.shape, tree)
+                for tree in variables.values() for layer, tree in tree.items()}
+
+    one, two = layer_shapes(1), layer_shapes(2)
+    return frozenset(layer for layer in one if one[layer] == two[layer])
+
+
+def _spec_with_branch(name: str) -> ModelSpec:
+    """The spec of `name`; ValueError naming the models with an expert branch if it has none."""
+    spec = get_model_spec(name)
+    if spec.branch is None:
+        raise ValueError(f"model {name!r} has no expert branch; models with one: "
+                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.branch is not None))}")
+    return spec
+
+
+def _split_overrides(name: str, spec: ModelSpec, overrides: dict[str, Any],
+                     trunk_defaults: Mapping[str, Any] = MappingProxyType({})) -> tuple[dict, dict]:
+    """(trunk kwargs, branch kwargs): each override goes to the module(s) with a field of its name."""
+    trunk_fields, branch_fields = option_names(spec.trunk), option_names(spec.branch)
+    unknown = set(overrides) - trunk_fields - branch_fields
+    if unknown:
+        raise ValueError(f"unknown overrides {sorted(unknown)} for {name!r}; "
+                         f"trunk fields {sorted(trunk_fields)}, branch fields {sorted(branch_fields)}")
+    trunk_kwargs = {**trunk_defaults, **{k: v for k, v in overrides.items() if k in trunk_fields}}
+    return trunk_kwargs, {k: v for k, v in overrides.items() if k in branch_fields}
 
 
 def build_nofe(
@@ -116,10 +173,7 @@ def build_nofe(
     Each override goes to the trunk and/or branch that has a field of that name; the release's
     NofE trunk options (e.g. NIN's MAX pool2) are the defaults.
     """
-    spec = get_model_spec(name)
-    if spec.branch is None:
-        raise ValueError(f"model {name!r} has no expert branch; models with one: "
-                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.branch is not None))}")
+    spec = _spec_with_branch(name)
     if isinstance(layout, ExpertLayout):
         if c_max is not None and c_max != layout.c_max:
             raise ValueError(f"c_max={c_max} contradicts the layout's c_max={layout.c_max}")
@@ -128,13 +182,7 @@ def build_nofe(
         if c_max is None:
             raise ValueError("c_max is required when layout is a number of experts")
         num_experts = layout
-    trunk_fields, branch_fields = option_names(spec.trunk), option_names(spec.branch)
-    unknown = set(overrides) - trunk_fields - branch_fields
-    if unknown:
-        raise ValueError(f"unknown overrides {sorted(unknown)} for {name!r}; "
-                         f"trunk fields {sorted(trunk_fields)}, branch fields {sorted(branch_fields)}")
-    trunk_kwargs = {**spec.nofe_trunk_defaults, **{k: v for k, v in overrides.items() if k in trunk_fields}}
-    branch_kwargs = {k: v for k, v in overrides.items() if k in branch_fields}
+    trunk_kwargs, branch_kwargs = _split_overrides(name, spec, overrides, spec.nofe_trunk_defaults)
     return NetworkOfExperts(
         trunk=spec.trunk(**trunk_kwargs),
         experts=ExpertBranches(spec.branch(c_max, **branch_kwargs), num_experts),

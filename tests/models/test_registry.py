@@ -149,3 +149,34 @@ def test_generalist_is_base_with_k_outputs():
     model = registry.generalist("alexnet_c100", 7)
     assert model == registry.build_base("alexnet_c100", 7)
     assert model.num_outputs == 7
+
+
+# Hand-read from each branch's layer table: every layer but the classifier (whose width is c_max).
+BRANCH_HIDDEN_LAYERS = {
+    "alexnet_c100": {"conv4"},
+    "alexnet_quick_c100": {"conv4", "ip1"},
+    "vgg11_c100": {"conv1", "conv2", "fc1", "fc2"},
+    "nin_c100": {"conv3", "cccp5"},
+    "resnet56_c100": {"conv1", "bn1", "conv2", "bn2"},
+    "alexnet": {"conv6", "fc6", "fc7"},
+    "tiny_cnn": {"conv1"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BRANCH_HIDDEN_LAYERS))
+def test_branch_hidden_layers_are_all_but_the_classifier(name):
+    assert registry.branch_hidden_layers(name) == BRANCH_HIDDEN_LAYERS[name]
+
+
+def test_branch_generalist_has_the_nofe_trunk_and_one_k_way_branch():
+    model = registry.generalist("alexnet_c100", 7, head="branch")
+    x = jnp.zeros((BATCH, 32, 32, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    logits, out = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
+    assert logits.shape == (BATCH, 7) and out["features"].shape == (BATCH, 4, 4, 64)
+    nofe_vars, _, _ = _nofe_shapes("alexnet_c100", 100, 10)
+    shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)  # noqa: E731
+    assert shapes(variables["params"]["trunk"]) == shapes(nofe_vars["params"]["trunk"])
+    assert variables["params"]["branch"]["ip1"]["kernel"].shape == (256, 7)
+    with pytest.raises(ValueError, match="unknown generalist head"):
+        registry.generalist("alexnet_c100", 7, head="hat")

@@ -11,6 +11,7 @@ resumes inside either stage.
 import dataclasses
 import os
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -89,6 +90,7 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('nofe.balance', nc.balance, tuple(specialties.ASSIGNERS)),
         validation.choice_problem('nofe.subset_source', nc.subset_source, SUBSET_SOURCES),
         validation.choice_problem('nofe.init', nc.init, INITS),
+        validation.choice_problem('nofe.generalist_head', nc.generalist_head, registry.GENERALIST_HEADS),
         k_problem,
         validation.range_problem('nofe.min_kappa', nc.min_kappa, high=1),
         validation.range_problem('nofe.stay_margin', nc.stay_margin, low=0),
@@ -99,6 +101,9 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
                                    zero=never if nc.specialties == 'learned' else None),
         durations.duration_problem('nofe.update_warmup', nc.update_warmup),
     ]
+    if nc.generalist_head == 'branch' and nc.init != 'generalist':
+        problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
+                        f"so it needs nofe.init='generalist' (got {nc.init!r}).")
     if nc.specialties == 'file' and k_problem is None:
         problems += partition_file_problems(nc.partition_file, nc.num_experts)
     return [p for p in problems if p]
@@ -259,7 +264,8 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
                      subsets: CountSubsets) -> loop.Stage:
     """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
     config, nc = run.config, run.config.nofe
-    model = registry.build_base(config.model.name, nc.num_experts, **base.model_overrides(config))
+    model = registry.generalist(config.model.name, nc.num_experts, head=nc.generalist_head,
+                                **base.model_overrides(config))
     return loop.Stage(
         name='generalist', model=model,
         task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty'),
@@ -301,13 +307,21 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
                                             balanced=nc.spectral_balanced)
 
 
-def copy_trunk(generalist_variables: dict):
-    """An ``init_variables`` hook that replaces the fresh trunk with the generalist's."""
+def copy_generalist(generalist_variables: dict, branch_layers: frozenset[str] = frozenset()):
+    """An ``init_variables`` hook: the generalist's trunk replaces the fresh one, and each layer of
+    its branch named in ``branch_layers`` (``generalist_head='branch'``) is copied into every expert."""
     def init(fresh: dict) -> dict:
         out = {collection: dict(tree) for collection, tree in fresh.items()}
         for collection, tree in generalist_variables.items():
             if 'trunk' in tree:
                 out.setdefault(collection, {})['trunk'] = tree['trunk']
+            shared = {layer: v for layer, v in tree.get('branch', {}).items() if layer in branch_layers}
+            if shared:
+                stacked = dict(out[collection]['experts']['branch'])
+                for layer, variables in shared.items():
+                    stacked[layer] = jax.tree.map(lambda g, f: jnp.broadcast_to(g, f.shape).astype(f.dtype),
+                                                  variables, stacked[layer])
+                out[collection]['experts'] = {**out[collection]['experts'], 'branch': stacked}
         return out
     return init
 
@@ -316,6 +330,8 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
     """Trunk + K stacked branches over the final partition (empty specialties dropped)."""
     config = run.config
     layout = experts.expert_layout(assignment)
+    warm_layers = (registry.branch_hidden_layers(config.model.name)
+                   if config.nofe.generalist_head == 'branch' else frozenset())
     model = registry.build_nofe(config.model.name, layout.num_experts, layout.c_max,
                                 **base.model_overrides(config))
     stage = loop.Stage(
@@ -323,7 +339,8 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
         train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
-        init_variables=None if init_from is None else copy_trunk(init_from), config_block='experts',
+        init_variables=None if init_from is None else copy_generalist(init_from, warm_layers),
+        config_block='experts',
         meta={'num_experts': layout.num_experts, 'sizes': [int(s) for s in layout.sizes]})
     return stage, layout
 
