@@ -8,10 +8,12 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nltk
 import numpy as np
-from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
+
+if TYPE_CHECKING:  # nltk takes over a second to import; only the WordNet configs need it
+    from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
 DEBIAN_WORDNET_DIR = Path('/usr/share/wordnet')
 CACHE_ENV_VAR = 'NOFE_JAX_NLTK_DATA'
@@ -113,6 +115,9 @@ def load_wordnet(data_dir: str | os.PathLike | None = None) -> WordNetCorpusRead
     nltk 3.10 only opens files under its data path, so `data_dir` is added
     to `nltk.data.path` (for this process).
     """
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
     if data_dir is not None and os.fspath(data_dir) not in nltk.data.path:
         nltk.data.path.append(os.fspath(data_dir))
     corpus = nltk.data.find('corpora/wordnet')
