@@ -22,6 +22,7 @@ from ml_collections import config_flags
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import experts, registry
 from nofe_jax.training.recipes import base
+from nofe_jax.training.recipes import nofe as nofe_recipe
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -73,8 +74,8 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
             raise ValueError(f'nofe.num_experts={k} does not fit {num_classes} classes.')
         layout = experts.expert_layout(np.arange(num_classes) % k)  # balanced: c_max = ceil(C / K)
         slots = jax.ShapeDtypeStruct(layout.class_slots.shape, jnp.int32)
-        return {'generalist': (registry.generalist(name, k, head=config.nofe.generalist_head, **overrides), ()),
-                'nofe': (registry.build_nofe(name, layout, **overrides), (slots,))}
+        return {'generalist': (nofe_recipe.generalist_model(config), ()),
+                'nofe': (nofe_recipe.nofe_model(config, layout), (slots,))}
     raise ValueError(f"Unknown recipe {config.recipe!r}; describe knows 'base' and 'nofe'.")
 
 

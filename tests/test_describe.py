@@ -24,7 +24,8 @@ def _alexnet_c100_config(**nofe) -> ml_collections.ConfigDict:
     config = cifar100_base.get_config('model=alexnet_c100')
     if nofe:
         config.recipe = 'nofe'
-        config.nofe = ml_collections.ConfigDict(nofe)
+        config.nofe = common.nofe_config()
+        config.nofe.update(nofe)
     return config
 
 

@@ -205,3 +205,9 @@ def test_branch_headed_generalist_needs_its_weights_copied(tmp_path):
     _refused(_nofe(generalist_head='branch', init='scratch'), tmp_path / 'run',
              "nofe.generalist_head='branch'", "nofe.init='generalist'")
     _refused(_nofe(generalist_head='hat'), tmp_path / 'run', "nofe.generalist_head='hat'")
+
+
+def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):
+    _refused(_nofe(branch_init='msra'), tmp_path / 'run', "nofe.branch_init='msra'", 'alexnet_c100',
+             "'tiny_cnn' keeps its fillers")
+    _refused(_nofe(branch_init='zeros'), tmp_path / 'run', "nofe.branch_init='zeros'")

@@ -91,6 +91,8 @@ def nofe_config() -> ml_collections.ConfigDict:
         init='generalist',            # trunk of the NofE: generalist | scratch
         generalist_head='base',       # base (release): the base model's head, experts start random |
                                       # branch: one expert branch, every expert starts from its layers
+        branch_init='release',        # AlexNet-C100/Quick experts' fresh conv4: release N(0, 0.01^2) |
+                                      # msra (He): keeps the trunk features' scale
     ))
 
 

@@ -19,6 +19,7 @@ Arguments (key=value, comma-separated):
   subset       holdout | train: where the counts M (and the spectral confusion) come from
   head         base | branch: the generalist's head; branch = one expert branch, and every
                expert starts from its layers but the classifier (not the release's)
+  branch_init  release | msra: the filler of the alexnet_c100 experts' fresh conv4
   generalist_epochs (4), expert_epochs (8), path (the .npz), smoke
 No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
@@ -46,7 +47,8 @@ def configure_stage(stage, epochs: int, model: str) -> None:
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'tiny_cnn', 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
-                                   'subset': 'holdout', 'head': 'base', 'generalist_epochs': 4, 'expert_epochs': 8,
+                                   'subset': 'holdout', 'head': 'base', 'branch_init': 'release',
+                                   'generalist_epochs': 4, 'expert_epochs': 8,
                                    'path': '/tmp/fashion_pairs.npz', 'smoke': False})
     model = checked_model(args['model'], 'fashion_pairs.py')
     config = common.get_config()
@@ -60,7 +62,7 @@ def get_config(arg: str | None = None):
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
-                       generalist_head=args['head'],
+                       generalist_head=args['head'], branch_init=args['branch_init'],
                        subset_size=2000, update_every='0.5 epochs', update_warmup='1 epoch')
     configure_stage(config.generalist, args['generalist_epochs'], model)
     configure_stage(config.experts, args['expert_epochs'], model)

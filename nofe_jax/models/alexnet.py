@@ -24,14 +24,22 @@ def alexnet_c100_norm3(features: jax.Array) -> jax.Array:
     return layers.lrn_within_channel(features, **_C100_LRN)
 
 
-def _conv5_relu(x: jax.Array, features: int, name: str, dtype: Any) -> jax.Array:
-    """5x5 pad-2 conv with N(0, 0.01^2) weights, then ReLU (every C100 conv after conv1)."""
-    return nn.relu(layers.conv(features, 5, padding=2, init=layers.gaussian(0.01), name=name, dtype=dtype)(x))
+# Fillers of the experts' fresh conv4 (`nofe.branch_init`): the release's N(0, 0.01^2) shrinks
+# the trunk features' RMS about 3.5x (0.01 * sqrt(5 * 5 * 64) = 0.4 before the ReLU), so a
+# branch spends its first epochs growing them against ip1's strong decay; Caffe's msra (He)
+# filler keeps their scale (not in the release).
+BRANCH_INITS = {"release": layers.gaussian(0.01), "msra": layers.msra_fan_out()}
 
 
-def _expert_conv4(features: jax.Array, caffe: bool, dtype: Any) -> jax.Array:
+def _conv5_relu(x: jax.Array, features: int, name: str, dtype: Any, init: str = "release") -> jax.Array:
+    """5x5 pad-2 conv with N(0, 0.01^2) weights (or another `BRANCH_INITS` filler), then ReLU (every C100
+    conv after conv1)."""
+    return nn.relu(layers.conv(features, 5, padding=2, init=BRANCH_INITS[init], name=name, dtype=dtype)(x))
+
+
+def _expert_conv4(features: jax.Array, caffe: bool, dtype: Any, init: str) -> jax.Array:
     """The C100 experts' conv4 5x5x64 + ReLU and AVE pool 3/2 on trunk features [B, 4, 4, 64]."""
-    x = _conv5_relu(features.astype(dtype), 64, "conv4", dtype)
+    x = _conv5_relu(features.astype(dtype), 64, "conv4", dtype, init)
     return layers.pool2d(x, "ave", 3, 2, caffe=caffe)
 
 
@@ -126,12 +134,14 @@ class AlexNetC100Branch(nn.Module):
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
+    branch_init: str = "release"  # conv4's filler, a BRANCH_INITS key
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
         del train
-        return _c100_classifier(_expert_conv4(features, self.caffe_pooling, self.dtype), self.num_outputs, self.dtype)
+        x = _expert_conv4(features, self.caffe_pooling, self.dtype, self.branch_init)
+        return _c100_classifier(x, self.num_outputs, self.dtype)
 
 
 class AlexNetQuickC100Trunk(AlexNetC100Trunk):
@@ -177,13 +187,14 @@ class AlexNetQuickC100Branch(nn.Module):
     num_outputs: int
     dtype: Any = jnp.float32
     caffe_pooling: bool = True
+    branch_init: str = "release"  # conv4's filler, a BRANCH_INITS key
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features [B, 4, 4, 64]."""
         del train
-        return _quick_classifier(_expert_conv4(features, self.caffe_pooling, self.dtype), 64, self.num_outputs,
-                                 self.dtype)
+        x = _expert_conv4(features, self.caffe_pooling, self.dtype, self.branch_init)
+        return _quick_classifier(x, 64, self.num_outputs, self.dtype)
 
 
 class AlexNetTrunk(nn.Module):

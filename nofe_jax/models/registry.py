@@ -104,6 +104,12 @@ def build_base(name: str, num_outputs: int, **overrides: Any) -> nn.Module:
 
 
 GENERALIST_HEADS = ("base", "branch")
+BRANCH_INITS = tuple(alexnet.BRANCH_INITS)
+
+
+def branch_init_models() -> list[str]:
+    """The models whose expert branch takes a `branch_init` (a choice of filler for its fresh conv)."""
+    return sorted(n for n, s in MODELS.items() if s.branch is not None and "branch_init" in option_names(s.branch))
 
 
 def generalist(name: str, num_experts: int, head: str = "base", **overrides: Any) -> nn.Module:

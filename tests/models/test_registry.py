@@ -180,3 +180,16 @@ def test_branch_generalist_has_the_nofe_trunk_and_one_k_way_branch():
     assert variables["params"]["branch"]["ip1"]["kernel"].shape == (256, 7)
     with pytest.raises(ValueError, match="unknown generalist head"):
         registry.generalist("alexnet_c100", 7, head="hat")
+
+
+@pytest.mark.parametrize("name", ["alexnet_c100", "alexnet_quick_c100"])
+def test_branch_init_changes_only_the_experts_conv4_filler(name):
+    x, slots = jnp.zeros((BATCH, 32, 32, 3)), jnp.zeros((100,), jnp.int32)
+    assert registry.branch_init_models() == ["alexnet_c100", "alexnet_quick_c100"]
+    stds = {}
+    for init in registry.BRANCH_INITS:
+        variables = registry.build_nofe(name, 10, 10, branch_init=init).init(jax.random.key(0), x, slots, train=False)
+        stds[init] = float(jnp.std(variables["params"]["experts"]["branch"]["conv4"]["kernel"]))
+        assert registry.count_parameters(variables)["total"] == NOFE_COUNTS[name][2]
+    assert stds["release"] == pytest.approx(0.01, rel=0.02)
+    assert stds["msra"] == pytest.approx((2 / (5 * 5 * 64)) ** 0.5, rel=0.02)  # He: keeps the features' scale

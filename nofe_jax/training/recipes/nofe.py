@@ -91,6 +91,7 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('nofe.subset_source', nc.subset_source, SUBSET_SOURCES),
         validation.choice_problem('nofe.init', nc.init, INITS),
         validation.choice_problem('nofe.generalist_head', nc.generalist_head, registry.GENERALIST_HEADS),
+        validation.choice_problem('nofe.branch_init', nc.branch_init, registry.BRANCH_INITS),
         k_problem,
         validation.range_problem('nofe.min_kappa', nc.min_kappa, high=1),
         validation.range_problem('nofe.stay_margin', nc.stay_margin, low=0),
@@ -101,6 +102,9 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
                                    zero=never if nc.specialties == 'learned' else None),
         durations.duration_problem('nofe.update_warmup', nc.update_warmup),
     ]
+    if nc.branch_init != 'release' and config.model.name not in registry.branch_init_models():
+        problems.append(f'nofe.branch_init={nc.branch_init!r} applies to the branches of '
+                        f'{", ".join(registry.branch_init_models())}; {config.model.name!r} keeps its fillers.')
     if nc.generalist_head == 'branch' and nc.init != 'generalist':
         problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
                         f"so it needs nofe.init='generalist' (got {nc.init!r}).")
@@ -260,14 +264,31 @@ def report_partition(run: base.Run, assignment: np.ndarray, history: list[dict])
     return entries
 
 
+def _branch_overrides(config: ml_collections.ConfigDict) -> dict:
+    """Expert-branch constructor overrides from ``config.nofe`` (the release's fillers pass none)."""
+    return {} if config.nofe.branch_init == 'release' else {'branch_init': config.nofe.branch_init}
+
+
+def generalist_model(config: ml_collections.ConfigDict):
+    """The K-way generalist ``config`` trains (its head: ``nofe.generalist_head``)."""
+    nc = config.nofe
+    branch = _branch_overrides(config) if nc.generalist_head == 'branch' else {}
+    return registry.generalist(config.model.name, nc.num_experts, head=nc.generalist_head,
+                               **base.model_overrides(config), **branch)
+
+
+def nofe_model(config: ml_collections.ConfigDict, layout: experts.ExpertLayout):
+    """The network of experts over ``layout``."""
+    return registry.build_nofe(config.model.name, layout, **base.model_overrides(config),
+                               **_branch_overrides(config))
+
+
 def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
                      subsets: CountSubsets) -> loop.Stage:
     """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
     config, nc = run.config, run.config.nofe
-    model = registry.generalist(config.model.name, nc.num_experts, head=nc.generalist_head,
-                                **base.model_overrides(config))
     return loop.Stage(
-        name='generalist', model=model,
+        name='generalist', model=generalist_model(config),
         task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
@@ -332,10 +353,8 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
     layout = experts.expert_layout(assignment)
     warm_layers = (registry.branch_hidden_layers(config.model.name)
                    if config.nofe.generalist_head == 'branch' else frozenset())
-    model = registry.build_nofe(config.model.name, layout.num_experts, layout.c_max,
-                                **base.model_overrides(config))
     stage = loop.Stage(
-        name='nofe', model=model, task=ExpertTask(run.dataset.num_classes),
+        name='nofe', model=nofe_model(config, layout), task=ExpertTask(run.dataset.num_classes),
         train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
