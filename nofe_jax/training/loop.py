@@ -170,6 +170,29 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
         raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
+# Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
+# e.g. the duration, the periods or the learning rate, may change when a run is resumed.
+_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
+                       'nofe.num_experts', 'nofe.generalist_head', 'data.source')
+
+
+def checkpoint_fingerprint(stage: Stage, config: ml_collections.ConfigDict, dataset,
+                           input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a checkpoint of ``stage`` records of its config, to refuse resuming another."""
+    return {'stage': stage.name, **{path: _config_value(config, path) for path in _FINGERPRINT_FIELDS},
+            'dataset': dataset.name, 'num_classes': dataset.num_classes,
+            'input_shape': [int(d) for d in input_shape]}
+
+
+def _config_value(config: ml_collections.ConfigDict, path: str):
+    """The field at dotted ``path``, or None where the config has no such block (a base run's nofe)."""
+    for name in path.split('.'):
+        if name not in config:
+            return None
+        config = config[name]
+    return config
+
+
 class _Runner:
     """Compiled steps, data and devices of one stage."""
 
@@ -222,11 +245,13 @@ class _Runner:
             normalization=self.normalization, seed=self.config.seed, indices=indices,
             **self.process_kwargs())
 
-    def init_state(self) -> TrainState:
-        stage = self.stage
+    def model_input(self) -> np.ndarray:
+        """One preprocessed test image [1, H, W, C], as the model sees it."""
         sample = next(self.eval_batches(self.dataset.test))['image'][:1]
-        if sample.ndim == 5:  # multi-view eval batch [1, V, H, W, C]: init on one view
-            sample = sample[:, 0]
+        return sample[:, 0] if sample.ndim == 5 else sample  # multi-view [1, V, H, W, C]: one view
+
+    def init_state(self, sample: np.ndarray) -> TrainState:
+        stage = self.stage
         init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
         kwargs = stage.task.model_kwargs(stage.grouping)
         variables = jax.jit(lambda r: stage.model.init(
@@ -271,15 +296,21 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     start_time = time.perf_counter()
     runner = _Runner(stage, dataset, normalization, config)
     tc = stage.train_config
-    state = runner.init_state()
+    sample = runner.model_input()
+    state = runner.init_state(sample)
     grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+    fingerprint = checkpoint_fingerprint(stage, config, dataset, sample.shape[1:])
     meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
     meta.setdefault('health', [])
     ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
     if ckpt.latest_step() is not None:
-        state, restored_grouping, meta = ckpt.restore(state, grouping)
-        grouping = {k: np.asarray(v) for k, v in restored_grouping.items()}
+        restored = ckpt.restore(state, grouping, fingerprint)
+        for line in restored.set_aside:
+            print(f'[{stage.name}] WARNING: {line}', flush=True)
+        state, meta = restored.state, restored.meta
+        grouping = {k: np.asarray(v) for k, v in restored.grouping.items()}
         print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
+    meta['fingerprint'] = fingerprint
     grouping_dev = runner.device_grouping(grouping)
     step = int(jax.device_get(state.step))
     progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
