@@ -80,8 +80,13 @@ def test_a_checkpoint_of_another_k_is_refused(workdir):
         recipes.train_and_evaluate(config, str(workdir))
 
 
-def test_a_longer_duration_resumes(workdir):
+def test_a_longer_duration_resumes_and_the_summary_counts_both_runs(workdir, finished_run):
     config = _config()
     config.experts.train.duration = '2 epochs'
-    recipes.train_and_evaluate(config, str(workdir))
+    summary = recipes.train_and_evaluate(config, str(workdir))
     assert checkpoints.StageCheckpoints(str(workdir), 'nofe').latest_step() == 84
+    assert summary['restarts'] == 1
+    first_run = finished_run[1]['total_wall_time_s']
+    assert summary['total_wall_time_s'] >= first_run + summary['wall_time_s'] - 1.0  # set-up before the log
+    assert summary['stages']['generalist']['test_top1_measures'] == 'specialty top-1 (5-way)'
+    assert summary['stages']['nofe']['test_top1_measures'] == 'top-1 (10-way)'

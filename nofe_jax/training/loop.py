@@ -105,6 +105,7 @@ class StageResult:
     meta: dict[str, Any]
     final: dict[str, float]
     wall_time_s: float
+    top1_label: str  # what final['test/top1'] measures, e.g. 'specialty top-1 (5-way)'
 
 
 def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
@@ -386,7 +387,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     ckpt.close()
     meta['wall_time_s'] += time.perf_counter() - start_time
     return StageResult(state=state, grouping=grouping, meta=meta, final=final,
-                       wall_time_s=meta['wall_time_s'])
+                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label)
 
 
 def predict_subset(stage: Stage, result: StageResult, dataset, normalization,
