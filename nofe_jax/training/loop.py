@@ -4,10 +4,15 @@ Recipes configure a ``Stage`` (model, task, grouping arrays, hooks) and call
 ``run_stage``; everything with side effects happens here or in the hooks.
 Rerunning a stage on the same workdir resumes from its latest checkpoint and
 continues exactly: the data order is a function of (seed, epoch), the step's
-randomness of (state.rng, step), and hooks draw from (seed, step).
+randomness of (state.rng, step), and hooks draw from (seed, step). SIGTERM or
+SIGINT during a stage saves a checkpoint at the next step boundary and raises
+``TrainingStopped``.
 """
+import contextlib
 import dataclasses
 import itertools
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +32,45 @@ from nofe_jax.training.state import TrainState, create_train_state
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss or the parameters became NaN or Inf."""
+
+
+class TrainingStopped(Exception):
+    """SIGTERM or SIGINT stopped a stage at a step boundary, after a checkpoint of that step."""
+
+    def __init__(self, signum: int, stage: str, step: int):
+        super().__init__(f'[{stage}] stopped by {signal.Signals(signum).name} at step {step}, '
+                         'checkpoint saved; rerun the same command to resume.')
+        self.exit_code = 128 + signum  # the shell's status for a process ended by that signal
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Within: SIGTERM/SIGINT are appended to the yielded list instead of acting at once.
+
+    A second signal of the same kind acts as usual (e.g. a second Ctrl-C interrupts).
+    Outside the main thread, where Python cannot catch signals, the list stays empty.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def record(signum, frame):
+        del frame
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, record)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # Periods where 0 is meaningful: the action then happens only at the end of the stage.
@@ -293,7 +337,19 @@ class _Runner:
 
 def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
               workdir: str, writer: reporting.MetricWriter) -> StageResult:
-    """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it."""
+    """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it.
+
+    Raises ``TrainingStopped`` after saving a checkpoint if SIGTERM or SIGINT arrives.
+    """
+    with stop_signals() as received:
+        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received)
+    if received:  # after the last step's check: the stage is complete and saved
+        raise TrainingStopped(received[0], stage.name, int(jax.device_get(result.state.step)))
+    return result
+
+
+def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
+                 workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
     start_time = time.perf_counter()
     runner = _Runner(stage, dataset, normalization, config)
     tc = stage.train_config
@@ -374,11 +430,14 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                 log(step, final)
                 print(f'[{stage.name}] step {step}: ' +
                       ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
-            if durations.is_time(step, runner.checkpoint_every) or at_end:
+            if durations.is_time(step, runner.checkpoint_every) or at_end or stop:
                 check_state_finite(stage, state, [m['objective'] for m in period], period_start)
                 meta['wall_time_s'] += time.perf_counter() - start_time
                 start_time = time.perf_counter()
                 ckpt.save(state, grouping, meta)
+            if stop:
+                ckpt.close()
+                raise TrainingStopped(stop[0], stage.name, step)
             if at_end:
                 break
 
