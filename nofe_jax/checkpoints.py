@@ -132,6 +132,7 @@ class StageCheckpoints:
     def _set_aside(self, step: int, error: Exception, resumed_step: int) -> str:
         """Renames the damaged checkpoint ``step`` out of orbax's sight; says so in one line."""
         path = os.path.join(self.directory, str(step))
+        multihost_utils.sync_global_devices(f'name damaged checkpoint {path}')  # same free name on all
         damaged = next(f'{path}{DAMAGED_SUFFIX}{n or ""}' for n in itertools.count()
                        if not os.path.exists(f'{path}{DAMAGED_SUFFIX}{n or ""}'))
         if jax.process_index() == 0:
