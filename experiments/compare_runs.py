@@ -2,10 +2,10 @@ r"""A Markdown table of finished runs, one row per workdir, from their summary.j
 
   python -m experiments.compare_runs /tmp/fp_base /tmp/fp_nofe /tmp/fp_random
 
-Columns: test top-1, specialty and within-specialty accuracy (NofE runs), wall time,
-classes moved per specialty update ('s' marks an update skipped at chance), the NMI of
-the final specialties with every known grouping of the classes (random balanced
-partitions' in brackets), and any health warning.
+Columns: test top-1, specialty and within-specialty accuracy (NofE runs), wall time (of
+all the runs of a resumed workdir, with their count), classes moved per specialty update
+('s' marks an update skipped at chance), the NMI of the final specialties with every known
+grouping of the classes (random balanced partitions' in brackets), and any health warning.
 """
 import json
 import os
@@ -17,6 +17,13 @@ from absl import app
 def _percent(final: dict, key: str) -> str:
     value = final.get(key)
     return '—' if value is None else f'{100 * value:.2f}%'
+
+
+def _wall_time(summary: dict) -> str:
+    """The time of every run of the workdir (summaries before runs.json: of the last run only)."""
+    restarts = summary.get('restarts', 0)
+    minutes = summary.get('total_wall_time_s', summary['wall_time_s']) / 60
+    return f'{minutes:.1f} min' + (f' ({restarts + 1} runs)' if restarts else '')
 
 
 def summary_row(workdir: str) -> str:
@@ -31,7 +38,7 @@ def summary_row(workdir: str) -> str:
     warnings = len(summary.get('health_warnings', []))
     cells = [os.path.basename(os.path.normpath(workdir)), _percent(final, 'test/top1'),
              _percent(final, 'test/specialty_top1'), _percent(final, 'test/within_specialty_top1'),
-             f'{summary["wall_time_s"] / 60:.1f} min', moved, nmi,
+             _wall_time(summary), moved, nmi,
              f'{warnings} warning(s)' if warnings else 'none']
     return '| ' + ' | '.join(cells) + ' |'
 

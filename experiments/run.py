@@ -5,8 +5,10 @@ r"""Trains and evaluates the recipe a config names.
       --workdir=/tmp/nin --config.train.batch_size=256
 
 Rerunning the same command on the same workdir resumes from the last checkpoint.
+SIGTERM or Ctrl-C during training saves a checkpoint at the next step and exits
+with status 143 or 130, saying so in one line.
 The whole config is checked before any data is read; a user error (bad config,
-missing data, damaged checkpoint, NaN loss) prints its message and exits with
+missing data, no usable checkpoint, NaN loss) prints its message and exits with
 status 1. ``--verbose`` (or NOFE_VERBOSE=1) shows the traceback as well.
 """
 import os
@@ -73,6 +75,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     try:
         recipes.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except loop.TrainingStopped as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except USER_ERRORS as e:
         if _VERBOSE.value or verbose_from_environment():
             raise

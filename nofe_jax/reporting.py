@@ -46,11 +46,52 @@ def _to_builtin(value):
     raise TypeError(f'{type(value).__name__} is not JSON serialisable')
 
 
-class MetricWriter:
-    """Scalars to ``metrics.jsonl`` (one object per call) and TensorBoard events."""
+RUNS_FILE = 'runs.json'
+
+
+def read_runs(workdir: str) -> list[dict]:
+    """Every process run of ``workdir`` so far: ``started`` (UTC) and ``wall_time_s`` each."""
+    path = os.path.join(workdir, RUNS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunLog:
+    """Appends this process's run to ``runs.json`` and keeps its wall time there up to date,
+    so a resumed run's summary can count the time of the runs that were cut short."""
 
     def __init__(self, workdir: str):
+        self._path = os.path.join(workdir, RUNS_FILE)
+        self._start = time.perf_counter()
+        started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        self._runs = read_runs(workdir) + [{'started': started, 'wall_time_s': 0.0}]
+        self.update()
+
+    def update(self) -> None:
+        """Records the wall time of this run until now."""
+        self._runs[-1]['wall_time_s'] = time.perf_counter() - self._start
+        write_json(self._path, self._runs)
+
+    @property
+    def total_wall_time_s(self) -> float:
+        """The wall time of every run of the workdir, this one until its last update."""
+        return sum(run['wall_time_s'] for run in self._runs)
+
+    @property
+    def restarts(self) -> int:
+        """How many runs of the workdir came before this one."""
+        return len(self._runs) - 1
+
+
+class MetricWriter:
+    """Scalars to ``metrics.jsonl`` (one object per call) and TensorBoard events; with a
+    ``run_log``, the run's wall time to ``runs.json`` at every call."""
+
+    def __init__(self, workdir: str, run_log: RunLog | None = None):
         self._active = is_writer()
+        self._run_log = run_log
         if not self._active:
             return
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
@@ -70,12 +111,18 @@ class MetricWriter:
             if math.isfinite(float(value)):
                 self._tb.add_scalar(prefix + name, float(value), int(step))
         self._tb.flush()
+        self._log_time()
 
     def close(self) -> None:
-        """Flushes and closes both files."""
+        """Flushes and closes both files; records the run's final wall time."""
         if self._active:
             self._jsonl.close()
             self._tb.close()
+            self._log_time()
+
+    def _log_time(self) -> None:
+        if self._run_log is not None:
+            self._run_log.update()
 
 
 class Progress:
@@ -125,8 +172,12 @@ def _pyplot():
     return plt
 
 
-def plot_learning_curves(workdir: str, path: str) -> None:
-    """PNG of train loss and test top-1 against epochs, one panel each, per stage."""
+def plot_learning_curves(workdir: str, path: str, top1_labels: Mapping[str, str]) -> None:
+    """PNG of train loss and test top-1 against epochs, one panel each, per stage.
+
+    ``top1_labels`` says what each stage's top-1 measures (a generalist's is K-way, over
+    specialties), for the legend.
+    """
     if not is_writer():
         return
     plt = _pyplot()
@@ -138,9 +189,10 @@ def plot_learning_curves(workdir: str, path: str) -> None:
         train = [r for r in rows if 'train/loss' in r]
         test = [r for r in rows if 'test/top1' in r]
         ax_loss.plot([r['epoch'] for r in train], [r['train/loss'] for r in train], label=stage)
-        ax_acc.plot([r['epoch'] for r in test], [r['test/top1'] for r in test], 'o-', label=stage)
+        ax_acc.plot([r['epoch'] for r in test], [r['test/top1'] for r in test], 'o-',
+                    label=f'{stage}: {top1_labels.get(stage, "top-1")}')
     ax_loss.set(xlabel='epoch', ylabel='train loss', title='training loss')
-    ax_acc.set(xlabel='epoch', ylabel='test top-1', title='test accuracy')
+    ax_acc.set(xlabel='epoch', ylabel='test accuracy (see legend)', title='test accuracy')
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

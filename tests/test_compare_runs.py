@@ -20,3 +20,9 @@ def test_row_of_a_nofe_run_with_groupings(tmp_path):
 def test_row_of_a_flat_run(tmp_path):
     (tmp_path / 'summary.json').write_text(json.dumps({'final': {'test/top1': 0.5}, 'wall_time_s': 60}))
     assert compare_runs.summary_row(str(tmp_path)) == f'| {tmp_path.name} | 50.00% | — | — | 1.0 min | — | — | none |'
+
+
+def test_wall_time_of_a_resumed_run_counts_every_run(tmp_path):
+    summary = {'final': {'test/top1': 0.5}, 'wall_time_s': 60, 'total_wall_time_s': 300, 'restarts': 2}
+    (tmp_path / 'summary.json').write_text(json.dumps(summary))
+    assert '| 5.0 min (3 runs) |' in compare_runs.summary_row(str(tmp_path))

@@ -3,6 +3,7 @@ bad input fails fast with a message that says what to do, NofE resumes exactly."
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,29 @@ def test_nofe_resumes_inside_each_stage_exactly(stage, tmp_path, monkeypatch):
 def _run_cli(*args, timeout=120):
     return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path):
+    full = recipes.train_and_evaluate(quickstart.get_config('smoke'), str(tmp_path / 'full'))
+    command = [sys.executable, '-m', 'experiments.run',
+               '--config=experiments/configs/quickstart.py:smoke', f'--workdir={tmp_path / "cut"}']
+    cut = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in cut.stdout:
+        if line.startswith('[generalist] epoch'):  # step 20 of 42: mid-epoch, mid-stage
+            cut.send_signal(signal.SIGTERM)
+            break
+    _, err = cut.communicate(timeout=120)
+    assert cut.returncode == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('[generalist] stopped by SIGTERM at step ') and last.endswith(
+        'checkpoint saved; rerun the same command to resume.'), err[-3000:]
+    assert 'Traceback' not in err
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert '[generalist] resumed from step ' in rerun.stdout
+    summary = json.load(open(tmp_path / 'cut' / 'summary.json'))
+    assert summary['final'] == full['final']
+    assert summary['restarts'] == 1
 
 
 def test_command_line_overrides_reach_the_code(tmp_path):

@@ -4,10 +4,15 @@ Recipes configure a ``Stage`` (model, task, grouping arrays, hooks) and call
 ``run_stage``; everything with side effects happens here or in the hooks.
 Rerunning a stage on the same workdir resumes from its latest checkpoint and
 continues exactly: the data order is a function of (seed, epoch), the step's
-randomness of (state.rng, step), and hooks draw from (seed, step).
+randomness of (state.rng, step), and hooks draw from (seed, step). SIGTERM or
+SIGINT during a stage saves a checkpoint at the next step boundary and raises
+``TrainingStopped``.
 """
+import contextlib
 import dataclasses
 import itertools
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +32,45 @@ from nofe_jax.training.state import TrainState, create_train_state
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss or the parameters became NaN or Inf."""
+
+
+class TrainingStopped(Exception):
+    """SIGTERM or SIGINT stopped a stage at a step boundary, after a checkpoint of that step."""
+
+    def __init__(self, signum: int, stage: str, step: int):
+        super().__init__(f'[{stage}] stopped by {signal.Signals(signum).name} at step {step}, '
+                         'checkpoint saved; rerun the same command to resume.')
+        self.exit_code = 128 + signum  # the shell's status for a process ended by that signal
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """Within: SIGTERM/SIGINT are appended to the yielded list instead of acting at once.
+
+    A second signal of the same kind acts as usual (e.g. a second Ctrl-C interrupts).
+    Outside the main thread, where Python cannot catch signals, the list stays empty.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def record(signum, frame):
+        del frame
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, record)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # Periods where 0 is meaningful: the action then happens only at the end of the stage.
@@ -105,6 +149,7 @@ class StageResult:
     meta: dict[str, Any]
     final: dict[str, float]
     wall_time_s: float
+    top1_label: str  # what final['test/top1'] measures, e.g. 'specialty top-1 (5-way)'
 
 
 def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
@@ -170,6 +215,29 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
         raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
+# Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
+# e.g. the duration, the periods or the learning rate, may change when a run is resumed.
+_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
+                       'nofe.num_experts', 'nofe.generalist_head', 'data.source')
+
+
+def checkpoint_fingerprint(stage: Stage, config: ml_collections.ConfigDict, dataset,
+                           input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a checkpoint of ``stage`` records of its config, to refuse resuming another."""
+    return {'stage': stage.name, **{path: _config_value(config, path) for path in _FINGERPRINT_FIELDS},
+            'dataset': dataset.name, 'num_classes': dataset.num_classes,
+            'input_shape': [int(d) for d in input_shape]}
+
+
+def _config_value(config: ml_collections.ConfigDict, path: str):
+    """The field at dotted ``path``, or None where the config has no such block (a base run's nofe)."""
+    for name in path.split('.'):
+        if name not in config:
+            return None
+        config = config[name]
+    return config
+
+
 class _Runner:
     """Compiled steps, data and devices of one stage."""
 
@@ -222,11 +290,13 @@ class _Runner:
             normalization=self.normalization, seed=self.config.seed, indices=indices,
             **self.process_kwargs())
 
-    def init_state(self) -> TrainState:
-        stage = self.stage
+    def model_input(self) -> np.ndarray:
+        """One preprocessed test image [1, H, W, C], as the model sees it."""
         sample = next(self.eval_batches(self.dataset.test))['image'][:1]
-        if sample.ndim == 5:  # multi-view eval batch [1, V, H, W, C]: init on one view
-            sample = sample[:, 0]
+        return sample[:, 0] if sample.ndim == 5 else sample  # multi-view [1, V, H, W, C]: one view
+
+    def init_state(self, sample: np.ndarray) -> TrainState:
+        stage = self.stage
         init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
         kwargs = stage.task.model_kwargs(stage.grouping)
         variables = jax.jit(lambda r: stage.model.init(
@@ -267,19 +337,37 @@ class _Runner:
 
 def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
               workdir: str, writer: reporting.MetricWriter) -> StageResult:
-    """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it."""
+    """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it.
+
+    Raises ``TrainingStopped`` after saving a checkpoint if SIGTERM or SIGINT arrives.
+    """
+    with stop_signals() as received:
+        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received)
+    if received:  # after the last step's check: the stage is complete and saved
+        raise TrainingStopped(received[0], stage.name, int(jax.device_get(result.state.step)))
+    return result
+
+
+def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
+                 workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
     start_time = time.perf_counter()
     runner = _Runner(stage, dataset, normalization, config)
     tc = stage.train_config
-    state = runner.init_state()
+    sample = runner.model_input()
+    state = runner.init_state(sample)
     grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+    fingerprint = checkpoint_fingerprint(stage, config, dataset, sample.shape[1:])
     meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
     meta.setdefault('health', [])
     ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
     if ckpt.latest_step() is not None:
-        state, restored_grouping, meta = ckpt.restore(state, grouping)
-        grouping = {k: np.asarray(v) for k, v in restored_grouping.items()}
+        restored = ckpt.restore(state, grouping, fingerprint)
+        for line in restored.set_aside:
+            print(f'[{stage.name}] WARNING: {line}', flush=True)
+        state, meta = restored.state, restored.meta
+        grouping = {k: np.asarray(v) for k, v in restored.grouping.items()}
         print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
+    meta['fingerprint'] = fingerprint
     grouping_dev = runner.device_grouping(grouping)
     step = int(jax.device_get(state.step))
     progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
@@ -342,11 +430,14 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
                 log(step, final)
                 print(f'[{stage.name}] step {step}: ' +
                       ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
-            if durations.is_time(step, runner.checkpoint_every) or at_end:
+            if durations.is_time(step, runner.checkpoint_every) or at_end or stop:
                 check_state_finite(stage, state, [m['objective'] for m in period], period_start)
                 meta['wall_time_s'] += time.perf_counter() - start_time
                 start_time = time.perf_counter()
                 ckpt.save(state, grouping, meta)
+            if stop:
+                ckpt.close()
+                raise TrainingStopped(stop[0], stage.name, step)
             if at_end:
                 break
 
@@ -355,7 +446,7 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     ckpt.close()
     meta['wall_time_s'] += time.perf_counter() - start_time
     return StageResult(state=state, grouping=grouping, meta=meta, final=final,
-                       wall_time_s=meta['wall_time_s'])
+                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label)
 
 
 def predict_subset(stage: Stage, result: StageResult, dataset, normalization,

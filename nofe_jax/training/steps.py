@@ -39,6 +39,12 @@ class ClassificationTask:
     """
     num_targets: int
     target_map: str | None = None
+    target_name: str = ''  # what a target is when not a class, e.g. 'specialty' (for labels)
+
+    @property
+    def top1_label(self) -> str:
+        """What this task's top-1 measures, e.g. 'top-1 (10-way)', 'specialty top-1 (5-way)'."""
+        return f'{self.target_name} top-1 ({self.num_targets}-way)'.lstrip()
 
     def model_kwargs(self, grouping: Grouping) -> dict[str, Any]:
         del grouping

@@ -3,6 +3,7 @@ no recompile when the grouping changes, multi-device equivalence."""
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,16 @@ def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
     resumed = _run(_stage(config), digits, config, tmp_path / 'cut')
     assert resumed.final == full.final
     chex.assert_trees_all_close(resumed.state.params, full.state.params, rtol=0, atol=0)
+
+
+def test_ctrl_c_saves_the_current_step_and_stops_with_status_130(digits, tmp_path):
+    config = _config('2 epochs')
+    interrupt = loop.Hook('interrupt', '10 steps', lambda ctx: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(loop.TrainingStopped, match=r'\[base\] stopped by SIGINT at step 10, ') as e:
+        _run(_stage(config, hooks=(interrupt,)), digits, config, tmp_path)
+    assert e.value.exit_code == 130
+    assert checkpoints.StageCheckpoints(str(tmp_path), 'base').latest_step() == 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(digits, tmp_path):

@@ -25,6 +25,7 @@ class Run:
     dataset: sources.Dataset
     normalization: pipeline.Normalization
     writer: reporting.MetricWriter
+    run_log: reporting.RunLog
     start_time: float
 
 
@@ -33,13 +34,15 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     start_time = time.perf_counter()
     parallel.initialize_distributed(**config.distributed)
     os.makedirs(workdir, exist_ok=True)
+    run_log = reporting.RunLog(workdir)
     reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
     dataset = sources.load_dataset(config.data)
     normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
     print(f'data: {dataset.description} — {len(dataset.train)} train / '
           f'{len(dataset.test)} test images, {dataset.num_classes} classes'
           + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
-    return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir), start_time)
+    return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
+               run_log, start_time)
 
 
 # config.model fields passed to the model constructor only when they differ from these defaults
@@ -63,7 +66,11 @@ def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
 
 
 def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) -> dict:
-    """Writes summary.json and the learning-curve plot; returns the summary."""
+    """Writes summary.json and the learning-curve plot; returns the summary.
+
+    ``wall_time_s`` is this process's; ``total_wall_time_s`` adds the earlier runs of the
+    workdir (``restarts`` of them) that this one resumed.
+    """
     run.writer.close()
     summary = {
         'recipe': run.config.recipe,
@@ -73,8 +80,10 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
         'synthetic': run.dataset.synthetic,
         'final': final,
         'wall_time_s': time.perf_counter() - run.start_time,
-        'stages': {name: {'final': r.final, 'wall_time_s': r.wall_time_s,
-                          'health_warnings': r.meta.get('health', [])}
+        'total_wall_time_s': run.run_log.total_wall_time_s,
+        'restarts': run.run_log.restarts,
+        'stages': {name: {'final': r.final, 'test_top1_measures': r.top1_label,
+                          'wall_time_s': r.wall_time_s, 'health_warnings': r.meta.get('health', [])}
                    for name, r in stages.items()},
         'health_warnings': [f'{name}: {w["message"]}' for name, r in stages.items()
                             for w in r.meta.get('health', [])],
@@ -83,11 +92,14 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
     }
     summary = reporting.json_safe(summary)
     reporting.write_json(os.path.join(run.workdir, 'summary.json'), summary)
-    reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'))
+    reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'),
+                                   {name: r.top1_label for name, r in stages.items()})
+    took = f'{summary["wall_time_s"]:.0f} s'
+    if summary['restarts']:
+        took += f', {summary["total_wall_time_s"]:.0f} s over {summary["restarts"] + 1} runs'
     print('final: ' + ' '.join(f'{k}={v:.4f}' if v is not None else f'{k}=n/a'
                                for k, v in summary['final'].items()) +
-          f' ({summary["wall_time_s"]:.0f} s) -> {os.path.join(run.workdir, "summary.json")}',
-          flush=True)
+          f' ({took}) -> {os.path.join(run.workdir, "summary.json")}', flush=True)
     return summary
 
 

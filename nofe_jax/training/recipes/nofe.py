@@ -289,7 +289,8 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
     config, nc = run.config, run.config.nofe
     return loop.Stage(
         name='generalist', model=generalist_model(config),
-        task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty'),
+        task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty',
+                                      target_name='specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
         hooks=(make_specialty_update(run, subsets),) if learn else (),
