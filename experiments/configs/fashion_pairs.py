@@ -20,6 +20,9 @@ Arguments (key=value, comma-separated):
   head         base | branch: the generalist's head; branch = one expert branch, and every
                expert starts from its layers but the classifier (not the release's)
   branch_init  release | msra: the filler of the alexnet_c100 experts' fresh conv4
+  pad          zero rows/columns added on each side (after the mean); pad=2 gives alexnet_c100
+               the release's geometry: 32-pixel-high input, a 4-row trunk map, a 2-row map in
+               the branch (at 28 pixels its AVE pool leaves 1 row: nearly a global pool)
   generalist_epochs (4), expert_epochs (8), path (the .npz), smoke
 No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
@@ -48,13 +51,13 @@ def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'tiny_cnn', 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
                                    'subset': 'holdout', 'head': 'base', 'branch_init': 'release',
-                                   'generalist_epochs': 4, 'expert_epochs': 8,
+                                   'pad': 0, 'generalist_epochs': 4, 'expert_epochs': 8,
                                    'path': '/tmp/fashion_pairs.npz', 'smoke': False})
     model = checked_model(args['model'], 'fashion_pairs.py')
     config = common.get_config()
     config.model.name = model
     config.data.update(source='npz', path=args['path'])
-    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0)
+    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0, pad=args['pad'])
     total = args['generalist_epochs'] + args['expert_epochs']
     if args['base']:
         configure_stage(config, total, model)
