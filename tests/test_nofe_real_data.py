@@ -165,6 +165,16 @@ def test_describe_reads_the_pairs_archive_shapes(pairs_npz):
     assert result['generalist']['params'] == 4_800 + 14 * 28 * 32 * 10 + 10
 
 
+def test_padding_gives_the_alexnet_branch_the_release_geometry(pairs_npz):
+    """At 28 pixels the release branch's AVE pool leaves a 1x3 map; padded to 32 rows, 2x3 (CIFAR: 2x2)."""
+    def nofe_params(pad):
+        return describe.describe(fashion_pairs.get_config(f'model=alexnet_c100,pad={pad},path={pairs_npz}'))[
+            'nofe']['params']
+
+    # Only the ten experts' ip1 (64 channels x map cells -> 10 outputs) grows.
+    assert nofe_params(2) - nofe_params(0) == 10 * 64 * (2 * 3 - 1 * 3) * 10
+
+
 def test_experts_start_from_the_generalist_branch_but_their_classifier(tmp_path):
     """generalist_head='branch': every expert's conv1 is the generalist's; the classifier stays fresh."""
     from nofe_jax.models import registry

@@ -7,7 +7,7 @@ r"""Network of Experts on Fashion-MNIST (real data, offline) — the project's r
 Arguments: k (default 2), balance=fully_balanced|elasso|greedy|optimal_balanced,
 specialties=learned|random|spectral|wordnet, init=generalist|scratch,
 model=tiny_cnn|alexnet_c100, subset=train|holdout (where the counts come from),
-head=base|branch and branch_init=release|msra (see fashion_pairs.py),
+head=base|branch, branch_init=release|msra and pad (see fashion_pairs.py),
 generalist_epochs (2), expert_epochs (4), smoke.
 The generalist re-learns the specialties every half epoch, after the default
 50,000-image warm-up, from its predictions on a random 10,000-image training
@@ -23,11 +23,11 @@ from experiments.configs import common, fashion_mnist_base
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'k': 2, 'balance': 'fully_balanced', 'specialties': 'learned',
                                    'init': 'generalist', 'subset': 'train', 'head': 'base',
-                                   'branch_init': 'release', 'generalist_epochs': 2,
+                                   'branch_init': 'release', 'pad': 0, 'generalist_epochs': 2,
                                    'expert_epochs': 4, 'model': 'tiny_cnn', 'smoke': False})
     model = fashion_mnist_base.checked_model(args['model'], 'fashion_mnist_nofe.py')
     config = common.get_config()
-    fashion_mnist_base.configure_data(config, model)
+    fashion_mnist_base.configure_data(config, model, args['pad'])
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], init=args['init'],

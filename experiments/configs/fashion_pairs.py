@@ -21,8 +21,8 @@ Arguments (key=value, comma-separated):
                expert starts from its layers but the classifier (not the release's)
   branch_init  release | msra: the filler of the alexnet_c100 experts' fresh conv4
   pad          zero rows/columns added on each side (after the mean); pad=2 gives alexnet_c100
-               the release's geometry: 32-pixel-high input, a 4-row trunk map, a 2-row map in
-               the branch (at 28 pixels its AVE pool leaves 1 row: nearly a global pool)
+               the release's geometry: 32-pixel-high input, a 4x7 trunk map, a 2x3 map in
+               the branch (at 28 pixels: 3x7 and 1x3, one row left: nearly a global pool)
   generalist_epochs (4), expert_epochs (8), path (the .npz), smoke
 No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
