@@ -62,16 +62,22 @@ class RunLog:
     """Appends this process's run to ``runs.json`` and keeps its wall time there up to date,
     so a resumed run's summary can count the time of the runs that were cut short."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, start: float | None = None):
+        """``start``: ``time.perf_counter()`` when this process's run began (default: now)."""
         self._path = os.path.join(workdir, RUNS_FILE)
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if start is None else start
         started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         self._runs = read_runs(workdir) + [{'started': started, 'wall_time_s': 0.0}]
         self.update()
 
+    @property
+    def elapsed_s(self) -> float:
+        """The wall time of this run until now."""
+        return time.perf_counter() - self._start
+
     def update(self) -> None:
         """Records the wall time of this run until now."""
-        self._runs[-1]['wall_time_s'] = time.perf_counter() - self._start
+        self._runs[-1]['wall_time_s'] = self.elapsed_s
         write_json(self._path, self._runs)
 
     @property

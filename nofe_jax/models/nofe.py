@@ -10,6 +10,11 @@ import jax.numpy as jnp
 from nofe_jax.models.experts import ExpertBranches, gather_class_logits
 
 
+def _branch_input(features: jax.Array, pre_branch: Callable[[jax.Array], jax.Array] | None) -> jax.Array:
+    """Trunk features as every branch reads them (after the optional parameter-free `pre_branch`)."""
+    return features if pre_branch is None else pre_branch(features)
+
+
 class NetworkOfExperts(nn.Module):
     """Trunk (same param tree as the base model's `trunk`) + `experts`, gathered into C class logits.
 
@@ -37,7 +42,7 @@ class NetworkOfExperts(nn.Module):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(class logits [B, C] in class order, named intermediates); class_slots int32 [C] is data, not static."""
         features = self.trunk(x, train=train)
-        branch_input = features if self.pre_branch is None else self.pre_branch(features)
+        branch_input = _branch_input(features, self.pre_branch)
         branch_logits = self.experts(branch_input, train=train).astype(jnp.float32)  # [B, K, c_max]
         logits = gather_class_logits(branch_logits, class_slots)
         return logits, {"features": features, "branch_logits": branch_logits, "logits": logits}
@@ -58,6 +63,5 @@ class BranchGeneralist(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(specialty logits [B, K] in float32, named intermediates)."""
         features = self.trunk(x, train=train)
-        branch_input = features if self.pre_branch is None else self.pre_branch(features)
-        logits = self.branch(branch_input, train=train).astype(jnp.float32)
+        logits = self.branch(_branch_input(features, self.pre_branch), train=train).astype(jnp.float32)
         return logits, {"features": features, "logits": logits}

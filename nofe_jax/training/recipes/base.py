@@ -25,8 +25,7 @@ class Run:
     dataset: sources.Dataset
     normalization: pipeline.Normalization
     writer: reporting.MetricWriter
-    run_log: reporting.RunLog
-    start_time: float
+    run_log: reporting.RunLog  # also this process's wall time
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -34,7 +33,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     start_time = time.perf_counter()
     parallel.initialize_distributed(**config.distributed)
     os.makedirs(workdir, exist_ok=True)
-    run_log = reporting.RunLog(workdir)
+    run_log = reporting.RunLog(workdir, start=start_time)
     reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
     dataset = sources.load_dataset(config.data)
     normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
@@ -42,7 +41,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
           f'{len(dataset.test)} test images, {dataset.num_classes} classes'
           + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
     return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
-               run_log, start_time)
+               run_log)
 
 
 # config.model fields passed to the model constructor only when they differ from these defaults
@@ -79,7 +78,7 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
         'data_description': run.dataset.description,
         'synthetic': run.dataset.synthetic,
         'final': final,
-        'wall_time_s': time.perf_counter() - run.start_time,
+        'wall_time_s': run.run_log.elapsed_s,
         'total_wall_time_s': run.run_log.total_wall_time_s,
         'restarts': run.run_log.restarts,
         'stages': {name: {'final': r.final, 'test_top1_measures': r.top1_label,
