@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from nofe_jax import checkpoints, validation
 from nofe_jax.data import sources
-from nofe_jax.training import loop, recipes
+from nofe_jax.training import faults, loop, recipes
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -73,6 +73,10 @@ def main(argv):
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     # Orbax logs every save at INFO; keep the terminal to our progress lines.
     logging.set_verbosity(logging.WARNING)
+    try:
+        faults.parse(os.environ.get(faults.ENV_VAR, ''))
+    except ValueError as e:
+        sys.exit(f'error: {e}')
     try:
         recipes.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except loop.TrainingStopped as e:

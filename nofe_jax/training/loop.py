@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from nofe_jax import checkpoints, parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import durations, health, optim, steps
+from nofe_jax.training import durations, faults, health, optim, steps
 from nofe_jax.training.state import TrainState, create_train_state
 
 
@@ -395,6 +395,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
         for batch in batches:
             state, metrics = runner.train_step(
                 state, parallel.to_global(batch, runner.batch_sharding), grouping_dev)
+            faults.reached('step')
             period.append(metrics)
             step += 1
             at_end = step == runner.total_steps
@@ -422,6 +423,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
                         predict=lambda idx: runner.predict(state, grouping_dev, idx),
                         log=lambda scalars: log(step, scalars))
                     new_grouping = hook.fn(ctx)
+                    faults.reached('hook')
                     if new_grouping is not None:
                         grouping = {**grouping, **{k: np.asarray(v) for k, v in new_grouping.items()}}
                         grouping_dev = runner.device_grouping(grouping)
@@ -435,6 +437,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
                 meta['wall_time_s'] += time.perf_counter() - start_time
                 start_time = time.perf_counter()
                 ckpt.save(state, grouping, meta)
+                faults.reached('checkpoint')
             if stop:
                 ckpt.close()
                 raise TrainingStopped(stop[0], stage.name, step)
