@@ -15,18 +15,19 @@ JSON_KEYS = {'model', 'num_experts', 'backend', 'device', 'vmapped_ms', 'loop_ms
 
 def test_expert_branches_benchmark_tiny(tmp_path, capsys):
     out = tmp_path / 'result.json'
-    result = expert_branches.main(['--model=tiny_cnn', '--num_experts=2', '--c_max=3', '--batch_size=4',
-                                   '--iterations=2', '--rounds=2', f'--json_out={out}'])
-    assert JSON_KEYS <= set(result)
-    assert result['model'] == 'tiny_cnn' and result['num_experts'] == 2
-    assert result['feature_shape'] == [4, 4, 32]
-    assert result['same_loss'], (result['loss_vmapped'], result['loss_loop'])
-    assert result['vmapped_ms'] > 0 and result['loop_ms'] > 0
-    assert result['loop_over_vmapped'] == result['loop_ms'] / result['vmapped_ms']
+    result = expert_branches.main(['--model=tiny_cnn', '--num_experts=2,3', '--c_max=3',
+                                   '--batch_size=4', '--iterations=2', '--rounds=2', f'--json_out={out}'])
+    assert [row['num_experts'] for row in result['rows']] == [2, 3]
+    for row in result['rows']:
+        assert JSON_KEYS <= set(row)
+        assert row['model'] == 'tiny_cnn' and row['feature_shape'] == [4, 4, 32]
+        assert row['same_loss'], (row['loss_vmapped'], row['loss_loop'])
+        assert row['vmapped_ms'] > 0 and row['loop_ms'] > 0
+        assert row['loop_over_vmapped'] == row['loop_ms'] / row['vmapped_ms']
     assert json.loads(out.read_text()) == result
     printed = capsys.readouterr().out.strip().splitlines()
     assert json.loads(printed[-1]) == result  # the last line is the JSON record
-    assert any('PASS' in line for line in printed)
+    assert sum(line.startswith('| ') and line.endswith('| PASS |') for line in printed) == 2
 
 
 def test_train_speed_benchmark_tiny(tmp_path, capsys):
