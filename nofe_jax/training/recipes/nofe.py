@@ -19,7 +19,7 @@ import numpy as np
 from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
-from nofe_jax.models import experts, registry
+from nofe_jax.models import experts, names, registry
 from nofe_jax.training import durations, loop, steps
 from nofe_jax.training.recipes import base
 
@@ -90,8 +90,8 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('nofe.balance', nc.balance, tuple(specialties.ASSIGNERS)),
         validation.choice_problem('nofe.subset_source', nc.subset_source, SUBSET_SOURCES),
         validation.choice_problem('nofe.init', nc.init, INITS),
-        validation.choice_problem('nofe.generalist_head', nc.generalist_head, registry.GENERALIST_HEADS),
-        validation.choice_problem('nofe.branch_init', nc.branch_init, registry.BRANCH_INITS),
+        validation.choice_problem('nofe.generalist_head', nc.generalist_head, names.GENERALIST_HEADS),
+        validation.choice_problem('nofe.branch_init', nc.branch_init, names.BRANCH_INITS),
         k_problem,
         validation.range_problem('nofe.min_kappa', nc.min_kappa, high=1),
         validation.range_problem('nofe.stay_margin', nc.stay_margin, low=0),
@@ -102,9 +102,9 @@ def config_problems(config: ml_collections.ConfigDict) -> list[str]:
                                    zero=never if nc.specialties == 'learned' else None),
         durations.duration_problem('nofe.update_warmup', nc.update_warmup),
     ]
-    if nc.branch_init != 'release' and config.model.name not in registry.branch_init_models():
+    if nc.branch_init != 'release' and config.model.name not in names.BRANCH_INIT_MODELS:
         problems.append(f'nofe.branch_init={nc.branch_init!r} applies to the branches of '
-                        f'{", ".join(registry.branch_init_models())}; {config.model.name!r} keeps its fillers.')
+                        f'{", ".join(names.BRANCH_INIT_MODELS)}; {config.model.name!r} keeps its fillers.')
     if nc.generalist_head == 'branch' and nc.init != 'generalist':
         problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
                         f"so it needs nofe.init='generalist' (got {nc.init!r}).")
