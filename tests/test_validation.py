@@ -11,7 +11,8 @@ import pytest
 from experiments.configs import quickstart
 from nofe_jax import validation
 from nofe_jax.data import sources
-from nofe_jax.training import recipes
+from nofe_jax.grouping import specialties
+from nofe_jax.training import config_checks, recipes
 from nofe_jax.training.recipes import nofe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +38,8 @@ def _nofe(**nofe_fields):
 
 
 def test_a_valid_config_has_no_problems(tmp_path):
-    assert recipes.config_problems(_nofe(), str(tmp_path / 'run')) == []
-    assert recipes.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(_nofe(), str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
 
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
@@ -74,12 +75,12 @@ def test_stage_loop_settings(field, value, message, tmp_path):
 def test_zero_periods_mean_at_the_end_and_are_accepted(tmp_path):
     config = _nofe()
     config.generalist.train.update(log_every='0 steps', eval_every='0 steps', checkpoint_every='0 steps')
-    assert recipes.config_problems(config, str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(config, str(tmp_path / 'run')) == []
 
 
 def test_zero_update_period_of_learned_specialties_is_refused(tmp_path):
     _refused(_nofe(update_every='0 steps'), tmp_path / 'run', 'nofe.update_every', 'never')
-    assert recipes.config_problems(_nofe(update_every='0 steps', specialties='random'),
+    assert config_checks.config_problems(_nofe(update_every='0 steps', specialties='random'),
                                    str(tmp_path / 'run')) == []
 
 
@@ -158,7 +159,7 @@ def test_workdir_that_is_a_file(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('x')
     for workdir, message in ((afile, 'exists and is not a folder'), (afile / 'sub', 'is a file')):
-        problems = recipes.config_problems(_nofe(), str(workdir))
+        problems = config_checks.config_problems(_nofe(), str(workdir))
         assert len(problems) == 1 and str(afile) in problems[0] and message in problems[0]
     assert afile.read_text() == 'x'
 
@@ -211,3 +212,9 @@ def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):
     _refused(_nofe(branch_init='msra'), tmp_path / 'run', "nofe.branch_init='msra'", 'alexnet_c100',
              "'tiny_cnn' keeps its fillers")
     _refused(_nofe(branch_init='zeros'), tmp_path / 'run', "nofe.branch_init='zeros'")
+
+
+def test_the_checks_name_what_the_training_machinery_implements():
+    assert config_checks.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
+    assert tuple(config_checks.RECIPE_CONFIGS) == tuple(recipes.RECIPES)
+
