@@ -1,6 +1,10 @@
 """Bad input is refused before any data is read or model built: every problem at once, one line
 each, naming the field; the workdir stays untouched. The CLI prints such errors without a traceback."""
+import glob
+import importlib
+import json
 import os
+import pickle
 import subprocess
 import sys
 from unittest import mock
@@ -218,3 +222,51 @@ def test_the_checks_name_what_the_training_machinery_implements():
     assert config_checks.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
     assert tuple(config_checks.RECIPE_CONFIGS) == tuple(recipes.RECIPES)
 
+
+# The training machinery: seconds of imports that checking a config must not pay for.
+TRAINING_MACHINERY = ('jax', 'flax', 'optax', 'orbax.checkpoint', 'tensorflow', 'matplotlib', 'scipy')
+
+
+def _training_machinery_imported_by(code: str, *args: str) -> list[str]:
+    """The TRAINING_MACHINERY modules a fresh interpreter has imported after running ``code``."""
+    report = f'\nimport json, sys\nprint(json.dumps([m for m in {TRAINING_MACHINERY!r} if m in sys.modules]))'
+    out = subprocess.run([sys.executable, '-c', code + report, *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_checking_every_shipped_config_imports_no_training_machinery(tmp_path):
+    configs = [importlib.import_module(f'experiments.configs.{os.path.basename(path)[:-3]}')
+               for path in sorted(glob.glob(os.path.join(REPO, 'experiments', 'configs', '*.py')))]
+    # Built here: cifar100_param_matched sizes its model with the registry (flax) when it is loaded.
+    configs = [module.get_config() for module in configs if hasattr(module, 'get_config')]
+    configs.append(quickstart.get_config('smoke,base'))
+    assert len(configs) >= 9
+    (tmp_path / 'configs.pkl').write_bytes(pickle.dumps(configs))
+    code = ('import pickle, sys\n'
+            'from nofe_jax.training import config_checks\n'
+            'for config in pickle.load(open(sys.argv[1], "rb")):\n'
+            '    config_checks.config_problems(config, sys.argv[2])\n')
+    assert _training_machinery_imported_by(code, str(tmp_path / 'configs.pkl'), str(tmp_path / 'run')) == []
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.bogus=1', "config field 'bogus' does not exist"),
+    ('--config.generalist.train.duration=abc', "Cannot read duration 'abc'"),
+    ('--config.model.name=nope', "model.name='nope' is not known"),
+    ('--config.experts.optim.lr=-1', 'experts.optim.lr=-1.0 must be >= 0.'),
+    ('--config.nofe.balance=nope', "nofe.balance='nope' is not known"),
+])
+def test_cli_refuses_a_bad_flag_before_importing_the_training_machinery(override, message, tmp_path):
+    code = ('import runpy, sys\n'
+            'sys.argv = ["experiments.run", *sys.argv[1:]]\n'
+            'try:\n'
+            '    runpy.run_module("experiments.run", run_name="__main__", alter_sys=True)\n'
+            'except SystemExit as e:\n'
+            f'    assert str(e.code).startswith("error: ") and {message!r} in str(e.code), e.code\n'
+            'else:\n'
+            '    raise AssertionError("the run was not refused")\n')
+    args = ('--config=experiments/configs/quickstart.py', f'--workdir={tmp_path / "run"}', override)
+    assert _training_machinery_imported_by(code, *args) == []
+    assert not (tmp_path / 'run').exists()
