@@ -7,19 +7,23 @@ r"""Trains and evaluates the recipe a config names.
 Rerunning the same command on the same workdir resumes from the last checkpoint.
 SIGTERM or Ctrl-C during training saves a checkpoint at the next step and exits
 with status 143 or 130, saying so in one line.
-The whole config is checked before any data is read; a user error (bad config,
-missing data, no usable checkpoint, NaN loss) prints its message and exits with
-status 1. ``--verbose`` (or NOFE_VERBOSE=1) shows the traceback as well.
+The whole config is checked before any data is read, and before jax and the rest of
+the training machinery are imported, so a bad flag fails at once; a user error
+(bad config, missing data, no usable checkpoint, NaN loss) prints its message and exits
+with status 1. ``--verbose`` (or NOFE_VERBOSE=1) shows the traceback as well.
 """
 import os
 import sys
+from typing import NoReturn
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nofe_jax import checkpoints, validation
+# Only what checks the command line: jax, flax, optax and orbax load after the config passed.
+from nofe_jax import validation
 from nofe_jax.data import sources
-from nofe_jax.training import faults, loop, recipes
+from nofe_jax.training import config_checks, faults
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -27,9 +31,6 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and 
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of user errors too.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
-# Errors whose message says what to do; anything else is a bug and keeps its traceback.
-USER_ERRORS = (validation.ConfigError, sources.DatasetNotFoundError, checkpoints.CheckpointError,
-               loop.NonFiniteLossError)
 OVERRIDE_PREFIX = '--config.'
 
 
@@ -68,6 +69,30 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit('error: ' + '\n'.join(problems))
 
 
+def exit_with_message(error: Exception) -> NoReturn:
+    """Exits with a user error's one-line message, or raises it to show its traceback (--verbose)."""
+    if _VERBOSE.value or verbose_from_environment():
+        raise error
+    sys.exit(f'error: {error}')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Runs the recipe ``config`` names; a signal's stop or a user error exits with its message."""
+    from nofe_jax import checkpoints  # the training machinery: seconds of imports (jax, orbax)
+    from nofe_jax.training import loop, recipes
+
+    # Errors whose message says what to do; anything else is a bug and keeps its traceback.
+    user_errors = (validation.ConfigError, sources.DatasetNotFoundError, checkpoints.CheckpointError,
+                   loop.NonFiniteLossError)
+    try:
+        recipes.train_and_evaluate(config, workdir)
+    except loop.TrainingStopped as e:
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    except user_errors as e:
+        exit_with_message(e)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -78,14 +103,10 @@ def main(argv):
     except ValueError as e:
         sys.exit(f'error: {e}')
     try:
-        recipes.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except loop.TrainingStopped as e:
-        print(e, file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
-    except USER_ERRORS as e:
-        if _VERBOSE.value or verbose_from_environment():
-            raise
-        sys.exit(f'error: {e}')
+        config_checks.validate(_CONFIG.value, _WORKDIR.value)
+    except validation.ConfigError as e:
+        exit_with_message(e)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,10 @@
 """Bad input is refused before any data is read or model built: every problem at once, one line
 each, naming the field; the workdir stays untouched. The CLI prints such errors without a traceback."""
+import glob
+import importlib
+import json
 import os
+import pickle
 import subprocess
 import sys
 from unittest import mock
@@ -11,7 +15,8 @@ import pytest
 from experiments.configs import quickstart
 from nofe_jax import validation
 from nofe_jax.data import sources
-from nofe_jax.training import recipes
+from nofe_jax.grouping import specialties
+from nofe_jax.training import config_checks, recipes
 from nofe_jax.training.recipes import nofe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,8 +42,8 @@ def _nofe(**nofe_fields):
 
 
 def test_a_valid_config_has_no_problems(tmp_path):
-    assert recipes.config_problems(_nofe(), str(tmp_path / 'run')) == []
-    assert recipes.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(_nofe(), str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
 
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
@@ -74,12 +79,12 @@ def test_stage_loop_settings(field, value, message, tmp_path):
 def test_zero_periods_mean_at_the_end_and_are_accepted(tmp_path):
     config = _nofe()
     config.generalist.train.update(log_every='0 steps', eval_every='0 steps', checkpoint_every='0 steps')
-    assert recipes.config_problems(config, str(tmp_path / 'run')) == []
+    assert config_checks.config_problems(config, str(tmp_path / 'run')) == []
 
 
 def test_zero_update_period_of_learned_specialties_is_refused(tmp_path):
     _refused(_nofe(update_every='0 steps'), tmp_path / 'run', 'nofe.update_every', 'never')
-    assert recipes.config_problems(_nofe(update_every='0 steps', specialties='random'),
+    assert config_checks.config_problems(_nofe(update_every='0 steps', specialties='random'),
                                    str(tmp_path / 'run')) == []
 
 
@@ -158,7 +163,7 @@ def test_workdir_that_is_a_file(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('x')
     for workdir, message in ((afile, 'exists and is not a folder'), (afile / 'sub', 'is a file')):
-        problems = recipes.config_problems(_nofe(), str(workdir))
+        problems = config_checks.config_problems(_nofe(), str(workdir))
         assert len(problems) == 1 and str(afile) in problems[0] and message in problems[0]
     assert afile.read_text() == 'x'
 
@@ -211,3 +216,57 @@ def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):
     _refused(_nofe(branch_init='msra'), tmp_path / 'run', "nofe.branch_init='msra'", 'alexnet_c100',
              "'tiny_cnn' keeps its fillers")
     _refused(_nofe(branch_init='zeros'), tmp_path / 'run', "nofe.branch_init='zeros'")
+
+
+def test_the_checks_name_what_the_training_machinery_implements():
+    assert config_checks.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
+    assert tuple(config_checks.RECIPE_CONFIGS) == tuple(recipes.RECIPES)
+
+
+# The training machinery: seconds of imports that checking a config must not pay for.
+TRAINING_MACHINERY = ('jax', 'flax', 'optax', 'orbax.checkpoint', 'tensorflow', 'matplotlib', 'scipy')
+
+
+def _training_machinery_imported_by(code: str, *args: str) -> list[str]:
+    """The TRAINING_MACHINERY modules a fresh interpreter has imported after running ``code``."""
+    report = f'\nimport json, sys\nprint(json.dumps([m for m in {TRAINING_MACHINERY!r} if m in sys.modules]))'
+    out = subprocess.run([sys.executable, '-c', code + report, *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_checking_every_shipped_config_imports_no_training_machinery(tmp_path):
+    configs = [importlib.import_module(f'experiments.configs.{os.path.basename(path)[:-3]}')
+               for path in sorted(glob.glob(os.path.join(REPO, 'experiments', 'configs', '*.py')))]
+    # Built here: cifar100_param_matched sizes its model with the registry (flax) when it is loaded.
+    configs = [module.get_config() for module in configs if hasattr(module, 'get_config')]
+    configs.append(quickstart.get_config('smoke,base'))
+    assert len(configs) >= 9
+    (tmp_path / 'configs.pkl').write_bytes(pickle.dumps(configs))
+    code = ('import pickle, sys\n'
+            'from nofe_jax.training import config_checks\n'
+            'for config in pickle.load(open(sys.argv[1], "rb")):\n'
+            '    config_checks.config_problems(config, sys.argv[2])\n')
+    assert _training_machinery_imported_by(code, str(tmp_path / 'configs.pkl'), str(tmp_path / 'run')) == []
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.bogus=1', "config field 'bogus' does not exist"),
+    ('--config.generalist.train.duration=abc', "Cannot read duration 'abc'"),
+    ('--config.model.name=nope', "model.name='nope' is not known"),
+    ('--config.experts.optim.lr=-1', 'experts.optim.lr=-1.0 must be >= 0.'),
+    ('--config.nofe.balance=nope', "nofe.balance='nope' is not known"),
+])
+def test_cli_refuses_a_bad_flag_before_importing_the_training_machinery(override, message, tmp_path):
+    code = ('import runpy, sys\n'
+            'sys.argv = ["experiments.run", *sys.argv[1:]]\n'
+            'try:\n'
+            '    runpy.run_module("experiments.run", run_name="__main__", alter_sys=True)\n'
+            'except SystemExit as e:\n'
+            f'    assert str(e.code).startswith("error: ") and {message!r} in str(e.code), e.code\n'
+            'else:\n'
+            '    raise AssertionError("the run was not refused")\n')
+    args = ('--config=experiments/configs/quickstart.py', f'--workdir={tmp_path / "run"}', override)
+    assert _training_machinery_imported_by(code, *args) == []
+    assert not (tmp_path / 'run').exists()

@@ -12,6 +12,7 @@ import numpy as np
 
 from nofe_jax.models import alexnet, nin, resnet, tiny, vgg
 from nofe_jax.models.experts import ExpertBranches, ExpertLayout
+from nofe_jax.models.names import GENERALIST_HEADS
 from nofe_jax.models.nofe import BranchGeneralist, NetworkOfExperts
 from nofe_jax.models.trunk_head import option_names
 
@@ -101,15 +102,6 @@ def get_model_spec(name: str) -> ModelSpec:
 def build_base(name: str, num_outputs: int, **overrides: Any) -> nn.Module:
     """Base model `name` with a `num_outputs`-way head; overrides set model fields (dtype, caffe_pooling, ...)."""
     return get_model_spec(name).base(num_outputs, **overrides)
-
-
-GENERALIST_HEADS = ("base", "branch")
-BRANCH_INITS = tuple(alexnet.BRANCH_INITS)
-
-
-def branch_init_models() -> list[str]:
-    """The models whose expert branch takes a `branch_init` (a choice of filler for its fresh conv)."""
-    return sorted(n for n, s in MODELS.items() if s.branch is not None and "branch_init" in option_names(s.branch))
 
 
 def generalist(name: str, num_experts: int, head: str = "base", **overrides: Any) -> nn.Module:

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from nofe_jax import checkpoints, parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import durations, faults, health, optim, steps
+from nofe_jax.training import config_checks, durations, faults, health, optim, steps
 from nofe_jax.training.state import TrainState, create_train_state
 
 
@@ -71,28 +71,6 @@ def stop_signals() -> Iterator[list[int]]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-# Periods where 0 is meaningful: the action then happens only at the end of the stage.
-_AT_END_WHEN_ZERO = ('log_every', 'eval_every', 'checkpoint_every')
-
-
-def train_config_problems(config: ml_collections.ConfigDict, prefix: str = 'train') -> list[str]:
-    """Every problem of one stage's loop settings, one line each (``prefix`` names its place)."""
-    problems = [durations.duration_problem(f'{prefix}.duration', config.duration,
-                                           zero='a stage must train at least one step.'),
-                *(durations.duration_problem(f'{prefix}.{field}', config[field])
-                  for field in _AT_END_WHEN_ZERO),
-                validation.range_problem(f'{prefix}.keep_checkpoints', config.keep_checkpoints,
-                                         low=1, integer=True)]
-    # Eval pads its batches up to the device count by itself; training batches must split evenly.
-    rules = {'batch_size': 'must be a positive multiple of the device count',
-             'eval_batch_size': 'must be a positive integer'}
-    for field, rule in rules.items():
-        value = config[field]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f'{prefix}.{field}={value!r}: {field} {rule}.')
-    return [p for p in problems if p]
 
 
 @dataclasses.dataclass
@@ -248,7 +226,7 @@ class _Runner:
         self.mesh = parallel.data_mesh()
         self.batch_sharding = parallel.batch_sharded(self.mesh)
         tc = stage.train_config
-        validation.raise_problems(train_config_problems(tc, config_field(stage, 'train')))
+        validation.raise_problems(config_checks.train_config_problems(tc, config_field(stage, 'train')))
         parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
         # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
         self.eval_batch_size = parallel.padded_batch_size(tc.eval_batch_size, self.mesh)

@@ -15,38 +15,8 @@ import optax
 from flax import traverse_util
 
 from nofe_jax import validation
-from nofe_jax.training.durations import duration_problem, to_steps
-
-OPTIMIZERS = ('caffe_sgd', 'sgd', 'adamw')
-SCHEDULES = ('constant', 'piecewise', 'cosine', 'exponential')
-
-
-def config_problems(config: ml_collections.ConfigDict, prefix: str = 'optim') -> list[str]:
-    """Every problem of one stage's optimiser config, one line each (``prefix`` names its place)."""
-    problems = [
-        validation.choice_problem(f'{prefix}.name', config.name, OPTIMIZERS),
-        validation.choice_problem(f'{prefix}.schedule', config.schedule, SCHEDULES),
-        # 0 is a frozen stage (allowed); an exponential decay needs a start above 0.
-        validation.range_problem(f'{prefix}.lr', config.lr, low=0,
-                                 low_open=config.schedule == 'exponential'),
-        validation.range_problem(f'{prefix}.final_lr', config.final_lr, low=0),
-        validation.range_problem(f'{prefix}.momentum', config.momentum, low=0, high=1),
-        validation.range_problem(f'{prefix}.weight_decay', config.weight_decay, low=0),
-        duration_problem(f'{prefix}.warmup', config.warmup),
-        *(validation.range_problem(f'{prefix}.lr_values[{i}]', v, low=0)
-          for i, v in enumerate(config.lr_values)),
-        *(duration_problem(f'{prefix}.boundaries[{i}]', b) for i, b in enumerate(config.boundaries)),
-    ]
-    if config.schedule == 'piecewise' and len(config.lr_values) != len(config.boundaries) + 1:
-        problems.append(f'{prefix}.lr_values needs exactly one more entry than {prefix}.boundaries '
-                        f'(got {len(config.lr_values)} and {len(config.boundaries)}).')
-    for i, rule in enumerate(config.multipliers):
-        try:
-            pattern, _, _ = rule
-            re.compile(pattern)
-        except (ValueError, TypeError, re.error) as e:
-            problems.append(f'{prefix}.multipliers[{i}]={rule!r} must be (regex, lr_mult, decay_mult): {e}')
-    return [p for p in problems if p]
+from nofe_jax.training import config_checks
+from nofe_jax.training.durations import to_steps
 
 
 def param_path(path: tuple) -> str:
@@ -79,7 +49,7 @@ def multiplier_trees(params, rules: Sequence[Sequence]) -> tuple:
 def learning_rate_schedule(config: ml_collections.ConfigDict, *, total_steps: int,
                            steps_per_epoch: int, batch_size: int) -> optax.Schedule:
     """The configured schedule; step boundaries given as durations are resolved here."""
-    validation.raise_problems(config_problems(config))
+    validation.raise_problems(config_checks.optim_config_problems(config))
     resolve = lambda d: to_steps(d, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     warmup = resolve(config.warmup)
     if config.schedule == 'constant':
@@ -117,7 +87,7 @@ def _add_scaled_weights(weight_decay: float, factors) -> optax.GradientTransform
 def create_optimizer(config: ml_collections.ConfigDict, params, schedule: optax.Schedule
                      ) -> optax.GradientTransformation:
     """The optimiser named by ``config.name`` with multipliers from ``config.multipliers``."""
-    validation.raise_problems(config_problems(config))
+    validation.raise_problems(config_checks.optim_config_problems(config))
     lr_mult, decay_mult = multiplier_trees(params, config.multipliers)
     if config.name == 'caffe_sgd':
         return optax.chain(

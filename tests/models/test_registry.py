@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nofe_jax.models import registry
+from nofe_jax.models import alexnet, names, registry
+from nofe_jax.models.trunk_head import option_names
 
 BATCH = 2
 
@@ -185,11 +186,18 @@ def test_branch_generalist_has_the_nofe_trunk_and_one_k_way_branch():
 @pytest.mark.parametrize("name", ["alexnet_c100", "alexnet_quick_c100"])
 def test_branch_init_changes_only_the_experts_conv4_filler(name):
     x, slots = jnp.zeros((BATCH, 32, 32, 3)), jnp.zeros((100,), jnp.int32)
-    assert registry.branch_init_models() == ["alexnet_c100", "alexnet_quick_c100"]
     stds = {}
-    for init in registry.BRANCH_INITS:
+    for init in names.BRANCH_INITS:
         variables = registry.build_nofe(name, 10, 10, branch_init=init).init(jax.random.key(0), x, slots, train=False)
         stds[init] = float(jnp.std(variables["params"]["experts"]["branch"]["conv4"]["kernel"]))
         assert registry.count_parameters(variables)["total"] == NOFE_COUNTS[name][2]
     assert stds["release"] == pytest.approx(0.01, rel=0.02)
     assert stds["msra"] == pytest.approx((2 / (5 * 5 * 64)) ** 0.5, rel=0.02)  # He: keeps the features' scale
+
+
+def test_the_jax_free_names_match_what_the_registry_builds():
+    """Configs are checked against models/names.py without flax; it must name what exists."""
+    assert names.MODEL_NAMES == tuple(registry.MODELS)
+    assert names.BRANCH_INITS == tuple(alexnet.BRANCH_INITS)
+    assert names.BRANCH_INIT_MODELS == tuple(sorted(
+        n for n, s in registry.MODELS.items() if s.branch is not None and "branch_init" in option_names(s.branch)))

@@ -20,18 +20,14 @@ from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
 from nofe_jax.models import experts, registry
-from nofe_jax.training import durations, loop, steps
+from nofe_jax.training import loop, steps
 from nofe_jax.training.recipes import base
 
-SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
-SUBSET_SOURCES = ('train', 'holdout')
-INITS = ('generalist', 'scratch')
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 # Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
 _HOLDOUT_STREAM, _RANDOM_NMI_STREAM = 7_331, 7_332
 RANDOM_NMI_DRAWS = 100
 PRINTED_NAMES_PER_SPECIALTY = 12
-LISTED_PARTITION_PROBLEMS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,64 +49,6 @@ class ExpertTask(steps.ClassificationTask):
         correct = (predicted == labels).astype(jnp.float32)
         return {'specialty_top1': (jnp.sum(routed * mask), jnp.sum(mask)),
                 'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
-
-
-def partition_entries(path: str) -> list[tuple[str, str]]:
-    """(where, token) of every specialty id in a partition file, read as ``load_partition`` reads it."""
-    with open(path) as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
-    if len(lines) == 1 and len(lines[0][1]) > 1 and lines[0][1].isdigit():  # the release's digit string
-        n, digits = lines[0]
-        return [(f'character {i} of line {n}', d) for i, d in enumerate(digits, 1)]
-    return [(f'line {n}', token) for n, token in lines]
-
-
-def partition_file_problems(path: str, num_experts: int) -> list[str]:
-    """Problems of a ``specialties=file`` partition file: missing, non-integer ids, ids outside [0, K)."""
-    if not path or not os.path.isfile(path):
-        return [f'nofe.partition_file={path!r} is not a file; nofe.specialties=file needs one '
-                'specialty id per class, one per line.']
-    bad = [f'{where} of {path}: ' + (f'specialty {token} is outside [0, K={num_experts})'
-                                     if token.isdigit() else
-                                     f'{token!r} is not a specialty id (a non-negative integer)')
-           for where, token in partition_entries(path)
-           if not token.isdigit() or int(token) >= num_experts]
-    more = len(bad) - LISTED_PARTITION_PROBLEMS
-    return bad[:LISTED_PARTITION_PROBLEMS] + ([f'... and {more} more in {path}.'] if more > 0 else [])
-
-
-def config_problems(config: ml_collections.ConfigDict) -> list[str]:
-    """Problems of ``config.nofe`` found before any data is read (K <= C is checked once it is)."""
-    nc = config.nofe
-    never = ('the specialties would never be re-learned; use nofe.specialties=random for a fixed '
-             'random partition.')
-    k_problem = validation.range_problem('nofe.num_experts', nc.num_experts, low=1, integer=True)
-    problems = [
-        validation.choice_problem('nofe.specialties', nc.specialties, SPECIALTY_SOURCES),
-        validation.choice_problem('nofe.balance', nc.balance, tuple(specialties.ASSIGNERS)),
-        validation.choice_problem('nofe.subset_source', nc.subset_source, SUBSET_SOURCES),
-        validation.choice_problem('nofe.init', nc.init, INITS),
-        validation.choice_problem('nofe.generalist_head', nc.generalist_head, registry.GENERALIST_HEADS),
-        validation.choice_problem('nofe.branch_init', nc.branch_init, registry.BRANCH_INITS),
-        k_problem,
-        validation.range_problem('nofe.min_kappa', nc.min_kappa, high=1),
-        validation.range_problem('nofe.stay_margin', nc.stay_margin, low=0),
-        validation.range_problem('nofe.elasso_lam', nc.elasso_lam, low=0),
-        validation.range_problem('nofe.elasso_sweeps', nc.elasso_sweeps, low=0, integer=True),
-        validation.range_problem('nofe.subset_size', nc.subset_size, low=1, integer=True),
-        durations.duration_problem('nofe.update_every', nc.update_every,
-                                   zero=never if nc.specialties == 'learned' else None),
-        durations.duration_problem('nofe.update_warmup', nc.update_warmup),
-    ]
-    if nc.branch_init != 'release' and config.model.name not in registry.branch_init_models():
-        problems.append(f'nofe.branch_init={nc.branch_init!r} applies to the branches of '
-                        f'{", ".join(registry.branch_init_models())}; {config.model.name!r} keeps its fillers.')
-    if nc.generalist_head == 'branch' and nc.init != 'generalist':
-        problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
-                        f"so it needs nofe.init='generalist' (got {nc.init!r}).")
-    if nc.specialties == 'file' and k_problem is None:
-        problems += partition_file_problems(nc.partition_file, nc.num_experts)
-    return [p for p in problems if p]
 
 
 def empty_specialties_warning(assignment: np.ndarray, num_experts: int, source: str) -> str | None:

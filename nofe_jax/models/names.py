@@ -1,0 +1,13 @@
+"""What a config may name in models/, importable without flax (so a config is checked in a second).
+
+``registry.MODELS`` and ``alexnet.BRANCH_INITS`` key their constructors and fillers by these
+names; tests/models/test_registry.py keeps the two in step.
+"""
+
+MODEL_NAMES = ('alexnet_c100', 'alexnet_quick_c100', 'vgg11_c100', 'nin_c100', 'resnet56_c100',
+               'alexnet', 'vgg16', 'tiny_cnn')
+# The NofE generalist's head: the base model's classifier, or one expert branch on the base trunk.
+GENERALIST_HEADS = ('base', 'branch')
+# Fillers of the experts' fresh conv (`nofe.branch_init`) and the models whose branch takes one.
+BRANCH_INITS = ('release', 'msra')
+BRANCH_INIT_MODELS = ('alexnet_c100', 'alexnet_quick_c100')
