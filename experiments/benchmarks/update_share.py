@@ -19,7 +19,7 @@ is not on the offline machines). Measured side by side in one run:
   random S of `nofe.subset_size` images, compiled first. By default only the first
   `predict_batches` (4) eval batches of S are timed and the time is scaled up to all of them
   (every eval batch, the last one padded, has the same shape, so the time per batch is the
-  same; resnet56_c100 predicts about 12 images/s on 2 busy CPU cores); 0 predicts all of S.
+  same; on 2 busy CPU cores resnet56_c100 takes 15-40 s per batch of 500); 0 predicts all of S.
 - assign: the real hook (`recipes.nofe.make_specialty_update`: count matrix, kappa, the
   config's `nofe.balance` on the counts with the stay bonus, change summary, specialties.json)
   on planted predictions for S, since a freshly initialised generalist is at chance and the
@@ -31,6 +31,11 @@ share = update / (update + training between updates), update = predict + assign.
 absolute times are for this machine only; as the assignment takes milliseconds at C=100, the
 share is about |S| x (forward time per image) / (steps per update x batch size x train time
 per image).
+
+Measured with the defaults on 2 CPU cores shared with a training run (resnet56_c100 with
+--iterations=1 --predict_batches=1): alexnet_c100 5.5%, alexnet_quick_c100 2.6%, vgg11_c100
+3.8%, nin_c100 2.4%, resnet56_c100 2.2% of the generalist stage in updates (the predict pass;
+the fully_balanced assignment and its bookkeeping take 1-4 ms).
 Prints a Markdown table and one JSON line; `--json_out` also writes that JSON to a file.
 """
 import argparse
