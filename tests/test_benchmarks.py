@@ -6,7 +6,10 @@ import re
 
 import numpy as np
 
-from experiments.benchmarks import expert_branches, grouping, train_speed
+from PIL import Image
+
+from experiments.benchmarks import expert_branches, grouping, input_pipeline, train_speed, update_share
+from nofe_jax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
@@ -61,6 +64,86 @@ def test_grouping_benchmark_small(tmp_path, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     assert json.loads(printed[-1]) == result
     assert sum(line.startswith('| 4 |') for line in printed) == len(grouping.METHODS)
+
+
+def test_update_share_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'share.json'
+    result = update_share.main(['--models=alexnet_quick_c100', '--subset_size=600', '--iterations=1',
+                                '--rounds=2', '--predict_batches=1', f'--json_out={out}'])
+    (row,) = result['rows']
+    assert row['model'] == 'alexnet_quick_c100' and row['batch_size'] == 100
+    # The config's period, resolved on CIFAR-100's 50,000 training images: 2 epochs of 500 steps.
+    assert row['update_every'] == '2 epochs' and row['steps_per_update'] == 1000
+    # |S| = 600 in eval batches of 500: two batches, one timed and scaled up.
+    assert row['subset_size'] == 600 and row['predict_batches'] == 2 and row['predict_batches_timed'] == 1
+    assert row['predict_extrapolated']
+    assert row['train_ms_per_step'] > 0 and row['predict_s'] > 0 and row['assign_s'] > 0
+    assert np.isclose(row['train_s_between_updates'], row['train_ms_per_step'] * row['steps_per_update'] / 1e3)
+    assert np.isclose(row['update_s'], row['predict_s'] + row['assign_s'])
+    assert 0 < row['share'] < 1
+    assert np.isclose(row['share'], row['update_s'] / (row['update_s'] + row['train_s_between_updates']))
+    # The planted generalist is far from chance, so the hook really re-assigned.
+    assert not row['update_skipped'] and row['kappa'] > 0.1
+    assert json.loads(out.read_text()) == result
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == result
+    (line,) = [line for line in printed if line.startswith('| alexnet_quick_c100 |')]
+    assert '(1 of 2*)' in line and '1000 (2 epochs)' in line
+
+
+def test_update_share_planted_predictions_prefer_the_current_specialty():
+    rng = np.random.default_rng(0)
+    current = np.arange(100) % 10
+    labels = rng.integers(0, 100, size=20_000)
+    predicted = update_share.planted_predictions(labels, current, 10, 0.5, rng)
+    assert predicted.dtype == np.int32 and predicted.min() >= 0 and predicted.max() < 10
+    # Half of a class's images go to its preferred specialty, the rest uniformly: 0.55 land in the
+    # current one for the 80% of classes that prefer it, 0.1 * 0.55 + 0.9 * 0.05 for the movers.
+    expected = 0.8 * 0.55 + 0.2 * (0.1 * 0.55 + 0.9 * 0.05)
+    assert abs(np.mean(predicted == current[labels]) - expected) < 0.02
+
+
+def test_input_pipeline_image_folder_is_fashion_mnist(tmp_path):
+    root = input_pipeline.write_image_folder(str(tmp_path / 'a'), num_images=20)
+    input_pipeline.write_image_folder(str(tmp_path / 'b'), num_images=20)
+    dataset = sources.load_image_folder_dataset(root)
+    fashion = sources.load_idx_dataset()
+    assert dataset.num_classes == 10 and len(dataset.train) == 20 and len(dataset.test) == 10
+    assert dataset.class_names[0] == '00_T-shirt-top'
+    images, labels = dataset.train.get(np.arange(20))
+    for label in range(10):  # the first two training images of each class, in file order
+        first = np.flatnonzero(fashion.train.labels == label)[:2]
+        np.testing.assert_array_equal(images[labels == label], fashion.train.images[first])
+    for path in dataset.train.paths:  # deterministic: a second copy is byte-identical
+        with open(path, 'rb') as f, open(path.replace(str(tmp_path / 'a'), str(tmp_path / 'b')), 'rb') as g:
+            assert f.read() == g.read()
+    with Image.open(dataset.train.paths[0]) as image:
+        assert image.format == 'PNG' and image.mode == 'L'
+
+
+def test_input_pipeline_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'pipe.json'
+    result = input_pipeline.main(['--batch_size=32', '--num_images=200', '--stages=base', '--iterations=2',
+                                  '--rounds=2', f'--json_out={out}'])
+    rows = {row['dataset']: row for row in result['rows']}
+    assert set(rows) == {'idx', 'image_folder'}
+    assert rows['idx']['train_images'] == 60_000 and rows['image_folder']['train_images'] == 200
+    for row in rows.values():
+        assert row['model'] == 'tiny_cnn' and row['batch_size'] == 32
+        # One epoch per pipeline round, every batch of the configured shape.
+        assert row['steps_per_epoch'] == row['train_images'] // 32
+        assert row['batches_per_round'] == [row['steps_per_epoch']]
+        assert row['batch_image_shapes'] == [[32, 28, 28, 1]] and row['batch_label_shapes'] == [[32]]
+        assert row['base_images_per_s'] > 0 and row['pipeline_images_per_s'] > 0
+        assert 'generalist_images_per_s' not in row and 'nofe_images_per_s' not in row  # --stages=base
+        assert row['fastest_model'] == 'base'
+        assert row['ratio'] == row['pipeline_images_per_s'] / row['base_images_per_s']
+        assert row['verdict'] == ('PASS' if row['ratio'] > 1 else 'FAIL')
+        assert row['base_fed_over_resident'] == row['base_fed_images_per_s'] / row['base_images_per_s']
+    assert json.loads(out.read_text()) == result
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == result
+    assert sum(line.startswith(('| idx |', '| image_folder |')) for line in printed) == 2
 
 
 def _notebook() -> dict:
