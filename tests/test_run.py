@@ -33,11 +33,24 @@ SMOKES = {
 }
 
 
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+    """smoke_run(name) -> (summary, workdir) of SMOKES[name], trained once for every test here."""
+    finished = {}
+
+    def run(name):
+        if name not in finished:
+            module, arg, _ = SMOKES[name]
+            workdir = tmp_path_factory.mktemp(name)
+            finished[name] = recipes.train_and_evaluate(module.get_config(arg), str(workdir)), workdir
+        return finished[name]
+    return run
+
+
 @pytest.mark.parametrize('name', sorted(SMOKES))
-def test_every_config_smoke_variant_runs(name, tmp_path):
-    module, arg, synthetic = SMOKES[name]
-    config = module.get_config(arg)
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+def test_every_config_smoke_variant_runs(name, smoke_run):
+    summary, tmp_path = smoke_run(name)
+    synthetic = SMOKES[name][2]
     on_disk = json.load(open(tmp_path / 'summary.json'))
     assert on_disk['final'] == summary['final']
     assert 0.0 <= summary['final']['test/top1'] <= 1.0
@@ -49,8 +62,8 @@ def test_every_config_smoke_variant_runs(name, tmp_path):
     assert glob.glob(str(tmp_path / 'tensorboard' / 'events.out.tfevents.*'))
 
 
-def test_nofe_run_reports_specialties(tmp_path):
-    summary = recipes.train_and_evaluate(quickstart.get_config('smoke'), str(tmp_path))
+def test_nofe_run_reports_specialties(smoke_run):
+    summary, tmp_path = smoke_run('quickstart')
     partition = summary['specialties']
     names = sorted(c for group in partition for c in group)
     assert names == sorted(summary['class_names'])  # a partition of the classes by name
@@ -73,12 +86,23 @@ class Preempted(Exception):
     pass
 
 
-@pytest.mark.parametrize('stage', ['generalist', 'nofe'])
-def test_nofe_resumes_inside_each_stage_exactly(stage, tmp_path, monkeypatch):
+def _two_epoch_quickstart():
     config = quickstart.get_config('smoke')
     for name in ('generalist', 'experts'):
         config[name].train.update(duration='2 epochs', checkpoint_every='1 epoch')
-    full = recipes.train_and_evaluate(config, str(tmp_path / 'full'))
+    return config
+
+
+@pytest.fixture(scope='module')
+def two_epoch_quickstart_summary(tmp_path_factory):
+    """The uninterrupted run both resume tests compare with."""
+    return recipes.train_and_evaluate(_two_epoch_quickstart(), str(tmp_path_factory.mktemp('full')))
+
+
+@pytest.mark.parametrize('stage', ['generalist', 'nofe'])
+def test_nofe_resumes_inside_each_stage_exactly(stage, tmp_path, monkeypatch,
+                                               two_epoch_quickstart_summary):
+    config, full = _two_epoch_quickstart(), two_epoch_quickstart_summary
 
     original = checkpoints.StageCheckpoints.save
     def save(self, state, grouping, meta):
@@ -101,11 +125,15 @@ def _run_cli(*args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path):
-    full = recipes.train_and_evaluate(quickstart.get_config('smoke'), str(tmp_path / 'full'))
+def test_sigterm_saves_a_checkpoint_and_the_rerun_ends_like_an_uninterrupted_run(tmp_path, smoke_run):
+    full, _ = smoke_run('quickstart')
     command = [sys.executable, '-m', 'experiments.run',
                '--config=experiments/configs/quickstart.py:smoke', f'--workdir={tmp_path / "cut"}']
-    cut = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Compiled afresh (not from the session's cache, tests/conftest.py) so the comparison with
+    # `full` spans two compiles, as it does for a user.
+    fresh = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE='false')
+    cut = subprocess.Popen(command, cwd=REPO, env=fresh, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
     for line in cut.stdout:
         if line.startswith('[generalist] epoch'):  # step 20 of 42: mid-epoch, mid-stage
             cut.send_signal(signal.SIGTERM)
