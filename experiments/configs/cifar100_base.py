@@ -4,8 +4,9 @@ r"""Flat C-way base CNNs on CIFAR-100 (NofE paper, Table 3 "Base model").
       --workdir=/tmp/c100_base --config.data.data_dir=~/tensorflow_datasets
 
 Arguments: model=alexnet_c100 | alexnet_quick_c100 | vgg11_c100 | nin_c100 |
-resnet56_c100 (default alexnet_c100); smoke (synthetic 32x32x3 data with 100
-classes, 2 epochs, about a minute on 2 CPU cores; the summary says synthetic).
+resnet56_c100 (default alexnet_c100); smoke (320 training and 100 test synthetic 32x32x3
+images of 100 classes, 2 epochs of 10 steps, the real model and solver; seconds on 2 CPU
+cores; the summary says synthetic).
 
 Data, preprocessing (per-pixel BGR mean, crops, mirroring), Caffe SGD with the
 release's per-blob lr/decay multipliers and lr drops come from experiments/configs/release.py.
@@ -34,6 +35,6 @@ def get_config(arg: str | None = None):
     config.train.eval_every = '10 epochs'
     config.train.checkpoint_every = '1 epoch'
     if args['smoke']:
-        common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100, train_size=640,
-                          test_size=200)
+        common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100, train_size=320,
+                          test_size=100)
     return config
