@@ -1,0 +1,12 @@
+"""Benchmarks: each prints a table and, last, one JSON line (also written to --json_out)."""
+import json
+
+
+def report(table: str, result: dict, json_out: str | None) -> dict:
+    """Prints ``table`` then ``result`` as one JSON line; writes the JSON to ``json_out`` if given."""
+    print(table)
+    print(json.dumps(result))
+    if json_out:
+        with open(json_out, 'w') as f:
+            json.dump(result, f, indent=2)
+    return result

@@ -24,7 +24,6 @@ Prints a table (one row per K) and one JSON line {'rows': [...]}; `--json_out` a
 JSON to a file.
 """
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import benchmarks
 from nofe_jax.models import registry
 from nofe_jax.models.experts import ExpertBranches, gather_class_logits
 
@@ -197,12 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows = [run_benchmark(args.model, int(k), args.c_max, args.batch_size, args.iterations,
                           args.rounds, args.seed) for k in args.num_experts.split(',')]
     result = {'rows': rows}
-    print(format_table(rows))
-    print(json.dumps(result))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return benchmarks.report(format_table(rows), result, args.json_out)
 
 
 if __name__ == '__main__':

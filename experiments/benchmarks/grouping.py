@@ -25,7 +25,6 @@ planted blocks (NMI 1.000) except soft spectral's argmax (0.86, not tuned here).
 Prints a Markdown table and one JSON line; `--json_out` also writes that JSON to a file.
 """
 import argparse
-import json
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sps
 
+from experiments import benchmarks
 from nofe_jax.grouping import clustering, specialties
 
 ELASSO_LAM = 1000.0  # the paper's lam for |S| = 10,000, scaled to this S
@@ -205,12 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     result = run_benchmark(args.num_classes, [int(k) for k in args.num_groups.split(',')],
                            args.methods.split(','), args.signal, args.seed)
-    print(format_table(result))
-    print(json.dumps(result))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return benchmarks.report(format_table(result), result, args.json_out)
 
 
 if __name__ == '__main__':

@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import io
 import itertools
-import json
 import os
 import statistics
 import tempfile
@@ -55,6 +54,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from experiments import benchmarks
 from experiments.configs import fashion_mnist_nofe
 from nofe_jax import parallel
 from nofe_jax.data import sources
@@ -254,12 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = run_benchmark(args.datasets.split(','), args.config_args, args.batch_size, args.num_images,
                            args.pipeline_batches, args.iterations, args.rounds, args.seed,
                            args.stages.split(','))
-    print(format_table(result))
-    print(json.dumps(result))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return benchmarks.report(format_table(result), result, args.json_out)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from experiments import benchmarks
 from nofe_jax.training import faults
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -194,14 +195,10 @@ def main(argv=None) -> dict:
               'timer_kills': sum(k.startswith('timer') for c in chains for k in c['kills']),
               'wall_time_s': round(time.perf_counter() - began, 1), 'backend': jax.default_backend(),
               'seed': flags.seed, 'workdir': root, 'chain_details': chains}
-    print(f"{result['kills']} kills ({result['timer_kills']} by timer) in {result['chains']} chains: "
-          f"{result['identical_chains']} of {result['chains']} ended bitwise identical to the "
-          f"uninterrupted run -> {'PASS' if not bad else 'FAIL'} ({result['wall_time_s']} s)")
-    print(json.dumps(result))
-    if flags.json_out:
-        with open(flags.json_out, 'w') as f:
-            json.dump(result, f)
-    return result
+    summary = (f"{result['kills']} kills ({result['timer_kills']} by timer) in {result['chains']} "
+               f"chains: {result['identical_chains']} of {result['chains']} ended bitwise identical "
+               f"to the uninterrupted run -> {'PASS' if not bad else 'FAIL'} ({result['wall_time_s']} s)")
+    return benchmarks.report(summary, result, flags.json_out)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ step that costs more than its FLOPs say is lost to the lowering, not to the meth
 Prints a table and one JSON line; `--json_out` also writes that JSON to a file.
 """
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import describe
+from experiments import benchmarks, describe
 from nofe_jax.models import experts, registry
 from nofe_jax.training import steps
 from nofe_jax.training.recipes import nofe as nofe_recipe
@@ -119,14 +118,9 @@ def main(argv=None) -> dict:
     print(f'{args.num_classes} classes, K={args.num_experts}, batch {args.batch_size}, '
           f'{jax.default_backend()} ({device.device_kind}), median of {args.rounds} rounds x '
           f'{args.iterations} steps')
-    print(format_table(rows))
     result = {'backend': jax.default_backend(), 'device': device.device_kind, 'batch_size': args.batch_size,
               'num_classes': args.num_classes, 'num_experts': args.num_experts, 'rows': rows}
-    print(json.dumps(result))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(result, f)
-    return result
+    return benchmarks.report(format_table(rows), result, args.json_out)
 
 
 if __name__ == '__main__':

@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import io
 import itertools
-import json
 import statistics
 import tempfile
 import time
@@ -52,6 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments import benchmarks
 from experiments.configs import cifar100_nofe
 from nofe_jax import parallel
 from nofe_jax.data import pipeline
@@ -220,12 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     result = run_benchmark(args.models.split(','), args.k, args.balance, args.subset_size, args.iterations,
                            args.rounds, args.predict_batches, args.signal, args.seed)
-    print(format_table(result))
-    print(json.dumps(result))
-    if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return benchmarks.report(format_table(result), result, args.json_out)
 
 
 if __name__ == '__main__':
