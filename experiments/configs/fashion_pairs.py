@@ -35,7 +35,7 @@ tiny flat 67.83%, NofE learned 68.40% (NMI with the left/right item 0.39/0.43,
 random partitions 0.22/0.21), random 68.07%, spectral 69.17%, 7-9 min each;
 alexnet_c100 at 16 epochs (generalist_epochs=4,expert_epochs=12), each tuned over lr
 0.005/0.01/0.02 (LEARNING_RATES): flat 77.23%, NofE learned 77.43%, NofE random 78.57%
-(seed 1: 76.00 / 77.10 / 78.53%);
+(seed 1: 76.00 / 77.10 / 78.53%), NofE elasso 78.83 / 78.23%, spectral 78.00%;
 with the experts at the flat model's 0.01 the NofE underfit and lost (75.93%). No paper number.
 """
 from experiments.configs import common
