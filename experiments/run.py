@@ -55,8 +55,25 @@ def config_argument(argv: list[str]) -> str:
     return ''
 
 
+def config_load_problem(argument: str) -> str | None:
+    """Why ``--config=<argument>`` does not load (no such file, a bad ``:arg``), or None."""
+    try:
+        flags.FLAGS['config'].parser.parse(argument).keys()  # a failed load raises on first use
+    except Exception as e:  # ml_collections wraps whatever the file or its get_config raised
+        while e.__cause__ or e.__context__:
+            e = e.__cause__ or e.__context__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        return f'--config={argument} does not load: {lines[-1] if lines else type(e).__name__}'
+    return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing; an override of a field the config lacks exits with the closest fields."""
+    """absl flag parsing; a config that does not load, or an override of a field it lacks,
+    exits with one line (the closest fields for the latter)."""
+    argument = config_argument(argv)
+    problem = config_load_problem(argument) if argument else None
+    if problem and not ('--verbose' in argv or verbose_from_environment()):
+        sys.exit(f'error: {problem}')
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError):

@@ -270,3 +270,16 @@ def test_cli_refuses_a_bad_flag_before_importing_the_training_machinery(override
     args = ('--config=experiments/configs/quickstart.py', f'--workdir={tmp_path / "run"}', override)
     assert _training_machinery_imported_by(code, *args) == []
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('config, reason', [
+    ('experiments/configs/nope.py', "[Errno 2] No such file or directory: 'experiments/configs/nope.py'"),
+    ('experiments/configs/quickstart.py:k=abc', "invalid literal for int() with base 10: 'abc'"),
+])
+def test_cli_config_that_does_not_load_is_one_line(config, reason, tmp_path):
+    out = subprocess.run([sys.executable, '-m', 'experiments.run', f'--config={config}',
+                          f'--workdir={tmp_path / "run"}'], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and 'Traceback' not in out.stderr
+    assert out.stderr.strip().splitlines() == [f'error: --config={config} does not load: {reason}']
+    assert not (tmp_path / 'run').exists()
