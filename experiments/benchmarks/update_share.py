@@ -52,6 +52,7 @@ import jax
 import numpy as np
 
 from experiments import benchmarks
+from experiments.benchmarks.train_speed import CIFAR_MODELS
 from experiments.configs import cifar100_nofe
 from nofe_jax import parallel
 from nofe_jax.data import pipeline
@@ -60,7 +61,6 @@ from nofe_jax.training import durations, loop
 from nofe_jax.training.recipes import base
 from nofe_jax.training.recipes import nofe as nofe_recipe
 
-CIFAR_MODELS = ('alexnet_c100', 'alexnet_quick_c100', 'vgg11_c100', 'nin_c100', 'resnet56_c100')
 CIFAR100_TRAIN_SIZE = 50_000  # the update period is resolved on the real training set
 CIFAR100_CLASSES = 100
 TRAIN_BATCHES = 4  # distinct device-resident batches the timed train steps cycle through
