@@ -60,7 +60,7 @@ from nofe_jax import parallel
 from nofe_jax.data import sources
 from nofe_jax.grouping import specialties
 from nofe_jax.models import registry
-from nofe_jax.training import loop, steps
+from nofe_jax.training import loop, tasks
 from nofe_jax.training.recipes import base
 from nofe_jax.training.recipes import nofe as nofe_recipe
 
@@ -105,7 +105,7 @@ def build_stages(run: base.Run, seed: int) -> dict[str, loop.Stage]:
     partition = specialties.random_balanced(num_classes, config.nofe.num_experts, np.random.default_rng(seed))
     flat = loop.Stage(name='base', model=registry.build_base(config.model.name, num_classes,
                                                              **base.model_overrides(config)),
-                      task=steps.ClassificationTask(num_classes), train_config=config.generalist.train,
+                      task=tasks.ClassificationTask(num_classes), train_config=config.generalist.train,
                       optim_config=config.generalist.optim)
     subsets = nofe_recipe.count_subsets(run)
     return {'base': flat, 'generalist': nofe_recipe.generalist_stage(run, partition, False, subsets),

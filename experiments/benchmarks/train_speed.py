@@ -26,8 +26,7 @@ import optax
 
 from experiments import benchmarks, describe
 from nofe_jax.models import experts, registry
-from nofe_jax.training import steps
-from nofe_jax.training.recipes import nofe as nofe_recipe
+from nofe_jax.training import steps, tasks
 from nofe_jax.training.state import create_train_state
 
 CIFAR_MODELS = ('alexnet_c100', 'alexnet_quick_c100', 'vgg11_c100', 'nin_c100', 'resnet56_c100')
@@ -62,8 +61,8 @@ def build_pair(name: str, num_classes: int, num_experts: int, batch_size: int) -
     slots = jnp.asarray(layout.class_slots)
     grouping = {'class_slots': slots, 'class_to_specialty': slots // layout.c_max}
     return {
-        'base': _timed_step(base, steps.ClassificationTask(num_classes), {}, image_shape, batch_size, ()),
-        'nofe': _timed_step(registry.build_nofe(name, layout), nofe_recipe.ExpertTask(num_classes), grouping,
+        'base': _timed_step(base, tasks.ClassificationTask(num_classes), {}, image_shape, batch_size, ()),
+        'nofe': _timed_step(registry.build_nofe(name, layout), tasks.ExpertTask(num_classes), grouping,
                             image_shape, batch_size, (slots,)),
     }
 

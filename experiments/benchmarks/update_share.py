@@ -113,7 +113,7 @@ def _time_predict(runner: loop._Runner, state, grouping_dev, subset: np.ndarray,
     timed = total if predict_batches <= 0 else min(predict_batches, total)
     runner.predict(state, grouping_dev, subset[:1])  # compile (one padded batch of the same shape)
     start = time.perf_counter()
-    labels, _ = runner.predict(state, grouping_dev, subset[:timed * batch_size])
+    labels = runner.predict(state, grouping_dev, subset[:timed * batch_size])['label']
     seconds = time.perf_counter() - start
     assert labels.size == min(subset.size, timed * batch_size)
     return seconds * total / timed, timed, total

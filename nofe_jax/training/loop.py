@@ -10,6 +10,7 @@ SIGINT during a stage saves a checkpoint at the next step boundary and raises
 """
 import contextlib
 import dataclasses
+import functools
 import itertools
 import signal
 import threading
@@ -26,8 +27,12 @@ from jax.experimental import multihost_utils
 
 from nofe_jax import checkpoints, parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import config_checks, durations, faults, health, optim, steps
+from nofe_jax.training import config_checks, durations, faults, health, optim, steps, tasks
 from nofe_jax.training.state import TrainState, create_train_state
+
+
+# (training example indices, output names) -> {'label': [N], name: [N, ...]}; see _Runner.predict.
+Predict = Callable[..., dict[str, np.ndarray]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,7 +87,7 @@ class HookContext:
     grouping: dict[str, np.ndarray]
     meta: dict[str, Any]
     rng: np.random.Generator
-    predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # indices -> (labels, top-1)
+    predict: Predict
     log: Callable[[dict[str, float]], None]
 
 
@@ -111,7 +116,6 @@ class Stage:
     hooks: tuple[Hook, ...] = ()
     # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables.
     init_variables: Callable[[dict], dict] | None = None
-    loss_fn: Callable | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Indices into dataset.train this stage trains on (None: all), e.g. all but a held-out S.
     train_indices: np.ndarray | None = None
@@ -128,6 +132,7 @@ class StageResult:
     final: dict[str, float]
     wall_time_s: float
     top1_label: str  # what final['test/top1'] measures, e.g. 'specialty top-1 (5-way)'
+    predict: Predict  # the trained state's named outputs on training examples
 
 
 def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
@@ -247,10 +252,10 @@ class _Runner:
             stage.optim_config, total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
         repl = parallel.replicated(self.mesh)
-        self.train_step = jax.jit(steps.make_train_step(stage.task, stage.loss_fn),
+        self.train_step = jax.jit(steps.make_train_step(stage.task),
                                   donate_argnums=0, out_shardings=repl)
         self.eval_step = jax.jit(steps.make_eval_step(stage.task), out_shardings=repl)
-        self.predict_step = jax.jit(steps.make_predict_step(stage.task))
+        self.predict_steps: dict[tuple[str, ...], Callable] = {}  # compiled per set of outputs
 
     def process_kwargs(self) -> dict:
         return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
@@ -288,29 +293,34 @@ class _Runner:
     def device_grouping(self, grouping: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return parallel.replicate({k: np.asarray(v) for k, v in grouping.items()}, self.mesh)
 
-    def evaluate(self, state, grouping_dev, source) -> tuple[dict[str, float], tuple]:
-        """(metrics, (predicted, true) target histograms) over the whole of ``source``."""
+    def evaluate(self, state, grouping_dev, source) -> tuple[dict[str, float], tuple | None]:
+        """(metrics, (predicted, true) target histograms or None if the task has none) over the
+        whole of ``source``."""
         sums = None
         for batch in self.eval_batches(source):
             metrics = self.eval_step(state, parallel.to_global(batch, self.batch_sharding),
                                      grouping_dev)
             sums = metrics if sums is None else _add(sums, metrics)
         sums = jax.device_get(sums)
-        histograms = sums.pop(steps.PREDICTION_HISTOGRAMS)
+        histograms = sums.pop(tasks.PREDICTION_HISTOGRAMS, None)
         return reduce_metrics(sums), histograms
 
-    def predict(self, state, grouping_dev, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, top-1 predictions) of the training examples ``indices``, eval mode."""
-        labels, predictions = [], []
+    def predict(self, state, grouping_dev, indices: np.ndarray,
+                outputs: tuple[str, ...] = ('top1',)) -> dict[str, np.ndarray]:
+        """{'label': [N], name: [N, ...] for each of the task's ``outputs``} of the training
+        examples ``indices``, in eval mode, on every process."""
+        if outputs not in self.predict_steps:
+            self.predict_steps[outputs] = jax.jit(steps.make_predict_step(self.stage.task, outputs))
+        predict_step, parts = self.predict_steps[outputs], []
         for batch in self.eval_batches(self.dataset.train, indices):
-            pred = self.predict_step(state, parallel.to_global(batch, self.batch_sharding),
+            predicted = predict_step(state, parallel.to_global(batch, self.batch_sharding),
                                      grouping_dev)
             local = {'label': batch['label'], 'mask': batch['mask']}
-            pred, local = multihost_utils.process_allgather((pred, local), tiled=True)
+            predicted, local = multihost_utils.process_allgather((predicted, local), tiled=True)
             keep = np.asarray(local['mask']) > 0
-            labels.append(np.asarray(local['label'])[keep])
-            predictions.append(np.asarray(pred)[keep])
-        return np.concatenate(labels), np.concatenate(predictions)
+            parts.append({'label': np.asarray(local['label'])[keep],
+                          **{name: np.asarray(v)[keep] for name, v in predicted.items()}})
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
@@ -362,9 +372,9 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
             meta['health'].append({'step': step, 'message': found})
 
     def evaluate(last: bool) -> dict[str, float]:
-        metrics, (predicted, true) = runner.evaluate(state, grouping_dev, dataset.test)
-        if last:  # a model may pass through a collapsed phase early; the trained one must not
-            warn(health.collapse_warning(predicted, true))
+        metrics, histograms = runner.evaluate(state, grouping_dev, dataset.test)
+        if last and histograms is not None:  # a model may pass through a collapsed phase early
+            warn(health.collapse_warning(*histograms))
         return {f'test/{k}': v for k, v in metrics.items()}
 
     while step < runner.total_steps:
@@ -398,7 +408,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
                         step=step, epoch=step / runner.steps_per_epoch, state=state,
                         grouping=grouping, meta=meta,
                         rng=np.random.default_rng([config.seed, step]),
-                        predict=lambda idx: runner.predict(state, grouping_dev, idx),
+                        predict=functools.partial(runner.predict, state, grouping_dev),
                         log=lambda scalars: log(step, scalars))
                     new_grouping = hook.fn(ctx)
                     faults.reached('hook')
@@ -427,13 +437,5 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
     ckpt.close()
     meta['wall_time_s'] += time.perf_counter() - start_time
     return StageResult(state=state, grouping=grouping, meta=meta, final=final,
-                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label)
-
-
-def predict_subset(stage: Stage, result: StageResult, dataset, normalization,
-                   config: ml_collections.ConfigDict, indices: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, top-1 predictions) of a trained stage on training examples ``indices``."""
-    runner = _Runner(stage, dataset, normalization, config)
-    grouping_dev = runner.device_grouping(result.grouping)
-    return runner.predict(result.state, grouping_dev, indices)
+                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label,
+                       predict=functools.partial(runner.predict, state, grouping_dev))

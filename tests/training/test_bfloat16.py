@@ -7,7 +7,7 @@ import optax
 
 from experiments.configs import quickstart
 from nofe_jax.models import registry
-from nofe_jax.training import recipes, steps
+from nofe_jax.training import recipes, steps, tasks
 from nofe_jax.training.state import create_train_state
 
 
@@ -17,7 +17,7 @@ def test_bfloat16_train_step_keeps_float32_weights_and_loss():
     batch = {'image': images, 'label': jnp.arange(8, dtype=jnp.int32)}
     variables = model.init(jax.random.key(0), images, train=False)
     state = create_train_state(model.apply, variables, optax.sgd(0.1), jax.random.key(1))
-    new, metrics = jax.jit(steps.make_train_step(steps.ClassificationTask(10)))(state, batch, {})
+    new, metrics = jax.jit(steps.make_train_step(tasks.ClassificationTask(10)))(state, batch, {})
     for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
         assert before.dtype == after.dtype == jnp.float32
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)))

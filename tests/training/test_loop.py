@@ -1,5 +1,6 @@
 """The loop on real data (sklearn digits, tiny CNN): learning, resume, NaN guard,
 no recompile when the grouping changes, multi-device equivalence."""
+import dataclasses
 import glob
 import json
 import os
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import chex
 import jax
@@ -19,7 +21,7 @@ from experiments.configs import common
 from nofe_jax import checkpoints, reporting
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import registry
-from nofe_jax.training import loop, steps
+from nofe_jax.training import loop, steps, tasks
 
 
 @pytest.fixture(scope='module')
@@ -37,9 +39,19 @@ def _config(duration='2 epochs', schedule='constant'):
     return config
 
 
-def _stage(config, num_classes=10, **kw):
-    return loop.Stage(name='base', model=registry.build_base('tiny_cnn', num_classes),
-                      task=steps.ClassificationTask(num_classes),
+@dataclasses.dataclass(frozen=True)
+class _LossTask(tasks.ClassificationTask):
+    """A test task whose loss is ``loss_fn(logits, out, targets, params, grouping)``."""
+    loss_fn: Callable | None = None
+
+    def loss(self, logits, out, targets, params, grouping):
+        return self.loss_fn(logits, out, targets, params, grouping)
+
+
+def _stage(config, num_classes=10, loss_fn=None, **kw):
+    task = (tasks.ClassificationTask(num_classes) if loss_fn is None
+            else _LossTask(num_classes, loss_fn=loss_fn))
+    return loop.Stage(name='base', model=registry.build_base('tiny_cnn', num_classes), task=task,
                       train_config=config.train, optim_config=config.optim, **kw)
 
 
@@ -158,7 +170,7 @@ def test_changing_the_grouping_never_recompiles(digits, tmp_path, monkeypatch):
 
     config = _config('3 epochs')
     stage = loop.Stage(name='generalist', model=registry.build_base('tiny_cnn', 3),
-                       task=steps.ClassificationTask(3, target_map='class_to_specialty'),
+                       task=tasks.ClassificationTask(3, target_map='class_to_specialty'),
                        train_config=config.train, optim_config=config.optim,
                        grouping={'class_to_specialty': (np.arange(10) % 3).astype(np.int32)},
                        hooks=(loop.Hook('reshuffle', '1 epoch', reshuffle),))

@@ -14,7 +14,7 @@ import ml_collections
 from nofe_jax import parallel, reporting
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import registry
-from nofe_jax.training import loop, steps
+from nofe_jax.training import loop, tasks
 
 
 @dataclasses.dataclass
@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model = registry.build_base(config.model.name, run.dataset.num_classes,
                                 **model_overrides(config))
     stage = loop.Stage(name='base', model=model,
-                       task=steps.ClassificationTask(run.dataset.num_classes),
+                       task=tasks.ClassificationTask(run.dataset.num_classes),
                        train_config=config.train, optim_config=config.optim)
     result = run_stage(run, stage)
     return finish(run, result.final, {'base': result})

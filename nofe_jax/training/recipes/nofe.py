@@ -20,7 +20,7 @@ from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
 from nofe_jax.models import experts, registry
-from nofe_jax.training import loop, steps
+from nofe_jax.training import loop, tasks
 from nofe_jax.training.recipes import base
 
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
@@ -28,27 +28,6 @@ COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 _HOLDOUT_STREAM, _RANDOM_NMI_STREAM = 7_331, 7_332
 RANDOM_NMI_DRAWS = 100
 PRINTED_NAMES_PER_SPECIALTY = 12
-
-
-@dataclasses.dataclass(frozen=True)
-class ExpertTask(steps.ClassificationTask):
-    """Softmax over C gathered from the K branches; adds routing metrics.
-
-    specialty_top1: the argmax's specialty is the true specialty ("routed
-    right"); within_specialty_top1: top-1 among the examples routed right
-    ("expert right"), so top1 = specialty_top1 * within_specialty_top1.
-    """
-
-    def model_kwargs(self, grouping):
-        return {'class_slots': grouping['class_slots']}
-
-    def metrics(self, logits, out, labels, grouping, mask):
-        class_to_specialty = grouping['class_to_specialty']
-        predicted = jnp.argmax(logits, axis=-1)
-        routed = (class_to_specialty[predicted] == class_to_specialty[labels]).astype(jnp.float32)
-        correct = (predicted == labels).astype(jnp.float32)
-        return {'specialty_top1': (jnp.sum(routed * mask), jnp.sum(mask)),
-                'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
 
 
 def empty_specialties_warning(assignment: np.ndarray, num_experts: int, source: str) -> str | None:
@@ -128,7 +107,8 @@ def make_specialty_update(run: base.Run, subsets: CountSubsets) -> loop.Hook:
 
     def update(ctx: loop.HookContext):
         current = ctx.grouping['class_to_specialty']
-        labels, predicted = ctx.predict(subsets.draw(ctx.rng))
+        predicted = ctx.predict(subsets.draw(ctx.rng))
+        labels, predicted = predicted['label'], predicted['top1']
         counts = confusion.count_matrix(labels, predicted, num_classes, nc.num_experts)
         kappa = specialties.specialty_kappa(counts, current)
         # Counts from a generalist at chance are noise: re-assigning from them reshuffles its
@@ -227,7 +207,7 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
     config, nc = run.config, run.config.nofe
     return loop.Stage(
         name='generalist', model=generalist_model(config),
-        task=steps.ClassificationTask(nc.num_experts, target_map='class_to_specialty',
+        task=tasks.ClassificationTask(nc.num_experts, target_map='class_to_specialty',
                                       target_name='specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
@@ -254,15 +234,14 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
     stage = loop.Stage(name='spectral_base',
                        model=registry.build_base(run.config.model.name, num_classes,
                                                  **base.model_overrides(run.config)),
-                       task=steps.ClassificationTask(num_classes),
+                       task=tasks.ClassificationTask(num_classes),
                        train_config=run.config.generalist.train,
                        optim_config=run.config.generalist.optim,
                        train_indices=subsets.stage1_train_indices, config_block='generalist')
     result = base.run_stage(run, stage)
     stages['spectral_base'] = result
-    labels, predicted = loop.predict_subset(stage, result, run.dataset, run.normalization,
-                                              run.config, subsets.draw(rng))
-    matrix = confusion.confusion_matrix(labels, predicted, num_classes)
+    predicted = result.predict(subsets.draw(rng))
+    matrix = confusion.confusion_matrix(predicted['label'], predicted['top1'], num_classes)
     return specialties.spectral_specialties(matrix, nc.num_experts, rng,
                                             balanced=nc.spectral_balanced)
 
@@ -293,7 +272,7 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
     warm_layers = (registry.branch_hidden_layers(config.model.name)
                    if config.nofe.generalist_head == 'branch' else frozenset())
     stage = loop.Stage(
-        name='nofe', model=nofe_model(config, layout), task=ExpertTask(run.dataset.num_classes),
+        name='nofe', model=nofe_model(config, layout), task=tasks.ExpertTask(run.dataset.num_classes),
         train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
