@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 import tempfile
@@ -259,10 +260,23 @@ _DIGITS_SYNSETS = (
     'five.n.01', 'six.n.01', 'seven.n.01', 'eight.n.01', 'nine.n.01',
 )
 
+def package_data(name: str) -> importlib.resources.abc.Traversable:
+    """A file shipped in nofe_jax/grouping/data (package data, so it is there after any install)."""
+    return importlib.resources.files('nofe_jax.grouping') / 'data' / name
+
+
+# ImageNet-1k (ILSVRC-2012) WordNet ids in tfds' label order: a copy of tfds'
+# datasets/imagenet2012/labels.txt. Shipped rather than read from tfds because
+# where tfds keeps that file is internal to it (no public accessor) and reading
+# it would cost this module tfds' import; the list has been fixed since 2012,
+# and a test checks it against tfds' imagenet2012 label names.
+IMAGENET2012_WNIDS = tuple(package_data('imagenet2012_wnids.txt').read_text().split())
+
 CLASS_SYNSETS: dict[str, tuple[str, ...]] = {
     'cifar100': _CIFAR100_SYNSETS,
     'fashion_mnist': _FASHION_MNIST_SYNSETS,
     'digits': _DIGITS_SYNSETS,
+    'imagenet2012': IMAGENET2012_WNIDS,
 }
 
 

@@ -75,13 +75,21 @@ def test_shortest_paths_match_nltk(wordnet):
     np.testing.assert_array_equal(paths, expected)
 
 
-@pytest.mark.parametrize('dataset,size', [('cifar100', 100), ('fashion_mnist', 10), ('digits', 10)])
+@pytest.mark.parametrize('dataset,size', [('cifar100', 100), ('fashion_mnist', 10), ('digits', 10),
+                                          ('imagenet2012', 1000)])
 def test_every_class_synset_resolves(wordnet, dataset, size):
     synsets = semantic.class_synsets(dataset, wordnet)
     assert len(synsets) == size == len(set(synsets))
     assert all(s.pos() == 'n' for s in synsets)
     sim = semantic.lch_similarity_matrix(synsets, wordnet)
     assert np.all(np.isfinite(sim)) and np.allclose(sim, sim.T)
+
+
+def test_imagenet2012_wnids_in_tfds_label_order():
+    import tensorflow_datasets as tfds
+    names = tfds.builder('imagenet2012').info.features['label'].names
+    assert semantic.IMAGENET2012_WNIDS == tuple(names)
+    assert semantic.IMAGENET2012_WNIDS[:2] == ('n01440764', 'n01443537')  # tench, goldfish
 
 
 def test_digit_synsets_are_digits(wordnet):
