@@ -68,6 +68,24 @@ def test_lch_dog_cat(wordnet):
     assert dog.shortest_path_distance(cat) == 4
 
 
+def test_lch_against_hypernym_walks(wordnet):
+    """Paths walked by hand; LCH = ln(2 * 19) - ln(edges + 1)."""
+    synset = wordnet.synset
+    lion, tiger, dog, cat = (synset(n) for n in ('lion.n.01', 'tiger.n.02', 'dog.n.01', 'cat.n.01'))
+    # lion -> big_cat <- tiger: 2 edges.
+    assert lion.hypernyms() == tiger.hypernyms() == [synset('big_cat.n.01')]
+    # dog -> canine -> carnivore <- feline <- cat: 4 edges.
+    assert synset('canine.n.02') in dog.hypernyms()
+    assert synset('canine.n.02').hypernyms() == synset('feline.n.01').hypernyms() == [synset('carnivore.n.01')]
+    assert cat.hypernyms() == [synset('feline.n.01')]
+    # lion -> big_cat -> feline -> carnivore <- canine <- dog: 5 edges.
+    assert synset('big_cat.n.01').hypernyms() == [synset('feline.n.01')]
+    sim = semantic.lch_similarity_matrix([lion, tiger, dog, cat], wordnet)
+    assert sim[0, 1] == pytest.approx(2.538974, abs=1e-6)  # ln(38 / 3)
+    assert sim[2, 3] == pytest.approx(2.028148, abs=1e-6)  # ln(38 / 5)
+    assert sim[0, 2] == pytest.approx(1.845827, abs=1e-6)  # ln(38 / 6)
+
+
 def test_shortest_paths_match_nltk(wordnet):
     synsets = semantic.class_synsets('cifar100', wordnet)[::9]
     paths = semantic.shortest_path_matrix(synsets)
