@@ -110,6 +110,50 @@ def test_imagenet2012_wnids_in_tfds_label_order():
     assert semantic.IMAGENET2012_WNIDS[:2] == ('n01440764', 'n01443537')  # tench, goldfish
 
 
+@pytest.fixture(scope='module')
+def recomputed_path_lengths(wordnet):
+    return semantic.path_length_tables(wordnet)
+
+
+@pytest.mark.parametrize('dataset', sorted(semantic.CLASS_SYNSETS))
+def test_shipped_similarity_equals_wordnet(wordnet, recomputed_path_lengths, dataset):
+    shipped = semantic.shipped_path_lengths(dataset)
+    assert shipped.dtype == np.uint8
+    np.testing.assert_array_equal(shipped, recomputed_path_lengths[dataset])
+    live = semantic.lch_similarity_matrix(semantic.class_synsets(dataset, wordnet), wordnet)
+    np.testing.assert_array_equal(semantic.semantic_similarity(dataset), live)
+
+
+def test_shipped_file_lists_every_table():
+    with semantic.package_data(semantic.PATH_LENGTHS_FILE).open('rb') as f, np.load(f) as data:
+        assert set(data.files) == {key for d in semantic.CLASS_SYNSETS for key in (d, f'{d}_synsets')}
+
+
+def test_write_path_length_file_round_trips(wordnet, tmp_path, monkeypatch):
+    monkeypatch.setattr(semantic, 'CLASS_SYNSETS', {'digits': semantic.CLASS_SYNSETS['digits']})
+    semantic.write_path_length_file(tmp_path / 'paths.npz', wordnet)
+    with np.load(tmp_path / 'paths.npz') as data:
+        np.testing.assert_array_equal(data['digits'], semantic.shipped_path_lengths('digits'))
+        assert tuple(data['digits_synsets'].tolist()) == semantic.CLASS_SYNSETS['digits']
+
+
+def test_stale_shipped_table_is_refused(monkeypatch):
+    edited = ('zero.n.02',) + semantic.CLASS_SYNSETS['digits'][:0:-1]
+    monkeypatch.setitem(semantic.CLASS_SYNSETS, 'digits', edited)
+    with pytest.raises(ValueError, match='stale.*python -m nofe_jax.grouping.semantic'):
+        semantic.semantic_similarity('digits')
+    with pytest.raises(ValueError, match='No class -> synset table'):
+        semantic.semantic_similarity('mnist')
+
+
+def test_semantic_similarity_needs_no_nltk():
+    import subprocess
+    import sys
+    code = ('import sys; sys.modules["nltk"] = None; from nofe_jax.grouping import semantic; '
+            'sim = semantic.semantic_similarity("imagenet2012"); assert sim.shape == (1000, 1000)')
+    subprocess.run([sys.executable, '-c', code], check=True)
+
+
 def test_digit_synsets_are_digits(wordnet):
     digit = wordnet.synset('digit.n.01')
     assert all(digit in s.hypernyms() for s in semantic.class_synsets('digits', wordnet))
