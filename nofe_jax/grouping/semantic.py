@@ -1,7 +1,18 @@
-"""WordNet access (through nltk), class -> synset tables and LCH similarity."""
+"""WordNet access (through nltk), class -> synset tables and LCH similarity.
+
+The LCH matrices of the shipped tables come precomputed with the package
+(`semantic_similarity(dataset)`, no WordNet needed at run time): the shortest
+path lengths as uint8 in data/wordnet_path_lengths.npz. After editing a table,
+regenerate that file from WordNet 3.0 with
+
+    python -m nofe_jax.grouping.semantic
+
+(tests/grouping/test_semantic.py recomputes it and compares exactly).
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 import tempfile
@@ -160,11 +171,20 @@ def lch_similarity_matrix(synsets: Sequence[Synset], wordnet: WordNetCorpusReade
     not_nouns = [s.name() for s in synsets if s.pos() != 'n']
     if not_nouns:
         raise ValueError(f'LCH similarity needs noun synsets; got {not_nouns[:5]}.')
+    paths = shortest_path_matrix(synsets)
     if wordnet.get_version() == '3.0':
-        log_two_depth = np.log(2.0 * WORDNET30_NOUN_DEPTH)
-    else:
-        log_two_depth = wordnet.lch_similarity(synsets[0], synsets[0])
-    return log_two_depth - np.log1p(shortest_path_matrix(synsets))
+        return lch_from_path_lengths(paths)
+    return lch_from_path_lengths(paths, log_two_depth=wordnet.lch_similarity(synsets[0], synsets[0]))
+
+
+def lch_from_path_lengths(paths: np.ndarray,
+                          log_two_depth: float = np.log(2.0 * WORDNET30_NOUN_DEPTH)) -> np.ndarray:
+    """[C, C] LCH -log((p + 1) / (2 D)) from shortest path lengths p in edges; D defaults to WordNet 3.0's.
+
+    The one formula both the live and the shipped matrices go through, so
+    they agree to the bit.
+    """
+    return log_two_depth - np.log1p(np.asarray(paths, dtype=np.float64))
 
 
 def shortest_path_matrix(synsets: Sequence[Synset]) -> np.ndarray:
@@ -259,10 +279,24 @@ _DIGITS_SYNSETS = (
     'five.n.01', 'six.n.01', 'seven.n.01', 'eight.n.01', 'nine.n.01',
 )
 
+
+def package_data(name: str) -> importlib.resources.abc.Traversable:
+    """A file shipped in nofe_jax/grouping/data (package data, so it is there after any install)."""
+    return importlib.resources.files('nofe_jax.grouping') / 'data' / name
+
+
+# ImageNet-1k (ILSVRC-2012) WordNet ids in tfds' label order: a copy of tfds'
+# datasets/imagenet2012/labels.txt. Shipped rather than read from tfds because
+# where tfds keeps that file is internal to it (no public accessor) and reading
+# it would cost this module tfds' import; the list has been fixed since 2012,
+# and a test checks it against tfds' imagenet2012 label names.
+IMAGENET2012_WNIDS = tuple(package_data('imagenet2012_wnids.txt').read_text().split())
+
 CLASS_SYNSETS: dict[str, tuple[str, ...]] = {
     'cifar100': _CIFAR100_SYNSETS,
     'fashion_mnist': _FASHION_MNIST_SYNSETS,
     'digits': _DIGITS_SYNSETS,
+    'imagenet2012': IMAGENET2012_WNIDS,
 }
 
 
@@ -271,3 +305,65 @@ def class_synsets(dataset: str, wordnet: WordNetCorpusReader) -> list[Synset]:
     if dataset not in CLASS_SYNSETS:
         raise ValueError(f'No class -> synset table for {dataset!r}; known: {sorted(CLASS_SYNSETS)}.')
     return [synset_of(spec, wordnet) for spec in CLASS_SYNSETS[dataset]]
+
+
+PATH_LENGTHS_FILE = 'wordnet_path_lengths.npz'
+
+
+def path_length_tables(wordnet: WordNetCorpusReader) -> dict[str, np.ndarray]:
+    """uint8 [C, C] shortest path lengths of every CLASS_SYNSETS table, what PATH_LENGTHS_FILE holds.
+
+    Refuses anything but WordNet 3.0, whose depth the shipped LCH assumes.
+    """
+    if wordnet.get_version() != '3.0':
+        raise ValueError(f'The shipped path lengths are for WordNet 3.0, got {wordnet.get_version()}.')
+    tables = {}
+    for dataset in CLASS_SYNSETS:
+        paths = shortest_path_matrix(class_synsets(dataset, wordnet))
+        if not np.all(paths < np.iinfo(np.uint8).max):  # also catches inf (no common hypernym)
+            raise ValueError(f'{dataset}: a path length does not fit in uint8 ({paths.max()}).')
+        tables[dataset] = paths.astype(np.uint8)
+    return tables
+
+
+def write_path_length_file(path: str | os.PathLike, wordnet: WordNetCorpusReader) -> None:
+    """Writes every table's path lengths and, beside each, the synsets they were computed for."""
+    tables = path_length_tables(wordnet)
+    synsets = {f'{dataset}_synsets': np.array(CLASS_SYNSETS[dataset]) for dataset in tables}
+    np.savez_compressed(path, **tables, **synsets)
+
+
+def shipped_path_lengths(dataset: str) -> np.ndarray:
+    """uint8 [C, C] shortest WordNet 3.0 path lengths of a dataset's classes, read from the package.
+
+    Raises if the file was computed for other synsets than CLASS_SYNSETS has
+    now (a table edited without regenerating the file).
+    """
+    if dataset not in CLASS_SYNSETS:
+        raise ValueError(f'No class -> synset table for {dataset!r}; known: {sorted(CLASS_SYNSETS)}.')
+    with package_data(PATH_LENGTHS_FILE).open('rb') as f, np.load(f) as data:
+        stored = tuple(data[f'{dataset}_synsets'].tolist()) if f'{dataset}_synsets' in data else None
+        if stored != CLASS_SYNSETS[dataset]:
+            raise ValueError(f'{PATH_LENGTHS_FILE} is stale for {dataset!r} (its synsets differ from '
+                             'CLASS_SYNSETS); regenerate it: python -m nofe_jax.grouping.semantic')
+        return data[dataset]
+
+
+def semantic_similarity(dataset: str) -> np.ndarray:
+    """[C, C] LCH similarity of a dataset's classes in label order, from the shipped path lengths.
+
+    Equal to `lch_similarity_matrix(class_synsets(dataset, wordnet), wordnet)`
+    on WordNet 3.0, without needing WordNet (or nltk) installed.
+    """
+    return lch_from_path_lengths(shipped_path_lengths(dataset))
+
+
+def main() -> None:
+    """Regenerates the shipped path lengths from WordNet 3.0, in this source tree."""
+    target = Path(__file__).parent / 'data' / PATH_LENGTHS_FILE
+    write_path_length_file(target, prepare_wordnet())
+    print(f'wrote {target} ({target.stat().st_size} bytes)')
+
+
+if __name__ == '__main__':
+    main()

@@ -68,6 +68,24 @@ def test_lch_dog_cat(wordnet):
     assert dog.shortest_path_distance(cat) == 4
 
 
+def test_lch_against_hypernym_walks(wordnet):
+    """Paths walked by hand; LCH = ln(2 * 19) - ln(edges + 1)."""
+    synset = wordnet.synset
+    lion, tiger, dog, cat = (synset(n) for n in ('lion.n.01', 'tiger.n.02', 'dog.n.01', 'cat.n.01'))
+    # lion -> big_cat <- tiger: 2 edges.
+    assert lion.hypernyms() == tiger.hypernyms() == [synset('big_cat.n.01')]
+    # dog -> canine -> carnivore <- feline <- cat: 4 edges.
+    assert synset('canine.n.02') in dog.hypernyms()
+    assert synset('canine.n.02').hypernyms() == synset('feline.n.01').hypernyms() == [synset('carnivore.n.01')]
+    assert cat.hypernyms() == [synset('feline.n.01')]
+    # lion -> big_cat -> feline -> carnivore <- canine <- dog: 5 edges.
+    assert synset('big_cat.n.01').hypernyms() == [synset('feline.n.01')]
+    sim = semantic.lch_similarity_matrix([lion, tiger, dog, cat], wordnet)
+    assert sim[0, 1] == pytest.approx(2.538974, abs=1e-6)  # ln(38 / 3)
+    assert sim[2, 3] == pytest.approx(2.028148, abs=1e-6)  # ln(38 / 5)
+    assert sim[0, 2] == pytest.approx(1.845827, abs=1e-6)  # ln(38 / 6)
+
+
 def test_shortest_paths_match_nltk(wordnet):
     synsets = semantic.class_synsets('cifar100', wordnet)[::9]
     paths = semantic.shortest_path_matrix(synsets)
@@ -75,13 +93,65 @@ def test_shortest_paths_match_nltk(wordnet):
     np.testing.assert_array_equal(paths, expected)
 
 
-@pytest.mark.parametrize('dataset,size', [('cifar100', 100), ('fashion_mnist', 10), ('digits', 10)])
+@pytest.mark.parametrize('dataset,size', [('cifar100', 100), ('fashion_mnist', 10), ('digits', 10),
+                                          ('imagenet2012', 1000)])
 def test_every_class_synset_resolves(wordnet, dataset, size):
     synsets = semantic.class_synsets(dataset, wordnet)
     assert len(synsets) == size == len(set(synsets))
     assert all(s.pos() == 'n' for s in synsets)
     sim = semantic.lch_similarity_matrix(synsets, wordnet)
     assert np.all(np.isfinite(sim)) and np.allclose(sim, sim.T)
+
+
+def test_imagenet2012_wnids_in_tfds_label_order():
+    import tensorflow_datasets as tfds
+    names = tfds.builder('imagenet2012').info.features['label'].names
+    assert semantic.IMAGENET2012_WNIDS == tuple(names)
+    assert semantic.IMAGENET2012_WNIDS[:2] == ('n01440764', 'n01443537')  # tench, goldfish
+
+
+@pytest.fixture(scope='module')
+def recomputed_path_lengths(wordnet):
+    return semantic.path_length_tables(wordnet)
+
+
+@pytest.mark.parametrize('dataset', sorted(semantic.CLASS_SYNSETS))
+def test_shipped_similarity_equals_wordnet(wordnet, recomputed_path_lengths, dataset):
+    shipped = semantic.shipped_path_lengths(dataset)
+    assert shipped.dtype == np.uint8
+    np.testing.assert_array_equal(shipped, recomputed_path_lengths[dataset])
+    live = semantic.lch_similarity_matrix(semantic.class_synsets(dataset, wordnet), wordnet)
+    np.testing.assert_array_equal(semantic.semantic_similarity(dataset), live)
+
+
+def test_shipped_file_lists_every_table():
+    with semantic.package_data(semantic.PATH_LENGTHS_FILE).open('rb') as f, np.load(f) as data:
+        assert set(data.files) == {key for d in semantic.CLASS_SYNSETS for key in (d, f'{d}_synsets')}
+
+
+def test_write_path_length_file_round_trips(wordnet, tmp_path, monkeypatch):
+    monkeypatch.setattr(semantic, 'CLASS_SYNSETS', {'digits': semantic.CLASS_SYNSETS['digits']})
+    semantic.write_path_length_file(tmp_path / 'paths.npz', wordnet)
+    with np.load(tmp_path / 'paths.npz') as data:
+        np.testing.assert_array_equal(data['digits'], semantic.shipped_path_lengths('digits'))
+        assert tuple(data['digits_synsets'].tolist()) == semantic.CLASS_SYNSETS['digits']
+
+
+def test_stale_shipped_table_is_refused(monkeypatch):
+    edited = ('zero.n.02',) + semantic.CLASS_SYNSETS['digits'][:0:-1]
+    monkeypatch.setitem(semantic.CLASS_SYNSETS, 'digits', edited)
+    with pytest.raises(ValueError, match='stale.*python -m nofe_jax.grouping.semantic'):
+        semantic.semantic_similarity('digits')
+    with pytest.raises(ValueError, match='No class -> synset table'):
+        semantic.semantic_similarity('mnist')
+
+
+def test_semantic_similarity_needs_no_nltk():
+    import subprocess
+    import sys
+    code = ('import sys; sys.modules["nltk"] = None; from nofe_jax.grouping import semantic; '
+            'sim = semantic.semantic_similarity("imagenet2012"); assert sim.shape == (1000, 1000)')
+    subprocess.run([sys.executable, '-c', code], check=True)
 
 
 def test_digit_synsets_are_digits(wordnet):

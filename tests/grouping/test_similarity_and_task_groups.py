@@ -94,6 +94,8 @@ def test_grouping_never_imports_jax():
     import subprocess
     import sys
     code = ('import sys, nofe_jax.grouping.specialties, nofe_jax.grouping.semantic, '
-            'nofe_jax.grouping.confusion, nofe_jax.grouping.similarity, nofe_jax.grouping.task_groups; '
-            'assert "jax" not in sys.modules, "grouping imported jax"')
+            'nofe_jax.grouping.confusion, nofe_jax.grouping.similarity, nofe_jax.grouping.task_groups, '
+            'nofe_jax.grouping.ontology; '
+            'assert "jax" not in sys.modules, "grouping imported jax"; '
+            'assert "matplotlib" not in sys.modules, "grouping imported matplotlib"')
     subprocess.run([sys.executable, '-c', code], check=True)
