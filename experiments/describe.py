@@ -4,8 +4,9 @@ r"""Parameter counts and forward FLOPs of every model a config's recipe would tr
   python -m experiments.describe --config=experiments/configs/quickstart.py --json
 
 Builds the models from shapes alone: no training, no data loaded (classes and the input shape
-come from ``config.data``; an .npz source is opened for its shapes). Recipe 'base' -> {'base'}; recipe 'nofe' -> {'generalist' (K-way),
-'nofe' (K experts of c_max = ceil(C / K) outputs, a balanced layout)}. FLOPs are XLA's cost
+come from ``config.data``; an .npz source is opened for its shapes); the recipe says which models
+it trains (its ``build_models``): 'base' -> {'base'}; 'nofe' -> {'generalist' (K-way), 'nofe' (K
+experts of c_max = ceil(C / K) outputs, a balanced layout)}. FLOPs are XLA's cost
 analysis of the compiled eval-mode forward pass, per image. ``--json`` prints exactly one JSON
 object on stdout: {model: {"params", "trainable_params", "flops_per_image"}}.
 """
@@ -15,14 +16,12 @@ import sys
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nofe_jax.data import pipeline, sources
-from nofe_jax.models import experts, registry
-from nofe_jax.training.recipes import base
-from nofe_jax.training.recipes import nofe as nofe_recipe
+from nofe_jax.models import registry
+from nofe_jax.training import recipes
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -62,23 +61,6 @@ def data_shape(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, in
     return int(num_classes), pipeline.Preprocess.from_config(data.preprocess).output_shape(shape)
 
 
-def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-    """{name: (model, extra apply args)} of every model ``config.recipe`` trains."""
-    overrides = base.model_overrides(config)
-    name = config.model.name
-    if config.recipe == 'base':
-        return {'base': (registry.build_base(name, num_classes, **overrides), ())}
-    if config.recipe == 'nofe':
-        k = config.nofe.num_experts
-        if not 1 <= k <= num_classes:
-            raise ValueError(f'nofe.num_experts={k} does not fit {num_classes} classes.')
-        layout = experts.expert_layout(np.arange(num_classes) % k)  # balanced: c_max = ceil(C / K)
-        slots = jax.ShapeDtypeStruct(layout.class_slots.shape, jnp.int32)
-        return {'generalist': (nofe_recipe.generalist_model(config), ()),
-                'nofe': (nofe_recipe.nofe_model(config, layout), (slots,))}
-    raise ValueError(f"Unknown recipe {config.recipe!r}; describe knows 'base' and 'nofe'.")
-
-
 def _flops(cost) -> float:
     """'flops' of a compiled cost analysis (a dict, or a list of one dict in older jax)."""
     if isinstance(cost, (list, tuple)):
@@ -101,7 +83,8 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, dict]:
     """{model: {'params', 'trainable_params', 'flops_per_image'}} for every model the recipe trains."""
     num_classes, image_shape = data_shape(config.data)
     return {name: describe_model(model, image_shape, args)
-            for name, (model, args) in build_models(config, num_classes).items()}
+            for name, (model, args) in recipes.RECIPES[config.recipe].build_models(
+                config, num_classes).items()}
 
 
 def format_table(config: ml_collections.ConfigDict, result: dict[str, dict]) -> str:

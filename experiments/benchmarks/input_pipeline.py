@@ -61,7 +61,7 @@ from nofe_jax.data import sources
 from nofe_jax.grouping import specialties
 from nofe_jax.models import registry
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import base
+from nofe_jax.training.recipes import common
 from nofe_jax.training.recipes import nofe as nofe_recipe
 
 DATASETS = ('idx', 'image_folder')
@@ -99,12 +99,12 @@ def data_config(dataset: str, config_args: str, batch_size: int, image_root: str
     return config
 
 
-def build_stages(run: base.Run, seed: int) -> dict[str, loop.Stage]:
+def build_stages(run: common.Run, seed: int) -> dict[str, loop.Stage]:
     """The flat base model, the generalist and the NofE stages, as their recipes build them."""
     config, num_classes = run.config, run.dataset.num_classes
     partition = specialties.random_balanced(num_classes, config.nofe.num_experts, np.random.default_rng(seed))
     flat = loop.Stage(name='base', model=registry.build_base(config.model.name, num_classes,
-                                                             **base.model_overrides(config)),
+                                                             **common.model_overrides(config)),
                       task=tasks.ClassificationTask(num_classes), train_config=config.generalist.train,
                       optim_config=config.generalist.optim)
     subsets = nofe_recipe.count_subsets(run)
@@ -159,7 +159,7 @@ def measure(dataset: str, config_args: str = '', batch_size: int = 0, image_root
     """One row: pipeline and model images/s on `dataset`, their ratio and the verdict."""
     config = data_config(dataset, config_args, batch_size, image_root)
     with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(io.StringIO()):
-        run = base.prepare_run(config, workdir)
+        run = common.prepare_run(config, workdir)
         stages = {name: stage for name, stage in build_stages(run, seed).items() if name in model_stages}
         runners = {name: loop._Runner(stage, run.dataset, run.normalization, config)  # pylint: disable=W0212
                    for name, stage in stages.items()}

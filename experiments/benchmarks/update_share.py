@@ -5,7 +5,7 @@ r"""Share of the NofE generalist stage's time spent in specialty updates, per CI
       --json_out=/tmp/share.json
 
 For every model the generalist stage is built as `cifar100_nofe.py:model=<m>` builds it
-(`base.prepare_run`, `recipes.nofe.generalist_stage`, the loop's `_Runner`), with the data
+(`recipes.common.prepare_run`, `recipes.nofe.generalist_stage`, the loop's `_Runner`), with the data
 swapped for synthetic 32x32x3 images of 100 classes (`subset_size` or more of them; CIFAR-100
 is not on the offline machines). Measured side by side in one run:
 
@@ -58,7 +58,7 @@ from nofe_jax import parallel
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import specialties
 from nofe_jax.training import durations, loop
-from nofe_jax.training.recipes import base
+from nofe_jax.training.recipes import common
 from nofe_jax.training.recipes import nofe as nofe_recipe
 
 CIFAR100_TRAIN_SIZE = 50_000  # the update period is resolved on the real training set
@@ -126,7 +126,7 @@ def measure(model: str, num_experts: int = 10, balance: str = 'fully_balanced', 
     config = cifar_config(model, num_experts, balance, subset_size)
     nc, tc = config.nofe, config.generalist.train
     with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(io.StringIO()):
-        run = base.prepare_run(config, workdir)
+        run = common.prepare_run(config, workdir)
         rng = np.random.default_rng(seed)
         initial = specialties.random_balanced(CIFAR100_CLASSES, nc.num_experts, rng)
         subsets = nofe_recipe.count_subsets(run)

@@ -1,5 +1,10 @@
-"""One module per method; ``RECIPES`` maps ``config.recipe`` to its entry point."""
-from collections.abc import Callable
+"""One module per method; ``RECIPES`` maps ``config.recipe`` to it.
+
+A recipe module defines ``train_and_evaluate(config, workdir) -> summary`` and
+``build_models(config, num_classes) -> {name: (model, extra apply args)}``, the models it
+trains (``experiments.describe`` counts and times them without training).
+"""
+import types
 
 import ml_collections
 
@@ -7,13 +12,10 @@ from nofe_jax.training import config_checks
 from nofe_jax.training.recipes import base, nofe
 
 # What each recipe reads of a config, and its checks, are ``config_checks.RECIPE_CONFIGS``.
-RECIPES: dict[str, Callable[[ml_collections.ConfigDict, str], dict]] = {
-    'base': base.train_and_evaluate,
-    'nofe': nofe.train_and_evaluate,
-}
+RECIPES: dict[str, types.ModuleType] = {'base': base, 'nofe': nofe}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Validates ``config``, then runs the recipe it names; returns its summary."""
     config_checks.validate(config, workdir)
-    return RECIPES[config.recipe](config, workdir)
+    return RECIPES[config.recipe].train_and_evaluate(config, workdir)

@@ -1,114 +1,23 @@
-"""Recipe: a flat base CNN over all C classes (the papers' "base model" rows).
-
-Also the shared set-up every recipe uses: workdir, config.json, data,
-normalisation and the summary.
-"""
-import dataclasses
-import json
-import os
-import time
-
-import jax.numpy as jnp
+"""Recipe: a flat base CNN over all C classes (the papers' "base model" rows)."""
 import ml_collections
 
-from nofe_jax import parallel, reporting
-from nofe_jax.data import pipeline, sources
 from nofe_jax.models import registry
 from nofe_jax.training import loop, tasks
+from nofe_jax.training.recipes import common
 
 
-@dataclasses.dataclass
-class Run:
-    """What every recipe starts from."""
-    config: ml_collections.ConfigDict
-    workdir: str
-    dataset: sources.Dataset
-    normalization: pipeline.Normalization
-    writer: reporting.MetricWriter
-    run_log: reporting.RunLog  # also this process's wall time
-
-
-def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-    """Joins the processes, creates the workdir, writes config.json and loads the data."""
-    start_time = time.perf_counter()
-    parallel.initialize_distributed(**config.distributed)
-    os.makedirs(workdir, exist_ok=True)
-    run_log = reporting.RunLog(workdir, start=start_time)
-    reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
-    dataset = sources.load_dataset(config.data)
-    normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
-    print(f'data: {dataset.description} — {len(dataset.train)} train / '
-          f'{len(dataset.test)} test images, {dataset.num_classes} classes'
-          + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
-    return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
-               run_log)
-
-
-# config.model fields passed to the model constructor only when they differ from these defaults
-# (the ones in experiments/configs/common.py), so models without the option still build.
-_OPTIONAL_MODEL_FIELDS = {'width_multiplier': 1.0, 'extra_layers': 0}
-
-
-def model_overrides(config: ml_collections.ConfigDict) -> dict:
-    """Model constructor overrides from ``config.model``: compute dtype, Table 4 width/depth options."""
-    overrides = {'dtype': jnp.dtype(config.model.dtype)}
-    for field, default in _OPTIONAL_MODEL_FIELDS.items():
-        if field in config.model and config.model[field] != default:
-            overrides[field] = config.model[field]
-    return overrides
-
-
-def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
-    """``loop.run_stage`` with the run's data, config and writer."""
-    return loop.run_stage(stage, run.dataset, run.normalization, run.config, run.workdir,
-                          run.writer)
-
-
-def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) -> dict:
-    """Writes summary.json and the learning-curve plot; returns the summary.
-
-    ``wall_time_s`` is this process's; ``total_wall_time_s`` adds the earlier runs of the
-    workdir (``restarts`` of them) that this one resumed.
-    """
-    run.writer.close()
-    summary = {
-        'recipe': run.config.recipe,
-        'model': run.config.model.name,
-        'dataset': run.dataset.name,
-        'data_description': run.dataset.description,
-        'synthetic': run.dataset.synthetic,
-        'final': final,
-        'wall_time_s': run.run_log.elapsed_s,
-        'total_wall_time_s': run.run_log.total_wall_time_s,
-        'restarts': run.run_log.restarts,
-        'stages': {name: {'final': r.final, 'test_top1_measures': r.top1_label,
-                          'wall_time_s': r.wall_time_s, 'health_warnings': r.meta.get('health', [])}
-                   for name, r in stages.items()},
-        'health_warnings': [f'{name}: {w["message"]}' for name, r in stages.items()
-                            for w in r.meta.get('health', [])],
-        'class_names': list(run.dataset.class_names),
-        **extra,
-    }
-    summary = reporting.json_safe(summary)
-    reporting.write_json(os.path.join(run.workdir, 'summary.json'), summary)
-    reporting.plot_learning_curves(run.workdir, os.path.join(run.workdir, 'learning_curves.png'),
-                                   {name: r.top1_label for name, r in stages.items()})
-    took = f'{summary["wall_time_s"]:.0f} s'
-    if summary['restarts']:
-        took += f', {summary["total_wall_time_s"]:.0f} s over {summary["restarts"] + 1} runs'
-    print('final: ' + ' '.join(f'{k}={v:.4f}' if v is not None else f'{k}=n/a'
-                               for k, v in summary['final'].items()) +
-          f' ({took}) -> {os.path.join(run.workdir, "summary.json")}', flush=True)
-    return summary
+def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+    """{name: (model, extra apply args)} of every model this recipe trains."""
+    return {'base': (registry.build_base(config.model.name, num_classes,
+                                         **common.model_overrides(config)), ())}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the flat base model and returns the summary."""
-    run = prepare_run(config, workdir)
-    model = registry.build_base(config.model.name, run.dataset.num_classes,
-                                **model_overrides(config))
+    run = common.prepare_run(config, workdir)
+    (model, _), = build_models(config, run.dataset.num_classes).values()
     stage = loop.Stage(name='base', model=model,
                        task=tasks.ClassificationTask(run.dataset.num_classes),
                        train_config=config.train, optim_config=config.optim)
-    result = run_stage(run, stage)
-    return finish(run, result.final, {'base': result})
+    result = common.run_stage(run, stage)
+    return common.finish(run, result.final, {'base': result})

@@ -21,7 +21,7 @@ from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
 from nofe_jax.models import experts, registry
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import base
+from nofe_jax.training.recipes import common
 
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 # Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
@@ -84,7 +84,7 @@ class CountSubsets:
             self.num_train, self.size, rng)
 
 
-def count_subsets(run: base.Run) -> CountSubsets:
+def count_subsets(run: common.Run) -> CountSubsets:
     """``nofe.subset_source``: 'holdout' sets aside a fixed random S of ``subset_size`` images.
 
     Only sources that count predictions (learned, spectral) set anything aside.
@@ -101,7 +101,7 @@ def count_subsets(run: base.Run) -> CountSubsets:
     return CountSubsets(num_train, nc.subset_size, holdout)
 
 
-def make_specialty_update(run: base.Run, subsets: CountSubsets) -> loop.Hook:
+def make_specialty_update(run: common.Run, subsets: CountSubsets) -> loop.Hook:
     """The stage-1 hook: predict S, count M, reassign (unless M carries no signal), log, record."""
     nc, num_classes = run.config.nofe, run.dataset.num_classes
 
@@ -141,7 +141,7 @@ def make_specialty_update(run: base.Run, subsets: CountSubsets) -> loop.Hook:
 HISTORY_SUMMARY_KEYS = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1', 'kappa', 'skipped')
 
 
-def write_specialties_json(run: base.Run, history: list[dict]) -> None:
+def write_specialties_json(run: common.Run, history: list[dict]) -> None:
     """specialties.json: the class names of every specialty after every update (or of the fixed source)."""
     k = run.config.nofe.num_experts
     reporting.write_json(os.path.join(run.workdir, 'specialties.json'), [
@@ -151,7 +151,7 @@ def write_specialties_json(run: base.Run, history: list[dict]) -> None:
         for h in history])
 
 
-def report_partition(run: base.Run, assignment: np.ndarray, history: list[dict]) -> dict:
+def report_partition(run: common.Run, assignment: np.ndarray, history: list[dict]) -> dict:
     """Prints the partition, writes specialties.json/png; returns its summary entries (incl. NMI)."""
     nc, dataset = run.config.nofe, run.dataset
     names = specialty_names(assignment, dataset.class_names, nc.num_experts)
@@ -192,16 +192,25 @@ def generalist_model(config: ml_collections.ConfigDict):
     nc = config.nofe
     branch = _branch_overrides(config) if nc.generalist_head == 'branch' else {}
     return registry.generalist(config.model.name, nc.num_experts, head=nc.generalist_head,
-                               **base.model_overrides(config), **branch)
+                               **common.model_overrides(config), **branch)
 
 
 def nofe_model(config: ml_collections.ConfigDict, layout: experts.ExpertLayout):
     """The network of experts over ``layout``."""
-    return registry.build_nofe(config.model.name, layout, **base.model_overrides(config),
+    return registry.build_nofe(config.model.name, layout, **common.model_overrides(config),
                                **_branch_overrides(config))
 
 
-def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
+def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+    """{name: (model, extra apply args)} of the models this recipe trains: the K-way generalist and
+    the network of experts over a balanced layout (c_max = ceil(C / K))."""
+    check_num_experts(config.nofe.num_experts, num_classes)
+    layout = experts.expert_layout(np.arange(num_classes) % config.nofe.num_experts)
+    slots = jax.ShapeDtypeStruct(layout.class_slots.shape, jnp.int32)
+    return {'generalist': (generalist_model(config), ()), 'nofe': (nofe_model(config, layout), (slots,))}
+
+
+def generalist_stage(run: common.Run, initial: np.ndarray, learn: bool,
                      subsets: CountSubsets) -> loop.Stage:
     """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
     config, nc = run.config, run.config.nofe
@@ -215,7 +224,7 @@ def generalist_stage(run: base.Run, initial: np.ndarray, learn: bool,
         train_indices=subsets.stage1_train_indices, config_block='generalist')
 
 
-def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
+def fixed_specialties(run: common.Run, rng: np.random.Generator, stages: dict,
                       subsets: CountSubsets) -> np.ndarray:
     """The partition of a non-learned specialty source."""
     nc, num_classes = run.config.nofe, run.dataset.num_classes
@@ -233,12 +242,12 @@ def fixed_specialties(run: base.Run, rng: np.random.Generator, stages: dict,
     # spectral: a flat base model first, then its confusion on S.
     stage = loop.Stage(name='spectral_base',
                        model=registry.build_base(run.config.model.name, num_classes,
-                                                 **base.model_overrides(run.config)),
+                                                 **common.model_overrides(run.config)),
                        task=tasks.ClassificationTask(num_classes),
                        train_config=run.config.generalist.train,
                        optim_config=run.config.generalist.optim,
                        train_indices=subsets.stage1_train_indices, config_block='generalist')
-    result = base.run_stage(run, stage)
+    result = common.run_stage(run, stage)
     stages['spectral_base'] = result
     predicted = result.predict(subsets.draw(rng))
     matrix = confusion.confusion_matrix(predicted['label'], predicted['top1'], num_classes)
@@ -265,7 +274,7 @@ def copy_generalist(generalist_variables: dict, branch_layers: frozenset[str] = 
     return init
 
 
-def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.Stage, experts.ExpertLayout]:
+def nofe_stage(run: common.Run, assignment: np.ndarray, init_from) -> tuple[loop.Stage, experts.ExpertLayout]:
     """Trunk + K stacked branches over the final partition (empty specialties dropped)."""
     config = run.config
     layout = experts.expert_layout(assignment)
@@ -285,7 +294,7 @@ def nofe_stage(run: base.Run, assignment: np.ndarray, init_from) -> tuple[loop.S
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Generalist (learning the specialties) then the network of experts (config validated)."""
     nc = config.nofe
-    run = base.prepare_run(config, workdir)
+    run = common.prepare_run(config, workdir)
     num_classes = run.dataset.num_classes
     check_num_experts(nc.num_experts, num_classes)
     rng = np.random.default_rng(config.seed)
@@ -296,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                else fixed_specialties(run, rng, stages, subsets))
     assignment, history, generalist_variables = initial, [], None
     if learn or nc.init == 'generalist':
-        result = base.run_stage(run, generalist_stage(run, initial, learn, subsets))
+        result = common.run_stage(run, generalist_stage(run, initial, learn, subsets))
         stages['generalist'] = result
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
@@ -306,9 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if warning:
         print(f'WARNING: {warning}', flush=True)
     stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
-    result = base.run_stage(run, stage)
+    result = common.run_stage(run, stage)
     stages['nofe'] = result
-    return base.finish(run, result.final, stages, **partition,
+    return common.finish(run, result.final, stages, **partition,
                        num_experts=layout.num_experts, specialty_warnings=[warning] if warning else [],
                        specialty_sizes=[int(s) for s in layout.sizes],
                        specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}
