@@ -73,9 +73,9 @@ def test_held_out_counts_never_use_stage_one_training_images(tmp_path, monkeypat
         if stage.name in ('generalist', 'spectral_base'):
             trained.append(np.asarray(stage.train_indices))
 
-    def predict(self, state, grouping, indices):
+    def predict(self, state, grouping, indices, *outputs):
         predicted.append(np.asarray(indices))
-        return original_predict(self, state, grouping, indices)
+        return original_predict(self, state, grouping, indices, *outputs)
 
     monkeypatch.setattr(loop._Runner, '__init__', init)
     monkeypatch.setattr(loop._Runner, 'predict', predict)

@@ -241,13 +241,7 @@ class _Runner:
         if self.steps_per_epoch == 0:
             raise ValueError(f'batch_size={tc.batch_size} is larger than the training set '
                              f'({len(self.train_source)} examples).')
-        resolve = lambda d: durations.to_steps(d, steps_per_epoch=self.steps_per_epoch,
-                                                batch_size=tc.batch_size)
-        self.total_steps = resolve(tc.duration)
-        self.log_every, self.eval_every = resolve(tc.log_every), resolve(tc.eval_every)
-        self.checkpoint_every = resolve(tc.checkpoint_every)
-        self.hook_every = {h.name: resolve(h.every) for h in stage.hooks}
-        self.hook_start = {h.name: resolve(h.start) for h in stage.hooks}
+        self.total_steps = self.to_steps(tc.duration)
         self.schedule = optim.learning_rate_schedule(
             stage.optim_config, total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
@@ -256,6 +250,11 @@ class _Runner:
                                   donate_argnums=0, out_shardings=repl)
         self.eval_step = jax.jit(steps.make_eval_step(stage.task), out_shardings=repl)
         self.predict_steps: dict[tuple[str, ...], Callable] = {}  # compiled per set of outputs
+
+    def to_steps(self, duration: str) -> int:
+        """A duration of this stage ('2 epochs', '500 steps', '10000 examples') in steps."""
+        return durations.to_steps(duration, steps_per_epoch=self.steps_per_epoch,
+                                  batch_size=self.stage.train_config.batch_size)
 
     def process_kwargs(self) -> dict:
         return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
@@ -336,6 +335,40 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class Periodic:
+    """An action between steps, under one timing rule: after every ``every``-th step from
+    ``start`` on (``every`` 0: never), after the stage's last step if ``at_end``, and when a stop
+    signal has arrived if ``on_stop``. Actions that keep or act on the state (hooks, checkpoints)
+    set ``needs_finite``: the loop checks the losses and parameters first, so a NaN never
+    reaches them."""
+    name: str
+    every: int
+    run: Callable[[], None]
+    start: int = 0
+    at_end: bool = True
+    on_stop: bool = False
+    needs_finite: bool = False
+
+    def due(self, step: int, last: bool, stopping: bool) -> bool:
+        return ((last and self.at_end) or (stopping and self.on_stop)
+                or (step >= self.start and durations.is_time(step, self.every)))
+
+
+class GroupingArrays:
+    """A stage's grouping arrays on the host (hooks, checkpoints) and on the devices (steps),
+    replaced together so the two never differ."""
+
+    def __init__(self, host: dict[str, Any], to_device: Callable[[dict], dict]):
+        self._to_device = to_device
+        self.host = {k: np.asarray(v) for k, v in host.items()}
+        self.device = to_device(self.host)
+
+    def update(self, new: dict[str, Any]) -> None:
+        self.host = {**self.host, **{k: np.asarray(v) for k, v in new.items()}}
+        self.device = self._to_device(self.host)
+
+
 def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
                  workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
     start_time = time.perf_counter()
@@ -343,20 +376,19 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
     tc = stage.train_config
     sample = runner.model_input()
     state = runner.init_state(sample)
-    grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+    host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
     fingerprint = checkpoint_fingerprint(stage, config, dataset, sample.shape[1:])
     meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
     meta.setdefault('health', [])
     ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
     if ckpt.latest_step() is not None:
-        restored = ckpt.restore(state, grouping, fingerprint)
+        restored = ckpt.restore(state, host_grouping, fingerprint)
         for line in restored.set_aside:
             print(f'[{stage.name}] WARNING: {line}', flush=True)
-        state, meta = restored.state, restored.meta
-        grouping = {k: np.asarray(v) for k, v in restored.grouping.items()}
+        state, meta, host_grouping = restored.state, restored.meta, restored.grouping
         print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
     meta['fingerprint'] = fingerprint
-    grouping_dev = runner.device_grouping(grouping)
+    grouping = GroupingArrays(host_grouping, runner.device_grouping)
     step = int(jax.device_get(state.step))
     progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
     log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
@@ -372,70 +404,85 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
             meta['health'].append({'step': step, 'message': found})
 
     def evaluate(last: bool) -> dict[str, float]:
-        metrics, histograms = runner.evaluate(state, grouping_dev, dataset.test)
+        metrics, histograms = runner.evaluate(state, grouping.device, dataset.test)
         if last and histograms is not None:  # a model may pass through a collapsed phase early
             warn(health.collapse_warning(*histograms))
         return {f'test/{k}': v for k, v in metrics.items()}
 
+    def log_period() -> None:
+        nonlocal period, period_start
+        _check_finite(stage, [m['objective'] for m in period], period_start)
+        sums = jax.tree.map(lambda *xs: sum(xs), *period)
+        scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
+        scalars['train/lr'] = float(runner.schedule(step - 1))
+        rate = progress.report(step, step / runner.steps_per_epoch,
+                               {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+        if np.isfinite(rate):  # the first period includes compilation
+            scalars['train/images_per_s'] = rate
+        log(step, scalars)
+        if period_start < learning_check_step <= step:
+            warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
+        period, period_start = [], step
+
+    def run_hook(hook: Hook) -> None:
+        ctx = HookContext(step=step, epoch=step / runner.steps_per_epoch, state=state,
+                          grouping=grouping.host, meta=meta,
+                          rng=np.random.default_rng([config.seed, step]),
+                          predict=functools.partial(runner.predict, state, grouping.device),
+                          log=lambda scalars: log(step, scalars))
+        new_grouping = hook.fn(ctx)
+        faults.reached('hook')
+        if new_grouping is not None:
+            grouping.update(new_grouping)
+
+    def evaluate_and_log() -> None:
+        nonlocal final
+        final = evaluate(step == runner.total_steps)
+        log(step, final)
+        print(f'[{stage.name}] step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in final.items()),
+              flush=True)
+
+    def save() -> None:
+        nonlocal start_time
+        meta['wall_time_s'] += time.perf_counter() - start_time
+        start_time = time.perf_counter()
+        ckpt.save(state, grouping.host, meta)
+        faults.reached('checkpoint')
+
+    every = runner.to_steps
+    actions = (
+        Periodic('log', every(tc.log_every), log_period),
+        *(Periodic(f'hook {h.name}', every(h.every), functools.partial(run_hook, h),
+                   start=every(h.start), at_end=False, needs_finite=True) for h in stage.hooks),
+        Periodic('eval', every(tc.eval_every), evaluate_and_log),
+        Periodic('checkpoint', every(tc.checkpoint_every), save, on_stop=True, needs_finite=True),
+    )
     while step < runner.total_steps:
         epoch = step // runner.steps_per_epoch
         batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
         for batch in batches:
             state, metrics = runner.train_step(
-                state, parallel.to_global(batch, runner.batch_sharding), grouping_dev)
+                state, parallel.to_global(batch, runner.batch_sharding), grouping.device)
             faults.reached('step')
             period.append(metrics)
             step += 1
-            at_end = step == runner.total_steps
-            if durations.is_time(step, runner.log_every) or at_end:
-                _check_finite(stage, [m['objective'] for m in period], period_start)
-                sums = jax.tree.map(lambda *xs: sum(xs), *period)
-                scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
-                scalars['train/lr'] = float(runner.schedule(step - 1))
-                rate = progress.report(step, step / runner.steps_per_epoch,
-                                       {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
-                if np.isfinite(rate):  # the first period includes compilation
-                    scalars['train/images_per_s'] = rate
-                log(step, scalars)
-                if period_start < learning_check_step <= step:
-                    warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
-                period, period_start = [], step
-            for hook in stage.hooks:
-                if (durations.is_time(step, runner.hook_every[hook.name])
-                        and step >= runner.hook_start[hook.name]):
-                    check_state_finite(stage, state, [m['objective'] for m in period], period_start)
-                    ctx = HookContext(
-                        step=step, epoch=step / runner.steps_per_epoch, state=state,
-                        grouping=grouping, meta=meta,
-                        rng=np.random.default_rng([config.seed, step]),
-                        predict=functools.partial(runner.predict, state, grouping_dev),
-                        log=lambda scalars: log(step, scalars))
-                    new_grouping = hook.fn(ctx)
-                    faults.reached('hook')
-                    if new_grouping is not None:
-                        grouping = {**grouping, **{k: np.asarray(v) for k, v in new_grouping.items()}}
-                        grouping_dev = runner.device_grouping(grouping)
-            if durations.is_time(step, runner.eval_every) or at_end:
-                final = evaluate(at_end)
-                log(step, final)
-                print(f'[{stage.name}] step {step}: ' +
-                      ' '.join(f'{k}={v:.4f}' for k, v in final.items()), flush=True)
-            if durations.is_time(step, runner.checkpoint_every) or at_end or stop:
-                check_state_finite(stage, state, [m['objective'] for m in period], period_start)
-                meta['wall_time_s'] += time.perf_counter() - start_time
-                start_time = time.perf_counter()
-                ckpt.save(state, grouping, meta)
-                faults.reached('checkpoint')
+            last = step == runner.total_steps
+            for action in actions:
+                if action.due(step, last, bool(stop)):
+                    if action.needs_finite:
+                        check_state_finite(stage, state, [m['objective'] for m in period],
+                                           period_start)
+                    action.run()
             if stop:
                 ckpt.close()
                 raise TrainingStopped(stop[0], stage.name, step)
-            if at_end:
+            if last:
                 break
 
     if not final:  # resumed after the last step: evaluate the restored state
         final = evaluate(True)
     ckpt.close()
     meta['wall_time_s'] += time.perf_counter() - start_time
-    return StageResult(state=state, grouping=grouping, meta=meta, final=final,
+    return StageResult(state=state, grouping=grouping.host, meta=meta, final=final,
                        wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label,
-                       predict=functools.partial(runner.predict, state, grouping_dev))
+                       predict=functools.partial(runner.predict, state, grouping.device))
