@@ -57,10 +57,10 @@ def optim_config() -> ml_collections.ConfigDict:
     """Optimiser and learning-rate schedule of one stage."""
     return ml_collections.ConfigDict(dict(
         name='caffe_sgd',         # caffe_sgd | sgd | adamw
-        lr=0.01,                  # constant / cosine / exponential peak; >= 0 (0 freezes the stage)
+        lr=0.01,                  # the (peak) learning rate; >= 0 (0 freezes the stage)
         schedule='constant',      # constant | piecewise | cosine | exponential
-        lr_values=(0.01,),        # piecewise: lr from each boundary on
         boundaries=(),            # piecewise: durations, e.g. ('60000 steps',)
+        boundary_lrs=(),          # piecewise: the lr from each boundary on (lr before the first)
         final_lr=0.0,             # exponential: lr reached at the end
         warmup='0 steps',
         momentum=0.9,
@@ -168,6 +168,6 @@ def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_cla
         stage.train.checkpoint_every = '1 epoch'
         # Piecewise boundaries of a real solver lie beyond a 2-epoch run.
         stage.optim.boundaries = ()
-        stage.optim.lr_values = stage.optim.lr_values[:1]
+        stage.optim.boundary_lrs = ()
     if 'nofe' in config:  # a one-epoch generalist still re-learns its specialties
         config.nofe.update_warmup = '0 steps'

@@ -30,7 +30,7 @@ def _bvlc_stage(stage, duration: str, lr_values: tuple, boundaries: tuple) -> No
     stage.train.update(duration=duration, batch_size=256, eval_batch_size=256,
                        log_every='100 steps', eval_every='5 epochs', checkpoint_every='1 epoch')
     stage.optim.update(name='caffe_sgd', momentum=0.9, weight_decay=5e-4, schedule='piecewise',
-                       lr=lr_values[0], lr_values=lr_values, boundaries=boundaries,
+                       lr=lr_values[0], boundary_lrs=lr_values[1:], boundaries=boundaries,
                        multipliers=release.MULTIPLIERS['alexnet'])
 
 

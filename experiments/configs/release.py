@@ -83,7 +83,7 @@ def apply_solver(train: ml_collections.ConfigDict, optim: ml_collections.ConfigD
     optim.momentum = 0.9
     optim.weight_decay = solver['weight_decay']
     optim.schedule = 'piecewise'
-    optim.lr_values = solver['lr_values']
-    optim.lr = solver['lr_values'][0]
+    optim.lr, *later = solver['lr_values']
+    optim.boundary_lrs = tuple(later)
     optim.boundaries = solver['boundaries']
     optim.multipliers = MULTIPLIERS[model]

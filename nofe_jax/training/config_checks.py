@@ -48,23 +48,25 @@ SCHEDULES = ('constant', 'piecewise', 'cosine', 'exponential')
 
 def optim_config_problems(config: ml_collections.ConfigDict, prefix: str = 'optim') -> list[str]:
     """Every problem of one stage's optimiser config, one line each (``prefix`` names its place)."""
+    piecewise_drops = config.schedule == 'piecewise' and bool(config.boundaries)
     problems = [
         validation.choice_problem(f'{prefix}.name', config.name, OPTIMIZERS),
         validation.choice_problem(f'{prefix}.schedule', config.schedule, SCHEDULES),
-        # 0 is a frozen stage (allowed); an exponential decay needs a start above 0.
+        # 0 is a frozen stage (allowed); an exponential decay, or piecewise drops (ratios),
+        # need a start above 0.
         validation.range_problem(f'{prefix}.lr', config.lr, low=0,
-                                 low_open=config.schedule == 'exponential'),
+                                 low_open=config.schedule == 'exponential' or piecewise_drops),
         validation.range_problem(f'{prefix}.final_lr', config.final_lr, low=0),
         validation.range_problem(f'{prefix}.momentum', config.momentum, low=0, high=1),
         validation.range_problem(f'{prefix}.weight_decay', config.weight_decay, low=0),
         duration_problem(f'{prefix}.warmup', config.warmup),
-        *(validation.range_problem(f'{prefix}.lr_values[{i}]', v, low=0)
-          for i, v in enumerate(config.lr_values)),
+        *(validation.range_problem(f'{prefix}.boundary_lrs[{i}]', v, low=0, low_open=True)
+          for i, v in enumerate(config.boundary_lrs)),
         *(duration_problem(f'{prefix}.boundaries[{i}]', b) for i, b in enumerate(config.boundaries)),
     ]
-    if config.schedule == 'piecewise' and len(config.lr_values) != len(config.boundaries) + 1:
-        problems.append(f'{prefix}.lr_values needs exactly one more entry than {prefix}.boundaries '
-                        f'(got {len(config.lr_values)} and {len(config.boundaries)}).')
+    if config.schedule == 'piecewise' and len(config.boundary_lrs) != len(config.boundaries):
+        problems.append(f'{prefix}.boundary_lrs needs one rate per entry of {prefix}.boundaries '
+                        f'(got {len(config.boundary_lrs)} and {len(config.boundaries)}).')
     for i, rule in enumerate(config.multipliers):
         try:
             pattern, _, _ = rule

@@ -160,8 +160,9 @@ def config_field(stage: Stage, name: str) -> str:
 def learning_rate_fields(stage: Stage) -> str:
     """The config fields that set ``stage``'s learning rate, with their values."""
     oc, prefix = stage.optim_config, config_field(stage, 'optim')
-    rate = (f'{prefix}.lr_values={tuple(oc.lr_values)}' if oc.schedule == 'piecewise'
-            else f'{prefix}.lr={oc.lr}')
+    rate = f'{prefix}.lr={oc.lr}'
+    if oc.schedule == 'piecewise' and oc.boundary_lrs:
+        rate += f', {prefix}.boundary_lrs={tuple(oc.boundary_lrs)}'
     return f'{rate} ({prefix}.schedule={oc.schedule!r}, {prefix}.warmup={oc.warmup!r})'
 
 

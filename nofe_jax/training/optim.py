@@ -55,11 +55,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, total_steps: in
     if config.schedule == 'constant':
         main = optax.constant_schedule(config.lr)
     elif config.schedule == 'piecewise':
-        # Caffe's hand restarts: lr_values[i] from boundaries[i-1] on.
+        # Caffe's hand restarts: lr, then boundary_lrs[i] from boundaries[i] on.
+        rates = (config.lr, *config.boundary_lrs)
         main = optax.piecewise_constant_schedule(
-            config.lr_values[0],
-            {resolve(b) - warmup: v / prev for b, v, prev in
-             zip(config.boundaries, config.lr_values[1:], config.lr_values[:-1])})
+            config.lr, {resolve(b) - warmup: v / prev
+                        for b, v, prev in zip(config.boundaries, rates[1:], rates[:-1])})
     elif config.schedule == 'cosine':
         main = optax.cosine_decay_schedule(config.lr, max(total_steps - warmup, 1))
     elif config.schedule == 'exponential':
@@ -69,8 +69,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, *, total_steps: in
         raise AssertionError(config.schedule)
     if not warmup:
         return main
-    peak = config.lr_values[0] if config.schedule == 'piecewise' else config.lr
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+    return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), main], [warmup])
 
 
 def _scale_by_tree(scales) -> optax.GradientTransformation:

@@ -27,7 +27,7 @@ def test_multiplier_rules_first_match_wins_default_is_one():
 
 def test_caffe_sgd_matches_hand_rule_across_an_lr_drop():
     # v <- mu v + lr lr_mult (g + wd decay_mult w); w <- w - v, with lr 0.1 then 0.01.
-    config = _config(name='caffe_sgd', schedule='piecewise', lr_values=(0.1, 0.01),
+    config = _config(name='caffe_sgd', schedule='piecewise', lr=0.1, boundary_lrs=(0.01,),
                      boundaries=('2 steps',), momentum=0.9, weight_decay=0.5,
                      multipliers=(('b', 2.0, 0.0),))
     params = {'a': jnp.array([1.0, -2.0]), 'b': jnp.array([3.0])}
@@ -55,7 +55,8 @@ def test_schedules_and_warmup():
     s = optim.learning_rate_schedule(c, total_steps=12, steps_per_epoch=4, batch_size=1)
     assert float(s(0)) == 0.0 and float(s(1)) == pytest.approx(0.5)
     assert float(s(2)) == pytest.approx(1.0) and float(s(12)) == pytest.approx(0.0, abs=1e-6)
-    p = _config(schedule='piecewise', lr_values=(0.1, 0.01, 0.001), boundaries=('1 epoch', '8 steps'))
+    p = _config(schedule='piecewise', lr=0.1, boundary_lrs=(0.01, 0.001),
+                boundaries=('1 epoch', '8 steps'))
     s = optim.learning_rate_schedule(p, total_steps=12, steps_per_epoch=4, batch_size=1)
     assert [round(float(s(i)), 6) for i in (0, 3, 4, 7, 8, 11)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
 
@@ -63,8 +64,8 @@ def test_schedules_and_warmup():
 def test_unknown_optimizer_and_bad_piecewise_fail_clearly():
     with pytest.raises(ValueError, match='optim.name'):
         optim.create_optimizer(_config(name='lbfgs'), {'a': jnp.zeros(1)}, optax.constant_schedule(1.))
-    with pytest.raises(ValueError, match='lr_values'):
-        optim.learning_rate_schedule(_config(schedule='piecewise', lr_values=(0.1,),
+    with pytest.raises(ValueError, match='boundary_lrs needs one rate per entry'):
+        optim.learning_rate_schedule(_config(schedule='piecewise', boundary_lrs=(),
                                              boundaries=('1 epoch',)),
                                      total_steps=4, steps_per_epoch=2, batch_size=1)
     assert isinstance(_config(), ml_collections.ConfigDict)
