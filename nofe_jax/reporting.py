@@ -5,7 +5,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -235,6 +235,35 @@ def plot_specialties(path: str, assignment: np.ndarray, class_names, num_experts
         ax.set_ylabel('classes, grouped by specialty (names in specialties.json)')
     ax.set_title('specialties (red: assigned)\nover the generalist\'s counts on S', fontsize=9)
     fig.colorbar(image, ax=ax, label='images of the class predicted in the specialty')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_group_membership(path: str, groups: Sequence[np.ndarray], class_names) -> None:
+    """PNG of overlapping task groups: a classes x groups membership matrix, classes in the order
+    of their first group (so windows over the ontology show as a staircase)."""
+    if not is_writer():
+        return
+    plt = _pyplot()
+    num_classes = len(class_names)
+    member = np.zeros((num_classes, len(groups)))
+    for g, group in enumerate(groups):
+        member[np.asarray(group, dtype=np.int64), g] = 1.0
+    order = np.argsort(np.argmax(member, axis=1), kind='stable')
+    labelled = num_classes <= _MAX_LABELLED_CLASSES
+    height = max(4.0, 0.14 * num_classes + 1.5) if labelled else 12.0
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(len(groups), 40), height))
+    ax.imshow(member[order], aspect='auto', cmap='Greys', interpolation='nearest', vmin=0, vmax=1)
+    ax.set_xlabel('task group')
+    if labelled:
+        ax.set_yticks(range(num_classes), [class_names[c] for c in order],
+                      fontsize=max(4, min(9, 500 // num_classes)))
+    else:
+        ax.set_ylabel('classes (names in groups.json)')
+    shared = int(np.sum(member.sum(axis=1) >= 2))
+    ax.set_title(f'{len(groups)} task groups; {shared} of {num_classes} classes in two or more',
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -35,15 +35,17 @@ def choice_problem(field: str, value, choices: Sequence[str]) -> str | None:
 
 
 def range_problem(field: str, value, *, low=None, high=None, low_open: bool = False,
-                  integer: bool = False) -> str | None:
-    """``field=value`` is not a number (an integer when ``integer``) in [low, high] ((low, high] when ``low_open``)."""
+                  high_open: bool = False, integer: bool = False) -> str | None:
+    """``field=value`` is not a number (an integer when ``integer``) in [low, high] (an open end
+    where ``low_open`` / ``high_open``)."""
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         return f'{field}={value!r} must be {"an integer" if integer else "a number"}.'
     too_low = low is not None and (value <= low if low_open else value < low)
-    if too_low or (high is not None and value > high):
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
         lower = '' if low is None else f'{"> " if low_open else ">= "}{low}'
-        upper = '' if high is None else f'<= {high}'
+        upper = '' if high is None else f'{"< " if high_open else "<= "}{high}'
         return f'{field}={value!r} must be {" and ".join(filter(None, (lower, upper)))}.'
     return None
 

@@ -11,6 +11,7 @@ parameters and optimiser state must equal one uninterrupted run's. 10 kill point
 """
 import copy
 
+import jax
 import numpy as np
 import pytest
 
@@ -27,6 +28,10 @@ KILL_CHAINS = {
              'checkpoint:2',     # writing NofE step 20's
              'step:25'),         # NofE step 35
     'base': ('step:7', 'checkpoint:2', 'step:25'),
+    # The DMDE smoke: 42 steps of the stacked bases (similarity updates and checkpoints every 10),
+    # then 42 fusion steps.
+    'dmde': ('hook:2',           # the similarity update at step 20 (resumed at 10)
+             'step:45'),         # fusion step 13 (bases resumed at 10; fusion resumes at 10)
 }
 
 
@@ -59,7 +64,7 @@ def test_the_comparison_sees_one_changed_bit(uninterrupted):
     assert kill_soak.outcome_differences(ours, ours) == []
     theirs = copy.deepcopy(ours)
     stage = sorted(theirs['states'])[0]
-    kernel = theirs['states'][stage]['params']['trunk']['conv1']['kernel']
-    kernel.view(np.uint32).flat[0] ^= 1  # the last bit of one weight
+    (path, weights), *_ = jax.tree_util.tree_flatten_with_path(theirs['states'][stage]['params'])[0]
+    weights.view(np.uint32).flat[0] ^= 1  # the last bit of one weight
     assert kill_soak.outcome_differences(ours, theirs) == [
-        f"{stage}['params']['trunk']['conv1']['kernel']"]
+        f"{stage}['params']{jax.tree_util.keystr(path)}"]

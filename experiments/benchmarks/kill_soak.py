@@ -2,8 +2,8 @@ r"""Kill-anywhere soak: SIGKILL smoke runs at many random points, rerun, compare
 
   python -m experiments.benchmarks.kill_soak --kills=50 --json_out=/tmp/soak.json
 
-For each recipe (the quickstart NofE and its flat base, checkpoints and specialty updates
-every 10 steps) one uninterrupted run is the reference. Then chains: a fresh workdir, the
+For each recipe (the quickstart NofE, its flat base and its DMDE; checkpoints, specialty and
+similarity updates every 10 steps) one uninterrupted run is the reference. Then chains: a fresh workdir, the
 same `python -m experiments.run` command started again and again, each start killed with
 SIGKILL either at a random injected point (`NOFE_KILL_AT`: inside a training step, inside a
 specialty update, while a checkpoint is written; see `nofe_jax/training/faults.py`) or by a
@@ -40,6 +40,10 @@ RECIPE_ARGS = {
              '--config.experts.train.checkpoint_every=10 steps'),
     'base': ('--config=experiments/configs/quickstart.py:smoke,base',
              '--config.train.checkpoint_every=10 steps'),
+    'dmde': ('--config=experiments/configs/quickstart.py:smoke,dmde',
+             '--config.dmde.similarity_update_every=10 steps',
+             '--config.bases.train.checkpoint_every=10 steps',
+             '--config.fusion.train.checkpoint_every=10 steps'),
 }
 # What a run's outcome holds of each stage's final checkpoint: everything but the rng key.
 _STATE_ITEMS = ('step', 'params', 'model_state', 'opt_state')
@@ -156,7 +160,7 @@ def soak_chain(args, reference_dir, workdir, rng: random.Random, counts: dict[st
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--kills', type=int, default=50, help='kill points in all (at least)')
-    parser.add_argument('--recipes', default='nofe,base')
+    parser.add_argument('--recipes', default='nofe,base,dmde')
     parser.add_argument('--max_kills_per_chain', type=int, default=6)
     parser.add_argument('--timer_share', type=float, default=0.25,
                         help='share of kills by a timer at a random moment (the rest injected)')

@@ -109,10 +109,48 @@ def add_nofe(config: ml_collections.ConfigDict) -> None:
     del config['train'], config['optim']
 
 
+def dmde_config() -> ml_collections.ConfigDict:
+    """Deep Mixture of Diverse Experts options (spec/dmde.md)."""
+    return ml_collections.ConfigDict(dict(
+        ontology='semantic',          # semantic (WordNet LCH) | visual (a flat model's features,
+                                      # trained first) | coarse (the dataset's superclasses) | random
+        num_categories=10,            # category nodes (coarse: the dataset's number)
+        class_table='',               # the class -> synset / superclass table the semantic and
+                                      # coarse ontologies read ('' = the dataset's name)
+        group_size=50,                # M: classes per task group
+        overlap=0.5,                  # windows move by M * (1 - overlap); 1/(1-overlap) an integer
+        not_in_group_weight=0.0,      # share of a group's data term on not-in-group images
+                                      # (0: one class's share, 1 / (M + 1))
+        multitask=True,               # w_k = w_0 + v_k with the trace and Laplacian terms |
+                                      # False: a plain softmax per group (Table II's "no MT")
+        mu=1.0,                       # weight of the cross-entropy
+        delta1=1e-4,                  # weight of tr(W W^T)
+        delta2=1e-3,                  # weight of tr(W L W^T) / 2 (L: visual-similarity Laplacian)
+        similarity_update_every='1 epoch',  # S and L recomputed from the current networks
+        similarity_subset_size=1000,  # training images whose features give S
+        fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
+        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect, spec/dmde.md)
+        phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
+                                      # (spec 1e-6: Eq. 7's ratio then wrecks fine-tuning, README)
+        base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
+                                      # mode, no gradient, no decay), the spec's freeze_base
+    ))
+
+
+def add_dmde(config: ml_collections.ConfigDict) -> None:
+    """Turns a base config into a DMDE one: options + bases and fusion stages (no top-level
+    train/optim: no DMDE stage reads them)."""
+    config.recipe = 'dmde'
+    config.dmde = dmde_config()
+    config.bases = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+    config.fusion = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+    del config['train'], config['optim']
+
+
 def get_config() -> ml_collections.ConfigDict:
     """A flat base model on digits: every field any recipe reads, with its default."""
     config = ml_collections.ConfigDict()
-    config.recipe = 'base'        # base | nofe
+    config.recipe = 'base'        # base | nofe | dmde
     config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
         name='tiny_cnn',

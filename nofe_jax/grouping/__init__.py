@@ -1,1 +1,7 @@
-"""Host-side numpy/scipy grouping: which classes go together. Never imports jax."""
+"""Host-side numpy/scipy grouping: which classes go together. Never imports jax.
+
+The names a config may choose are declared here, so checking a config imports no scipy.
+"""
+
+# DMDE's category nodes (`dmde.ontology`, ontology.build_ontology).
+ONTOLOGY_SOURCES = ('semantic', 'visual', 'coarse', 'random')

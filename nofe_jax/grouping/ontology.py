@@ -12,9 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nofe_jax.grouping import clustering, semantic, specialties, task_groups
-
-ONTOLOGY_SOURCES = ('semantic', 'visual', 'coarse', 'random')
+from nofe_jax.grouping import ONTOLOGY_SOURCES, clustering, semantic, specialties, task_groups
 
 # CIFAR-100's 20 superclasses in label order (coarse_label_names.txt of the
 # release), each with its 5 fine classes as named in CIFAR100_CLASS_NAMES.

@@ -7,11 +7,15 @@ for "not in this group". The NofE's partition into specialties is the special ca
 groups without that output (``ExpertLayout`` keeps its one slot per class).
 """
 import dataclasses
+import functools
 from collections.abc import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nofe_jax.models import layers
 
 # A logit no softmax gives weight to, for padded slots (finite, so 0 * it stays 0).
 MASKED_LOGIT = -1e9
@@ -97,3 +101,146 @@ def scatter_to_classes(slot_values: jax.Array, slot_classes: jax.Array, slot_mas
     batch = slot_values.shape[0]
     values = jnp.where(slot_mask, slot_values, 0.0).reshape(batch, -1)
     return jnp.zeros((batch, num_classes), values.dtype).at[:, slot_classes.reshape(-1)].add(values)
+
+
+# The shared part w_0 of a split classifier (w_k = w_0 + v_k), stored beside its kernel.
+SHARED_WEIGHT = 'w0'
+
+
+def classifier_name(base_params: dict) -> str:
+    """The classifier layer of a base model's params: the last layer of its head."""
+    return list(base_params['head'])[-1]
+
+
+def _store_shared_weight(variables: dict) -> dict:
+    """At init: a zero w_0 beside the classifier kernel, whose columns are then the v_k."""
+    if not variables.get('params'):  # flax also maps the (empty) variables of non-init calls
+        return variables
+    params = dict(variables['params'])
+    name = classifier_name(params)
+    layer = dict(params['head'][name])
+    layer[SHARED_WEIGHT] = jnp.zeros(layer['kernel'].shape[:-1], layer['kernel'].dtype)
+    params['head'] = {**params['head'], name: layer}
+    return {**variables, 'params': params}
+
+
+def _apply_shared_weight(variables: dict, num_class_slots: int) -> dict:
+    """The kernel the base model sees: w_0 + v_k in its class columns, the rest (not in group) v."""
+    if not variables.get('params'):  # during init, before the base model has created them
+        return variables
+    params = dict(variables['params'])
+    name = classifier_name(params)
+    layer = dict(params['head'][name])
+    shared = layer.pop(SHARED_WEIGHT)
+    layer['kernel'] = layer['kernel'].at[..., :num_class_slots].add(shared[..., None])
+    params['head'] = {**params['head'], name: layer}
+    return {**variables, 'params': params}
+
+
+def class_weights(group_params: dict, slot_mask: jax.Array) -> jax.Array:
+    """[G, d, m_max] class weight vectors w_k (= w_0 + v_k if split) of the stacked group networks'
+    classifiers, padded slots zero (``group_params``: the params of ``GroupNetworks``)."""
+    layer = group_params['base']['head'][classifier_name(group_params['base'])]
+    num_groups, m_max = slot_mask.shape
+    kernel = layer['kernel'][..., :m_max]
+    if SHARED_WEIGHT in layer:
+        kernel = kernel + layer[SHARED_WEIGHT][..., None]
+    return kernel.reshape(num_groups, -1, m_max) * slot_mask[:, None, :]
+
+
+class GroupNetworks(nn.Module):
+    """One base network per task group, parameters stacked on a leading G axis, run as one module.
+
+    ``base`` is an unbound base model (``registry.build_base``) with ``num_outputs`` = the layout's
+    outputs; its variables live under ``base`` with shapes [G, ...]. With ``split_classifier`` its
+    classifier's class columns are w_k = w_0 + v_k: the kernel holds the v_k (and the not-in-group
+    column) and a separate parameter ``w0`` beside it the group's shared w_0 (DMDE's multi-task
+    softmax), so w_0 can be read off the parameters.
+    """
+
+    base: nn.Module
+    num_groups: int
+    num_class_slots: int  # m_max: the classifier columns sharing w_0
+    split_classifier: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(logits [B, G, outputs] in float32, intermediates with G after the batch axis)."""
+
+        def run(base: nn.Module, x: jax.Array):
+            return base(x, train=train)
+
+        if self.split_classifier:
+            run = nn.map_variables(
+                run, 'params', init=True,
+                trans_in_fn=functools.partial(_apply_shared_weight, num_class_slots=self.num_class_slots),
+                trans_out_fn=_store_shared_weight)
+        stacked = nn.vmap(run, variable_axes={'params': 0, 'batch_stats': 0},
+                          split_rngs={'params': True, 'dropout': True}, in_axes=None, out_axes=1,
+                          axis_size=self.num_groups)
+        with layers.stacked_kernels():
+            logits, out = stacked(self.base, x)
+        return logits.astype(jnp.float32), out
+
+
+def not_in_group_probability(probs: jax.Array, eps: float) -> jax.Array:
+    """phi [B, G]: each network's not-in-group probability (its last output), clamped to
+    [eps, 1 - eps] so the stacking ratios stay finite."""
+    return jnp.clip(probs[..., -1], eps, 1.0 - eps)
+
+
+def stack_eq7(probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, num_classes: int,
+              eps: float) -> jax.Array:
+    """DMDE Eq. 7: Y(i) = sum_j PS(i, j) (1 - phi_j) / phi_j over the groups j holding class i.
+
+    (Its Lambda_j(i) is 1 in the group and PS is 0 outside it, so lambda_overlap has no effect.)
+    """
+    phi = not_in_group_probability(probs, eps)
+    return scatter_to_classes(probs[..., :-1] * ((1.0 - phi) / phi)[..., None], slot_classes,
+                              slot_mask, num_classes)
+
+
+def stack2(probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, num_classes: int,
+           eps: float, lambda_overlap: float) -> jax.Array:
+    """DMDE Eq. 12 ("Stack 2"), as written: Y(i) = sum_j lambda_overlap PS(i, j) phi_j."""
+    phi = not_in_group_probability(probs, eps)
+    return lambda_overlap * scatter_to_classes(probs[..., :-1] * phi[..., None], slot_classes,
+                                               slot_mask, num_classes)
+
+
+
+class StackedFusion(nn.Module):
+    """DMDE's N-way classifier over the group networks: a stacking function of their probabilities
+    (``eq7``, ``stack2``) or, ``early``, the concatenation of their features, then one fully
+    connected N-way layer ``fusion``. The slot tables are data (groups may change without
+    recompiling). Frozen group networks (``freeze_groups``) run in eval mode without gradient;
+    their optimiser must also leave them alone (weight decay), which the DMDE recipe does."""
+
+    groups: GroupNetworks
+    num_classes: int
+    fusion: str = 'eq7'
+    phi_eps: float = 0.01
+    lambda_overlap: float = 1.0
+    freeze_groups: bool = False  # run the group networks in eval mode and stop their gradient
+
+    @nn.compact
+    def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
+                 train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(class logits [B, C] in float32, intermediates: the stacked input of ``fusion`` etc.)."""
+        group_logits, out = self.groups(x, train=train and not self.freeze_groups)
+        if self.freeze_groups:
+            group_logits, out = jax.lax.stop_gradient((group_logits, out))
+        if self.fusion == 'early':
+            stacked = out['features'].reshape(x.shape[0], -1).astype(jnp.float32)
+        else:
+            probs = jax.nn.softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)
+            stacked = (stack_eq7(probs, slot_classes, slot_mask, self.num_classes, self.phi_eps)
+                       if self.fusion == 'eq7' else
+                       stack2(probs, slot_classes, slot_mask, self.num_classes, self.phi_eps,
+                              self.lambda_overlap))
+        # A stacking function already scores the N classes: the N x N layer starts as the identity,
+        # i.e. from the stacking rule's own decision (spec/dmde.md leaves the init open).
+        init = layers.xavier() if self.fusion == 'early' else layers.identity_filler
+        logits = layers.dense(self.num_classes, init=init, name='fusion')(stacked)
+        logits = logits.astype(jnp.float32)
+        return logits, {'features': stacked, 'group_logits': group_logits, 'logits': logits}

@@ -11,3 +11,6 @@ GENERALIST_HEADS = ('base', 'branch')
 # Fillers of the experts' fresh conv (`nofe.branch_init`) and the models whose branch takes one.
 BRANCH_INITS = ('release', 'msra')
 BRANCH_INIT_MODELS = ('alexnet_c100', 'alexnet_quick_c100')
+# DMDE's N-way classifier input (`dmde.fusion`, models/mixture.py): stacking function Eq. 7 or
+# Eq. 12 of the group networks' probabilities, or their concatenated features (early fusion).
+FUSIONS = ('eq7', 'stack2', 'early')

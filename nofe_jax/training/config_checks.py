@@ -14,6 +14,7 @@ import ml_collections
 
 from nofe_jax import validation
 from nofe_jax.data import pipeline, sources
+from nofe_jax.grouping import ONTOLOGY_SOURCES
 from nofe_jax.models import names
 from nofe_jax.training.durations import duration_problem
 
@@ -144,6 +145,42 @@ def nofe_config_problems(config: ml_collections.ConfigDict) -> list[str]:
     return [p for p in problems if p]
 
 
+def dmde_config_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Problems of ``config.dmde`` found before any data is read (M <= C is checked once it is)."""
+    dc = config.dmde
+    group_problem = validation.range_problem('dmde.group_size', dc.group_size, low=1, integer=True)
+    overlap_problem = validation.range_problem('dmde.overlap', dc.overlap, low=0, high=1, high_open=True)
+    problems = [
+        validation.choice_problem('dmde.ontology', dc.ontology, ONTOLOGY_SOURCES),
+        validation.choice_problem('dmde.fusion', dc.fusion, names.FUSIONS),
+        validation.range_problem('dmde.num_categories', dc.num_categories, low=1, integer=True),
+        group_problem, overlap_problem,
+        validation.range_problem('dmde.not_in_group_weight', dc.not_in_group_weight, low=0, high=1,
+                                 high_open=True),
+        validation.range_problem('dmde.mu', dc.mu, low=0, low_open=True),
+        validation.range_problem('dmde.delta1', dc.delta1, low=0),
+        validation.range_problem('dmde.delta2', dc.delta2, low=0),
+        validation.range_problem('dmde.similarity_subset_size', dc.similarity_subset_size, low=1,
+                                 integer=True),
+        duration_problem('dmde.similarity_update_every', dc.similarity_update_every,
+                         zero=('the visual Laplacians would never be computed; set dmde.delta2=0 '
+                               'to train without them.' if dc.multitask and dc.delta2 > 0 else None)),
+        validation.range_problem('dmde.phi_eps', dc.phi_eps, low=0, high=0.5, low_open=True,
+                                 high_open=True),
+        validation.range_problem('dmde.lambda_overlap', dc.lambda_overlap, low=0),
+        validation.range_problem('dmde.base_lr_mult', dc.base_lr_mult, low=0),
+    ]
+    if not group_problem and not overlap_problem:
+        repeats = 1.0 / (1.0 - dc.overlap)
+        if abs(repeats - round(repeats)) > 1e-9:
+            problems.append(f'dmde.overlap={dc.overlap}: 1 / (1 - overlap) must be an integer so every '
+                            'class is in equally many groups; use 0, 0.5, 2/3, 0.75, ...')
+        elif dc.group_size < round(repeats):
+            problems.append(f'dmde.group_size={dc.group_size} is smaller than the {round(repeats)} '
+                            f'groups each class joins at overlap {dc.overlap}.')
+    return [p for p in problems if p]
+
+
 # ----------------------------------------------------------------------------- the whole config
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +200,7 @@ class RecipeConfig:
 RECIPE_CONFIGS: dict[str, RecipeConfig] = {
     'base': RecipeConfig(('',)),
     'nofe': RecipeConfig(('generalist', 'experts'), ('nofe',), nofe_config_problems),
+    'dmde': RecipeConfig(('bases', 'fusion'), ('dmde',), dmde_config_problems),
 }
 SHARED_BLOCKS = ('recipe', 'seed', 'model', 'data', 'distributed')
 MODEL_DTYPES = ('float32', 'bfloat16')

@@ -202,7 +202,9 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
 # Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
 # e.g. the duration, the periods or the learning rate, may change when a run is resumed.
 _FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
-                       'nofe.num_experts', 'nofe.generalist_head', 'data.source')
+                       'nofe.num_experts', 'nofe.generalist_head', 'dmde.ontology',
+                       'dmde.num_categories', 'dmde.group_size', 'dmde.overlap', 'dmde.multitask',
+                       'dmde.fusion', 'data.source')
 
 
 def checkpoint_fingerprint(stage: Stage, config: ml_collections.ConfigDict, dataset,

@@ -10,9 +10,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-    """1.0 where the label is among the k highest logits, [B] (k capped at #outputs)."""
+    """1.0 where the label is among the k highest logits, labels' shape ([B], or [B, G] for
+    logits [B, G, outputs]); k capped at #outputs."""
     k = min(k, logits.shape[-1])
-    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
     # Rank = number of logits strictly above the label's; ties go to the label.
     rank = jnp.sum(logits > label_logit, axis=-1)
     return (rank < k).astype(jnp.float32)

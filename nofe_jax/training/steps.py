@@ -92,6 +92,6 @@ def make_predict_step(task, outputs: Sequence[str]) -> Callable:
 
     def predict_step(state: TrainState, batch: dict, grouping: Grouping) -> dict[str, jax.Array]:
         logits, out = eval_logits(state, batch, grouping, task)
-        return task.predictions(logits, out, outputs)
+        return task.predictions(logits, out, grouping, outputs)
 
     return predict_step

@@ -13,7 +13,7 @@ A new method brings a task (and a model) and reuses both. For a batch, a step ca
                                 'loss' (its mean cross-entropy, which the health check compares
                                 with ln(num_targets)) and 'top1'
   evaluation_metrics(...)       same arguments; whole-split measures added at evaluation only
-  predictions(logits, out, names)
+  predictions(logits, out, grouping, names)
                                 named outputs for host-side updates ('top1', 'probabilities',
                                 'features'), only those asked for
 
@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nofe_jax.models import mixture
 from nofe_jax.training import losses
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -105,7 +106,8 @@ class ClassificationTask:
                                     jnp.zeros(self.num_targets, jnp.float32).at[targets].add(mask)),
         }
 
-    def predictions(self, logits, out, names: Sequence[str]) -> dict[str, jax.Array]:
+    def predictions(self, logits, out, grouping, names: Sequence[str]) -> dict[str, jax.Array]:
+        del grouping
         return {name: PREDICTORS[name](logits, out) for name in names}
 
 
@@ -129,3 +131,102 @@ class ExpertTask(ClassificationTask):
         return {**super().metrics(logits, out, targets, labels, grouping, mask),
                 'specialty_top1': (jnp.sum(routed * mask), jnp.sum(mask)),
                 'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupTask:
+    """DMDE stage 1: G stacked group networks, each a softmax over its m_max class slots and a
+    last not-in-group output, trained at once on per-group targets [B, G].
+
+    Grouping arrays: ``class_targets`` [C, G] (the output each group's network is trained to
+    give an image of class c: its slot, else the not-in-group output m_max), ``slot_mask``
+    [G, m_max] and ``laplacian`` [G, m_max, m_max] (L = diag(S 1) - S of each group's visual
+    similarity; recomputed between epochs, zero until then). Loss (spec/dmde.md Eq. 2-6):
+      mu * mean over groups of the weighted cross-entropy (not-in-group examples carry
+      ``not_in_group_weight`` of a group's data term, its class examples the rest)
+      + delta1 * tr(W W^T) + delta2 / 2 * tr(W L W^T),
+    the traces summed over a group's class weight vectors w_k and averaged over the groups.
+    """
+    num_groups: int
+    num_class_slots: int  # m_max
+    not_in_group_weight: float
+    mu: float = 1.0
+    delta1: float = 0.0
+    delta2: float = 0.0
+
+    @property
+    def num_targets(self) -> int:
+        """Outputs of each group's softmax (the health check's chance level is ln of this)."""
+        return self.num_class_slots + 1
+
+    @property
+    def top1_label(self) -> str:
+        return f'group top-1 ({self.num_groups} networks, {self.num_targets}-way each)'
+
+    def model_kwargs(self, grouping: Grouping) -> dict[str, Any]:
+        del grouping
+        return {}
+
+    def targets(self, labels: jax.Array, grouping: Grouping) -> jax.Array:
+        return grouping['class_targets'][labels]
+
+    def _masked(self, logits: jax.Array, grouping: Grouping) -> jax.Array:
+        return mixture.mask_padded_slots(logits, grouping['slot_mask'])
+
+    def _data_term(self, logits, targets, grouping, mask) -> jax.Array:
+        """Mean over groups of the not-in-group-weighted mean cross-entropy, a scalar."""
+        ce = losses.cross_entropy(self._masked(logits, grouping), targets) * mask[:, None]  # [B, G]
+        outside = (targets == self.num_class_slots).astype(jnp.float32) * mask[:, None]
+        inside = mask[:, None] - outside
+        per_group = ((1.0 - self.not_in_group_weight) * jnp.sum(ce * inside, 0)
+                     / jnp.maximum(jnp.sum(inside, 0), 1.0)
+                     + self.not_in_group_weight * jnp.sum(ce * outside, 0)
+                     / jnp.maximum(jnp.sum(outside, 0), 1.0))
+        return jnp.mean(per_group)
+
+    def loss(self, logits, out, targets, params, grouping) -> jax.Array:
+        del out
+        data = self._data_term(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
+        weights = mixture.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
+        trace = jnp.mean(jnp.sum(weights ** 2, axis=(1, 2)))
+        smooth = jnp.mean(jnp.einsum('gda,gab,gdb->g', weights, grouping['laplacian'], weights))
+        return self.mu * data + self.delta1 * trace + 0.5 * self.delta2 * smooth
+
+    def metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
+        """loss: the data term; top1 over all (image, group) pairs; in_group_top1: the right slot
+        for images of the group's classes; not_in_group_top1: the not-in-group output for the rest."""
+        del out, labels
+        count = jnp.sum(mask)
+        correct = losses.topk_correct(self._masked(logits, grouping), targets, 1)  # [B, G]
+        outside = (targets == self.num_class_slots).astype(jnp.float32) * mask[:, None]
+        inside = mask[:, None] - outside
+        return {
+            'loss': (self._data_term(logits, targets, grouping, mask) * count, count),
+            'top1': (jnp.sum(correct * mask[:, None]), count * self.num_groups),
+            'in_group_top1': (jnp.sum(correct * inside), jnp.sum(inside)),
+            'not_in_group_top1': (jnp.sum(correct * outside), jnp.sum(outside)),
+        }
+
+    def evaluation_metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
+        """group_in_group_top1: per group (correct, count) [G], reported as the mean over groups."""
+        del out, labels
+        correct = losses.topk_correct(self._masked(logits, grouping), targets, 1)
+        inside = (targets < self.num_class_slots).astype(jnp.float32) * mask[:, None]
+        return {'group_in_group_top1': (jnp.sum(correct * inside, 0), jnp.sum(inside, 0))}
+
+    def predictions(self, logits, out, grouping, names: Sequence[str]) -> dict[str, jax.Array]:
+        """Per group: 'top1' [B, G], 'probabilities' [B, G, m_max + 1]; 'features' [B, G * d]
+        (reshape to [B, G, d])."""
+        return {name: PREDICTORS[name](self._masked(logits, grouping), out) for name in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionTask(ClassificationTask):
+    """DMDE stage 2: the N-way softmax over the stacked group networks; adds top-10."""
+
+    def model_kwargs(self, grouping):
+        return {'slot_classes': grouping['slot_classes'], 'slot_mask': grouping['slot_mask']}
+
+    def metrics(self, logits, out, targets, labels, grouping, mask):
+        return {**super().metrics(logits, out, targets, labels, grouping, mask),
+                'top10': losses.summed(losses.topk_correct(logits, targets, 10), mask)}

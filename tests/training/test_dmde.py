@@ -1,0 +1,200 @@
+"""DMDE: the multi-task softmax's terms, stacking functions, stacked group networks, the recipe."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import cifar100_dmde, quickstart
+from nofe_jax.models import mixture, registry
+from nofe_jax.training import config_checks, losses, recipes, tasks
+from nofe_jax.training.recipes import dmde
+
+
+def _random_weights(rng, groups=2, dim=5, slots=4):
+    return rng.normal(size=(groups, dim, slots))
+
+
+def test_laplacian_trace_is_the_weighted_sum_of_squared_weight_differences():
+    rng = np.random.default_rng(0)
+    weights = _random_weights(rng)[0]  # [d, M]
+    sim = rng.uniform(size=(4, 4))
+    sim = (sim + sim.T) / 2
+    laplacian = np.diag(sim.sum(1)) - sim
+    pairs = 0.5 * sum(sim[a, b] * np.sum((weights[:, a] - weights[:, b]) ** 2)
+                      for a in range(4) for b in range(4))
+    np.testing.assert_allclose(np.trace(weights @ laplacian @ weights.T), pairs, rtol=1e-12)
+
+
+def _group_params(weights, shared=None):
+    """GroupNetworks-shaped params whose classifier kernel holds ``weights`` (+ a nig column)."""
+    kernel = jnp.concatenate([weights, jnp.zeros(weights.shape[:2] + (1,))], axis=-1)
+    layer = {'kernel': kernel, 'bias': jnp.zeros(kernel.shape[::2])}
+    if shared is not None:
+        layer[mixture.SHARED_WEIGHT] = shared
+    return {'base': {'trunk': {}, 'head': {'ip1': layer}}}
+
+
+def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_together():
+    rng = np.random.default_rng(1)
+    weights = jnp.asarray(_random_weights(rng))
+    shared = jnp.asarray(rng.normal(size=(2, 5)))
+    slot_mask = jnp.array([[True, True, True, False], [True, True, True, True]])
+    effective = (weights + shared[..., None]) * slot_mask[:, None, :]
+    np.testing.assert_allclose(mixture.class_weights(_group_params(weights, shared), slot_mask), effective,
+                               rtol=1e-6)
+    sim = np.zeros((2, 4, 4))
+    sim[:, 0, 1] = sim[:, 1, 0] = 1.0  # classes in slots 0 and 1 are similar
+    grouping = {'slot_mask': slot_mask, 'laplacian': jnp.asarray(np.diag(sim[0].sum(1)) - sim),
+                'class_targets': jnp.zeros((6, 2), jnp.int32)}
+    task = tasks.GroupTask(2, 4, 0.2, mu=0.0, delta1=0.0, delta2=1.0)
+    logits = jnp.zeros((3, 2, 5))
+    targets = jnp.zeros((3, 2), jnp.int32)
+    smooth = task.loss(logits, {}, targets, _group_params(weights, shared), grouping)
+    # tr(W L W^T) = 1/2 sum_ab S_ab ||w_a - w_b||^2 = ||w_0 - w_1||^2 here; the loss takes half of it.
+    traces = [np.sum((effective[g, :, 0] - effective[g, :, 1]) ** 2) for g in range(2)]
+    np.testing.assert_allclose(smooth, 0.5 * np.mean(traces), rtol=1e-5)
+    grad = jax.grad(lambda w: task.loss(logits, {}, targets, _group_params(w, shared), grouping))(weights)
+    stepped = weights - 0.1 * grad
+    gap = lambda w: jnp.linalg.norm(w[:, :, 0] - w[:, :, 1], axis=1)
+    assert np.all(gap(stepped) < gap(weights))
+    np.testing.assert_array_equal(grad[:, :, 2:], 0.0)  # dissimilar classes are left alone
+    trace_task = tasks.GroupTask(2, 4, 0.2, mu=0.0, delta1=1.0, delta2=0.0)
+    np.testing.assert_allclose(trace_task.loss(logits, {}, targets, _group_params(weights, shared), grouping),
+                               np.mean(np.sum(np.asarray(effective) ** 2, axis=(1, 2))), rtol=1e-5)
+
+
+def test_group_task_weights_not_in_group_examples_and_scores_per_group():
+    """Two groups of slots {0: class 0, 1: class 1} and {0: class 2}; m_max = 2, nig = 2."""
+    layout = mixture.group_layout([[0, 1], [2]], num_classes=3, not_in_group=True)
+    grouping = {'class_targets': jnp.asarray(layout.class_targets(3)),
+                'slot_mask': jnp.asarray(layout.slot_mask)}
+    task = tasks.GroupTask(2, 2, not_in_group_weight=0.25)
+    labels = jnp.array([0, 2])
+    targets = task.targets(labels, grouping)
+    np.testing.assert_array_equal(targets, [[0, 2], [2, 0]])
+    logits = jnp.array([[[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]],     # both right
+                        [[0.0, 5.0, 0.0], [0.0, 9.0, 0.0]]])    # group 0 wrong; group 1's pick is padding
+    metrics = task.metrics(logits, {}, targets, labels, grouping, jnp.ones(2))
+    assert [float(x) for x in metrics['in_group_top1']] == [2.0, 2.0]   # padding masked: still right
+    assert [float(x) for x in metrics['not_in_group_top1']] == [1.0, 2.0]
+    assert [float(x) for x in metrics['top1']] == [3.0, 4.0]
+    ce = np.asarray(losses.cross_entropy(mixture.mask_padded_slots(logits, grouping['slot_mask']), targets))
+    expected = np.mean([0.75 * ce[0, 0] + 0.25 * ce[1, 0], 0.75 * ce[1, 1] + 0.25 * ce[0, 1]])
+    np.testing.assert_allclose(task._data_term(logits, targets, grouping, jnp.ones(2)), expected, rtol=1e-6)
+
+
+def test_stacking_functions_by_hand():
+    """Classes 0, 1 in group 0; classes 1, 2 in group 1 (class 1 in both)."""
+    layout = mixture.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
+    probs = jnp.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]])  # [B, G, m_max + 1], last: not in group
+    eq7 = mixture.stack_eq7(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6)
+    np.testing.assert_allclose(eq7, [[0.5 * 4, 0.3 * 4 + 0.1 * 0.25, 0.1 * 0.25]], rtol=1e-5)
+    s2 = mixture.stack2(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6, lambda_overlap=0.5)
+    np.testing.assert_allclose(s2, [[0.5 * 0.5 * 0.2, 0.5 * (0.3 * 0.2 + 0.1 * 0.8), 0.5 * 0.1 * 0.8]],
+                               rtol=1e-5)
+    clamped = mixture.stack_eq7(jnp.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]), layout.slot_classes,
+                                layout.slot_mask, 3, eps=0.01)
+    np.testing.assert_allclose(clamped, [[99.0, 0.0, 0.0]], rtol=1e-5)
+
+
+def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradients():
+    layout = mixture.group_layout([[0, 1, 2], [2, 3], [4]], num_classes=5, not_in_group=True)
+    base = registry.build_base('tiny_cnn', layout.num_outputs)
+    stacked = mixture.GroupNetworks(base, layout.num_groups, layout.m_max)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    variables = stacked.init(jax.random.key(1), x, train=False)
+    params = jax.tree.map(lambda p: p + 0.01, variables['params'])  # a nonzero w_0
+
+    def separate(params):
+        outputs = []
+        for g in range(layout.num_groups):
+            one = jax.tree.map(lambda p: p[g], params['base'])
+            layer = dict(one['head']['ip1'])
+            shared = layer.pop(mixture.SHARED_WEIGHT)
+            layer['kernel'] = layer['kernel'].at[:, :layout.m_max].add(shared[:, None])
+            one = {**one, 'head': {'ip1': layer}}
+            outputs.append(base.apply({'params': one}, x, train=False)[0])
+        return jnp.stack(outputs, axis=1)
+
+    together = lambda p: stacked.apply({'params': p}, x, train=False)[0]
+    np.testing.assert_allclose(together(params), separate(params), rtol=1e-5, atol=1e-6)
+    loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p)))
+    grads = jax.grad(loss(together))(params), jax.grad(loss(separate))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *grads)
+    assert float(jnp.max(jnp.abs(grads[0]['base']['head']['ip1'][mixture.SHARED_WEIGHT]))) > 0
+
+
+def _final_params(workdir, stage):
+    from experiments.benchmarks import kill_soak
+    return kill_soak.outcome(workdir)['states'][stage]['params']
+
+
+@pytest.fixture(scope='module')
+def quickstart_dmde(tmp_path_factory):
+    config = quickstart.get_config('smoke,dmde')
+    workdir = tmp_path_factory.mktemp('dmde')
+    return config, workdir, recipes.train_and_evaluate(config, str(workdir))
+
+
+def test_the_quickstart_dmde_learns_and_reports(quickstart_dmde):
+    _, workdir, summary = quickstart_dmde
+    assert summary['recipe'] == 'dmde' and not summary['health_warnings']
+    assert summary['final']['test/top1'] > 0.5 and 'test/top10' in summary['final']
+    assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
+    groups = json.load(open(workdir / 'groups.json'))
+    assert len(groups['groups']) == 5 and groups['min_coverage'] == groups['max_coverage'] == 2
+    assert (workdir / 'groups.png').exists()
+
+
+def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_dmde, tmp_path):
+    config, workdir, _ = quickstart_dmde
+    bases = _final_params(workdir, 'bases')
+    fine_tuned = _final_params(workdir, 'fusion')['groups']
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(bases), jax.tree.leaves(fine_tuned)))
+    frozen_config = quickstart.get_config('smoke,dmde')
+    frozen_config.dmde.base_lr_mult = 0.0
+    recipes.train_and_evaluate(frozen_config, str(workdir / 'frozen'))
+    frozen = _final_params(workdir / 'frozen', 'fusion')['groups']
+    jax.tree.map(np.testing.assert_array_equal, bases, frozen)
+
+
+def test_bad_dmde_settings_get_one_line_each():
+    config = quickstart.get_config('dmde')
+    config.dmde.update(overlap=0.4, fusion='late', ontology='wordnet')
+    problems = config_checks.config_problems(config, '/tmp/dmde_bad')
+    assert any("dmde.fusion='late'" in p for p in problems)
+    assert any("dmde.ontology='wordnet'" in p for p in problems)
+    assert any('1 / (1 - overlap) must be an integer' in p for p in problems)
+
+
+def test_describe_lists_the_dmde_models():
+    from experiments import describe
+    config = cifar100_dmde.get_config('smoke')
+    result = describe.describe(config)
+    assert set(result) == {'bases', 'fusion'}
+    # M=25 at overlap 0.5: 9 windows of 22-23 classes; each AlexNet-C100 base has 23 + 1 outputs
+    # and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
+    layout = dmde.balanced_layout(config, 100)
+    assert (layout.num_groups, layout.m_max) == (9, 23)
+    one = registry.base_parameter_count('alexnet_c100', 24)
+    assert result['bases']['params'] == 9 * (one + 1024)
+    assert result['fusion']['params'] == result['bases']['params'] + 100 * 100 + 100
+
+
+def test_a_visual_ontology_trains_a_flat_model_first(tmp_path):
+    config = quickstart.get_config('smoke,dmde')
+    config.dmde.ontology = 'visual'
+    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    assert list(summary['stages']) == ['visual_base', 'bases', 'fusion']
+    assert sorted(c for category in summary['categories'] for c in category) == sorted(summary['class_names'])
+
+
+def test_class_similarity_leaves_absent_classes_out():
+    features = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    sim = dmde.class_similarity(features, np.array([0, 1, 1]), np.array([0, 1, 5]))
+    mean1 = (np.array([0.0, 1.0]) + np.array([1.0, 1.0]) / np.sqrt(2)) / 2  # class 1's unit features
+    np.testing.assert_allclose(sim[:2, :2], [[1.0, mean1[0]], [mean1[0], mean1 @ mean1]], rtol=1e-6)
+    np.testing.assert_array_equal(sim[2], 0.0)
+    np.testing.assert_array_equal(sim[:, 2], 0.0)
