@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from experiments.configs import (cifar100_base, cifar100_nofe, cifar100_param_matched,
-                                 fashion_mnist_base, fashion_mnist_nofe, fashion_pairs,
-                                 imagenet_nofe, quickstart)
+from experiments.configs import (cifar100_base, cifar100_dmde, cifar100_nofe, cifar100_param_matched,
+                                 fashion_mnist_base, fashion_mnist_dmde, fashion_mnist_nofe,
+                                 fashion_pairs, imagenet_nofe, quickstart)
 from nofe_jax import checkpoints
 from nofe_jax.data.sources import DatasetNotFoundError
 from nofe_jax.training import recipes
@@ -30,6 +30,8 @@ SMOKES = {
     'imagenet_nofe': (imagenet_nofe, 'smoke', True),
     'fashion_pairs': (fashion_pairs, 'smoke', True),
     'fashion_pairs_alexnet_base': (fashion_pairs, 'smoke,base,model=alexnet_c100', True),
+    'cifar100_dmde': (cifar100_dmde, 'smoke', True),
+    'fashion_mnist_dmde': (fashion_mnist_dmde, 'smoke', True),
 }
 
 

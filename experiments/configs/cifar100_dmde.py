@@ -17,7 +17,7 @@ Arguments (key=value, comma-separated):
   freeze       False (bases fine-tuned end to end with the N-way softmax, at 0.01 of its
                rate) | True (bases frozen)
   smoke        320 training / 100 test synthetic 32x32x3 images of 100 classes, one epoch per
-               stage; the real ontology (CIFAR-100's class table) and models; under a minute
+               stage, M=50 (4 bases); the real ontology (CIFAR-100's class table) and models
 
 The bases train with the release's flat-model solver of the chosen model (Caffe SGD, its
 per-blob multipliers and lr drops; experiments/configs/release.py); the fusion stage fine-tunes
@@ -52,5 +52,5 @@ def get_config(arg: str | None = None):
     if args['smoke']:
         common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100,
                           stage_names=('bases', 'fusion'), train_size=320, test_size=100)
-        config.dmde.similarity_subset_size = 320
+        config.dmde.update(similarity_subset_size=320, group_size=50)  # 4 bases, not 9
     return config

@@ -116,7 +116,8 @@ def dmde_config() -> ml_collections.ConfigDict:
                                       # trained first) | coarse (the dataset's superclasses) | random
         num_categories=10,            # category nodes (coarse: the dataset's number)
         class_table='',               # the class -> synset / superclass table the semantic and
-                                      # coarse ontologies read ('' = the dataset's name)
+                                      # coarse ontologies read ('' = the dataset's name; 'wnid':
+                                      # the class names are WordNet ids, read from WordNet)
         group_size=50,                # M: classes per task group
         overlap=0.5,                  # windows move by M * (1 - overlap); 1/(1-overlap) an integer
         not_in_group_weight=0.0,      # share of a group's data term on not-in-group images

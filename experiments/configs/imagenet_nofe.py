@@ -26,7 +26,7 @@ the NofE stage is about 90 epochs of AlexNet-scale compute).
 from experiments.configs import common, release
 
 
-def _bvlc_stage(stage, duration: str, lr_values: tuple, boundaries: tuple) -> None:
+def bvlc_stage(stage, duration: str, lr_values: tuple, boundaries: tuple) -> None:
     stage.train.update(duration=duration, batch_size=256, eval_batch_size=256,
                        log_every='100 steps', eval_every='5 epochs', checkpoint_every='1 epoch')
     stage.optim.update(name='caffe_sgd', momentum=0.9, weight_decay=5e-4, schedule='piecewise',
@@ -45,8 +45,8 @@ def get_config(arg: str | None = None):
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], specialties=args['specialties'],
                        balance=args['balance'], update_every='0.2 epochs', subset_size=10000)
-    _bvlc_stage(config.generalist, '30 epochs', (0.01,), ())
-    _bvlc_stage(config.experts, '450000 steps', (0.01, 0.001, 0.0001, 0.00001),
+    bvlc_stage(config.generalist, '30 epochs', (0.01,), ())
+    bvlc_stage(config.experts, '450000 steps', (0.01, 0.001, 0.0001, 0.00001),
                 ('100000 steps', '200000 steps', '300000 steps'))
     if args['smoke']:
         common.make_smoke(config, image_shape=(256, 256, 3), num_classes=1000,

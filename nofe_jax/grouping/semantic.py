@@ -349,12 +349,27 @@ def shipped_path_lengths(dataset: str) -> np.ndarray:
         return data[dataset]
 
 
+def pair_similarity(item_similarity: np.ndarray) -> np.ndarray:
+    """[K^2, K^2] similarity of (left, right) item pairs, class = K * left + right: the mean of
+    the two left items' and the two right items' similarities."""
+    k = item_similarity.shape[0]
+    left, right = np.repeat(np.arange(k), k), np.tile(np.arange(k), k)
+    return (item_similarity[np.ix_(left, left)] + item_similarity[np.ix_(right, right)]) / 2
+
+
+# Datasets whose classes are pairs of another's (experiments/build_fashion_pairs.py).
+PAIR_DATASETS = {'fashion_pairs': 'fashion_mnist'}
+
+
 def semantic_similarity(dataset: str) -> np.ndarray:
     """[C, C] LCH similarity of a dataset's classes in label order, from the shipped path lengths.
 
     Equal to `lch_similarity_matrix(class_synsets(dataset, wordnet), wordnet)`
-    on WordNet 3.0, without needing WordNet (or nltk) installed.
+    on WordNet 3.0, without needing WordNet (or nltk) installed. A pair dataset's classes get
+    `pair_similarity` of their items' LCH.
     """
+    if dataset in PAIR_DATASETS:
+        return pair_similarity(semantic_similarity(PAIR_DATASETS[dataset]))
     return lch_from_path_lengths(shipped_path_lengths(dataset))
 
 

@@ -191,3 +191,14 @@ def test_wordnet_specialties_digits_and_too_many(wordnet):
     assert len(set(sp.wordnet_specialties(synsets, 3).tolist())) == 3
     with pytest.raises(ValueError, match='Choose K <= C'):
         sp.wordnet_specialties(synsets, 11)
+
+
+def test_pair_classes_are_as_similar_as_their_items_on_average():
+    items = np.array([[3.0, 1.0], [1.0, 3.0]])
+    pairs = semantic.pair_similarity(items)  # classes (0,0), (0,1), (1,0), (1,1)
+    assert pairs[0, 1] == (3.0 + 1.0) / 2 and pairs[1, 2] == (1.0 + 1.0) / 2 and pairs[3, 3] == 3.0
+    fashion = semantic.semantic_similarity('fashion_mnist')
+    shipped = semantic.semantic_similarity('fashion_pairs')
+    assert shipped.shape == (100, 100)
+    # 'Shirt|Bag' (6, 8) vs 'T-shirt/top|Bag' (0, 8)
+    assert shipped[6 * 10 + 8, 0 * 10 + 8] == (fashion[6, 0] + fashion[8, 8]) / 2

@@ -171,7 +171,7 @@ def test_bad_dmde_settings_get_one_line_each():
 
 def test_describe_lists_the_dmde_models():
     from experiments import describe
-    config = cifar100_dmde.get_config('smoke')
+    config = cifar100_dmde.get_config()
     result = describe.describe(config)
     assert set(result) == {'bases', 'fusion'}
     # M=25 at overlap 0.5: 9 windows of 22-23 classes; each AlexNet-C100 base has 23 + 1 outputs
@@ -198,3 +198,14 @@ def test_class_similarity_leaves_absent_classes_out():
     np.testing.assert_allclose(sim[:2, :2], [[1.0, mean1[0]], [mean1[0], mean1 @ mean1]], rtol=1e-6)
     np.testing.assert_array_equal(sim[2], 0.0)
     np.testing.assert_array_equal(sim[:, 2], 0.0)
+
+
+def test_image_folders_named_by_wordnet_ids_get_a_semantic_ontology_from_wordnet():
+    from nofe_jax import validation
+    from nofe_jax.grouping import ontology
+    names = ['n02084071', 'n02958343', 'n02121808', 'n04490091']  # dog, car, cat, truck
+    lch = dmde.wordnet_similarity(names)
+    categories = ontology.spectral_categories(lch, 2, np.random.default_rng(0))
+    assert categories[0] == categories[2] and categories[1] == categories[3] != categories[0]
+    with pytest.raises(validation.ConfigError, match="class_table='wnid' needs WordNet ids"):
+        dmde.wordnet_similarity(['n02084071', 'not_a_wnid'])

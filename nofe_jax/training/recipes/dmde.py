@@ -26,12 +26,15 @@ import numpy as np
 
 from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
-from nofe_jax.grouping import ontology, similarity, task_groups
+from nofe_jax.grouping import ontology, semantic, similarity, task_groups
 from nofe_jax.models import mixture, registry
 from nofe_jax.training import loop, tasks
 from nofe_jax.training.recipes import common
 
 BASES = r'^groups/'  # the base networks' parameters inside the fused model
+# `dmde.class_table`: the class names are WordNet ids (an ImageNet-style image folder), LCH is
+# computed from WordNet itself.
+WNID_TABLE = 'wnid'
 PRINTED_NAMES_PER_GROUP = 12
 
 
@@ -178,10 +181,24 @@ def visual_similarity(run: common.Run, rng: np.random.Generator, stages: dict) -
     return class_similarity(predicted['features'], predicted['label'], np.arange(num_classes))
 
 
+def wordnet_similarity(class_names) -> np.ndarray:
+    """[C, C] LCH similarity of classes named by WordNet ids ('n02084071'), from WordNet 3.0."""
+    wordnet = semantic.prepare_wordnet()
+    try:
+        synsets = [semantic.synset_of(name, wordnet) for name in class_names]
+    except Exception as e:  # nltk raises WordNetError / ValueError for a name it cannot resolve
+        raise validation.ConfigError(f"dmde.class_table='{WNID_TABLE}' needs WordNet ids as class names: "
+                                     f'{e}') from e
+    return semantic.lch_similarity_matrix(synsets, wordnet)
+
+
 def ontology_categories(run: common.Run, rng: np.random.Generator, stages: dict) -> np.ndarray:
     """The category of every class under ``dmde.ontology`` (coarse: all the table's superclasses)."""
     dc, dataset = run.config.dmde, run.dataset
     table = dc.class_table or dataset.name
+    if dc.ontology == 'semantic' and table == WNID_TABLE:
+        return ontology.spectral_categories(wordnet_similarity(dataset.class_names),
+                                            dc.num_categories, rng)
     visual = visual_similarity(run, rng, stages) if dc.ontology == 'visual' else None
     try:
         return ontology.build_ontology(dc.ontology, dataset.num_classes,
