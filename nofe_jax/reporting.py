@@ -267,3 +267,28 @@ def plot_group_membership(path: str, groups: Sequence[np.ndarray], class_names) 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_group_similarities(path: str, similarities: Sequence[np.ndarray],
+                            group_names: Sequence[Sequence[str]]) -> None:
+    """PNG of each task group's visual similarity between its classes (one heatmap per group)."""
+    if not is_writer() or not similarities:
+        return
+    plt = _pyplot()
+    columns = min(4, len(similarities))
+    rows = -(-len(similarities) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(similarities):]:
+        ax.axis('off')
+    for g, (ax, sim, names) in enumerate(zip(axes.flat, similarities, group_names)):
+        ax.imshow(sim, cmap='viridis', interpolation='nearest', vmin=0.0, vmax=max(float(np.max(sim)), 1e-9))
+        ax.set_title(f'group {g} ({len(names)} classes)', fontsize=8)
+        if len(names) <= 20:
+            ax.set_yticks(range(len(names)), names, fontsize=5)
+            ax.set_xticks([])
+        else:
+            ax.axis('off')
+    fig.suptitle('visual similarity S within each task group (last update)', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

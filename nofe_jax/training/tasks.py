@@ -188,9 +188,8 @@ class GroupTask:
         del out
         data = self._data_term(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
         weights = mixture.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
-        trace = jnp.mean(jnp.sum(weights ** 2, axis=(1, 2)))
-        smooth = jnp.mean(jnp.einsum('gda,gab,gdb->g', weights, grouping['laplacian'], weights))
-        return self.mu * data + self.delta1 * trace + 0.5 * self.delta2 * smooth
+        return (self.mu * data + self.delta1 * losses.trace_penalty(weights)
+                + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
 
     def metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
         """loss: the data term; top1 over all (image, group) pairs; in_group_top1: the right slot

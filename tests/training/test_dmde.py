@@ -145,7 +145,7 @@ def test_the_quickstart_dmde_learns_and_reports(quickstart_dmde):
     assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
     groups = json.load(open(workdir / 'groups.json'))
     assert len(groups['groups']) == 5 and groups['min_coverage'] == groups['max_coverage'] == 2
-    assert (workdir / 'groups.png').exists()
+    assert (workdir / 'groups.png').exists() and (workdir / 'similarities.png').exists()
 
 
 def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_dmde, tmp_path):

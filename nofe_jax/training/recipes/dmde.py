@@ -230,6 +230,16 @@ def report_groups(run: common.Run, categories: np.ndarray, groups: list[np.ndarr
             'group_coverage': coverage}
 
 
+def report_similarities(run: common.Run, layout: mixture.GroupLayout, laplacians: np.ndarray) -> None:
+    """similarities.png: each group's visual similarity of the last update (S_ab = -L_ab, a != b)."""
+    sims, names = [], []
+    for g in range(layout.num_groups):
+        classes = layout.slot_classes[g][layout.slot_mask[g]]
+        sims.append(-laplacians[g, :classes.size, :classes.size] * (1 - np.eye(classes.size)))
+        names.append([run.dataset.class_names[c] for c in classes])
+    reporting.plot_group_similarities(os.path.join(run.workdir, 'similarities.png'), sims, names)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Ontology -> task groups -> stacked base networks -> fused N-way classifier (config validated)."""
     dc = config.dmde
@@ -243,5 +253,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     layout = mixture.group_layout(groups, num_classes, not_in_group=True)
     report = report_groups(run, categories, groups)
     stages['bases'] = common.run_stage(run, bases_stage(run, layout))
+    report_similarities(run, layout, stages['bases'].grouping['laplacian'])
     stages['fusion'] = common.run_stage(run, fusion_stage(run, layout, stages['bases']))
     return common.finish(run, stages['fusion'].final, stages, **report)
