@@ -149,7 +149,8 @@ def measure(model: str, num_experts: int = 10, balance: str = 'fully_balanced', 
                                epoch=steps_per_update * tc.batch_size / CIFAR100_TRAIN_SIZE,
                                state=state, grouping={'class_to_specialty': initial}, meta=meta,
                                rng=np.random.default_rng([config.seed, steps_per_update]),
-                               predict=lambda idx: (labels, predicted), log=logged.update)
+                               predict=lambda idx, *outputs: {'label': labels, 'top1': predicted},
+                               log=logged.update)
         (hook,) = stage.hooks
         start = time.perf_counter()
         hook.fn(ctx)

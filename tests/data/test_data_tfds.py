@@ -40,10 +40,12 @@ def fake_prepare(data_dir, name: str, sizes: dict[str, int], file_format: str = 
 
 
 def test_unprepared_dataset_fails_fast_with_instructions(tmp_path):
+    # Fast means no download or preparation is attempted (minutes); the bound is loose so a
+    # busy machine does not fail it (about 0.3 s idle, 1.4 s on 2 overloaded cores).
     start = time.perf_counter()
     with pytest.raises(sources.DatasetNotFoundError) as e:
         sources.load_tfds_dataset('cifar100', data_dir=str(tmp_path))
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 10.0
     assert isinstance(e.value, FileNotFoundError)
     message = str(e.value)
     assert str(tmp_path) in message
