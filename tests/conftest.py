@@ -1,4 +1,4 @@
-"""One compilation cache for the whole test session, shared with the subprocesses it starts.
+"""Session-wide sharing: one compilation cache, and each distinct training run done once.
 
 Most of a smoke run's time on CPU is XLA compiling the same few steps (the quickstart smoke:
 about 5 of its 7 s), and dozens of tests, in this process and in the ``python -m
@@ -8,7 +8,12 @@ result: a cached executable is the one XLA compiled, and tracing still happens o
 (the no-recompile tests count traces). The tests that compare runs bit for bit keep one side
 freshly compiled (``JAX_ENABLE_COMPILATION_CACHE=false``).
 """
+import contextlib
+import copy
+import io
 import os
+import sys
+from typing import NamedTuple
 
 import jax
 import pytest
@@ -37,3 +42,47 @@ def compilation_cache(tmp_path_factory):
         else:
             os.environ[name] = value
 
+
+class TrainedRun(NamedTuple):
+    summary: dict  # a copy: each test may change its own
+    workdir: object  # pathlib.Path; the run's files, shared: read them, do not change them
+    stdout: str  # what the run printed
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+    """trained_run(config) -> TrainedRun: ``recipes.train_and_evaluate(config, workdir)``, run once
+    per session for each distinct config (compared by value), whichever tests ask for it.
+
+    Several files train the very same config (the quickstart smoke; the fixed-source NofE runs)
+    and only read the result; this trains it once. Tests that change a workdir (resume, damage
+    a checkpoint), patch the library or must see a run start train their own.
+    """
+    from nofe_jax.training import recipes
+    runs = {}
+
+    def run(config):
+        key = config.to_json(sort_keys=True)
+        if key not in runs:
+            workdir = tmp_path_factory.mktemp('trained_run')
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
+                summary = recipes.train_and_evaluate(config, str(workdir))
+            runs[key] = TrainedRun(summary, workdir, printed.getvalue())
+        summary, workdir, stdout = runs[key]
+        return TrainedRun(copy.deepcopy(summary), workdir, stdout)
+    return run
