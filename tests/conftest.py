@@ -7,6 +7,12 @@ compilation cache, in a fresh folder per session, compiles each of them once. It
 result: a cached executable is the one XLA compiled, and tracing still happens on every call
 (the no-recompile tests count traces). The tests that compare runs bit for bit keep one side
 freshly compiled (``JAX_ENABLE_COMPILATION_CACHE=false``).
+
+Under pytest-xdist (setup.cfg runs 2 workers) each worker is a session of its own; the workers
+share one cache folder per run, so a program one compiled the other loads. JAX 0.10 writes an
+entry in place (no lock unless ``jax_compilation_cache_max_size`` is set): a worker that reads
+one while the other is still writing it gets a truncated entry, which fails to decompress; JAX
+then warns and compiles the program itself. Same result, a few seconds lost, at worst.
 """
 import contextlib
 import copy
@@ -25,9 +31,17 @@ _CACHE_SETTINGS = {
 }
 
 
+def _cache_dir(tmp_path_factory) -> str:
+    if 'PYTEST_XDIST_WORKER' not in os.environ:
+        return str(tmp_path_factory.mktemp('jax_cache'))
+    shared = tmp_path_factory.getbasetemp().parent / 'jax_cache'  # the run's folder, above the workers'
+    shared.mkdir(exist_ok=True)
+    return str(shared)
+
+
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-    settings = dict(_CACHE_SETTINGS, jax_compilation_cache_dir=str(tmp_path_factory.mktemp('jax_cache')))
+    settings = dict(_CACHE_SETTINGS, jax_compilation_cache_dir=_cache_dir(tmp_path_factory))
     saved_env = {name.upper(): os.environ.get(name.upper()) for name in settings}
     saved_config = {name: getattr(jax.config, name) for name in settings}
     for name, value in settings.items():
