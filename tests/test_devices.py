@@ -13,7 +13,6 @@ import pytest
 
 from experiments.configs import quickstart
 from nofe_jax import parallel
-from nofe_jax.training import recipes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
@@ -57,7 +56,7 @@ _RUN_NOTEBOOK = textwrap.dedent('''
 ''')
 
 
-def test_notebook_runs_top_to_bottom_on_8_devices_like_one(tmp_path):
+def test_notebook_runs_top_to_bottom_on_8_devices_like_one(tmp_path, trained_run):
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', NOFE_NOTEBOOK_SMOKE='1',
                NOFE_NOTEBOOK_ROOT=str(tmp_path / 'content'))
     done = subprocess.run([sys.executable, '-c', _RUN_NOTEBOOK, NOTEBOOK], cwd=REPO, env=env,
@@ -67,5 +66,5 @@ def test_notebook_runs_top_to_bottom_on_8_devices_like_one(tmp_path):
     assert result['devices'] == 8
     # The CIFAR-100 cell wrote its run (synthetic smoke data) where the plot cell looks.
     assert (tmp_path / 'content' / 'nofe' / 'c100_nofe_resnet56' / 'summary.json').exists()
-    single = recipes.train_and_evaluate(quickstart.get_config('smoke'), str(tmp_path / 'one'))['final']
+    single = trained_run(quickstart.get_config('smoke')).summary['final']  # test_run.py's quickstart smoke
     assert abs(result['quickstart']['test/top1'] - single['test/top1']) <= 0.005, (result, single)

@@ -100,15 +100,15 @@ def test_holdout_larger_than_the_training_set_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize('source', ['random', 'spectral'])
-def test_fixed_sources_are_reported_like_learned_ones(source, tmp_path, capsys):
+def test_fixed_sources_are_reported_like_learned_ones(source, trained_run):
     config = quickstart.get_config('smoke')
     config.nofe.specialties = source
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
-    written = json.load(open(tmp_path / 'specialties.json'))
+    summary, workdir, printed = trained_run(config)  # the same runs as test_run.py's
+    written = json.load(open(workdir / 'specialties.json'))
     assert len(written) == 1 and written[0]['source'] == source
     assert sorted(map(sorted, written[0]['specialties'])) == sorted(map(sorted, summary['specialties']))
-    assert (tmp_path / 'specialties.png').exists()
-    assert f'specialties ({source}, K=5):' in capsys.readouterr().out
+    assert (workdir / 'specialties.png').exists()
+    assert f'specialties ({source}, K=5):' in printed
     if source == 'spectral':  # balanced by default
         assert sorted(len(g) for g in summary['specialties']) == [2] * 5
 

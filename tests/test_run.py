@@ -35,17 +35,13 @@ SMOKES = {
 }
 
 
-@pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-    """smoke_run(name) -> (summary, workdir) of SMOKES[name], trained once for every test here."""
-    finished = {}
-
+@pytest.fixture
+def smoke_run(trained_run):
+    """smoke_run(name) -> (summary, workdir) of SMOKES[name], trained once per session (conftest.py)."""
     def run(name):
-        if name not in finished:
-            module, arg, _ = SMOKES[name]
-            workdir = tmp_path_factory.mktemp(name)
-            finished[name] = recipes.train_and_evaluate(module.get_config(arg), str(workdir)), workdir
-        return finished[name]
+        module, arg, _ = SMOKES[name]
+        summary, workdir, _ = trained_run(module.get_config(arg))
+        return summary, workdir
     return run
 
 
@@ -198,14 +194,14 @@ def test_missing_cifar100_offline_fails_at_once(tmp_path):
 
 
 @pytest.mark.parametrize('source', ['random', 'spectral', 'wordnet', 'file'])
-def test_fixed_specialty_sources_train_a_nofe(source, tmp_path):
+def test_fixed_specialty_sources_train_a_nofe(source, tmp_path, trained_run):
     """Table 2's alternatives: the partition is fixed; the NofE stage trains on it."""
     config = quickstart.get_config('smoke')
     config.nofe.specialties = source
     if source == 'file':
         (tmp_path / 'partition.txt').write_text('\n'.join(str(c % 5) for c in range(10)) + '\n')
         config.nofe.partition_file = str(tmp_path / 'partition.txt')
-    summary = recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+    summary = trained_run(config).summary  # random, spectral: the same runs as test_nofe_real_data's
     groups = summary['specialties']
     assert sorted(sum(groups, [])) == [str(d) for d in range(10)]
     assert summary['specialty_history'] == []  # nothing re-learned

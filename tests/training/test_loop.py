@@ -101,7 +101,16 @@ def test_resumed_run_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
     chex.assert_trees_all_close(resumed.state.params, full.state.params, rtol=0, atol=0)
 
 
-def test_ctrl_c_saves_the_current_step_and_stops_with_status_130(digits, tmp_path):
+@pytest.fixture
+def default_sigint_handler():
+    """Python's own SIGINT handler during the test: a pytest-xdist worker starts with SIGINT ignored
+    (Ctrl-C is the controller's), as does a background job."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_saves_the_current_step_and_stops_with_status_130(digits, tmp_path, default_sigint_handler):
     config = _config('2 epochs')
     interrupt = loop.Hook('interrupt', '10 steps', lambda ctx: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(loop.TrainingStopped, match=r'\[base\] stopped by SIGINT at step 10, ') as e:
