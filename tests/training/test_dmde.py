@@ -9,7 +9,7 @@ import pytest
 from experiments.configs import cifar100_dmde, quickstart
 from nofe_jax.models import mixture, registry
 from nofe_jax.training import config_checks, losses, recipes, tasks
-from nofe_jax.training.recipes import dmde
+from nofe_jax.training.recipes import dmde, groups
 
 
 def _random_weights(rng, groups=2, dim=5, slots=4):
@@ -193,7 +193,7 @@ def test_a_visual_ontology_trains_a_flat_model_first(tmp_path):
 
 def test_class_similarity_leaves_absent_classes_out():
     features = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    sim = dmde.class_similarity(features, np.array([0, 1, 1]), np.array([0, 1, 5]))
+    sim = groups.class_similarity(features, np.array([0, 1, 1]), np.array([0, 1, 5]))
     mean1 = (np.array([0.0, 1.0]) + np.array([1.0, 1.0]) / np.sqrt(2)) / 2  # class 1's unit features
     np.testing.assert_allclose(sim[:2, :2], [[1.0, mean1[0]], [mean1[0], mean1 @ mean1]], rtol=1e-6)
     np.testing.assert_array_equal(sim[2], 0.0)
@@ -204,8 +204,8 @@ def test_image_folders_named_by_wordnet_ids_get_a_semantic_ontology_from_wordnet
     from nofe_jax import validation
     from nofe_jax.grouping import ontology
     names = ['n02084071', 'n02958343', 'n02121808', 'n04490091']  # dog, car, cat, truck
-    lch = dmde.wordnet_similarity(names)
+    lch = groups.wordnet_similarity(names, 'dmde.class_table')
     categories = ontology.spectral_categories(lch, 2, np.random.default_rng(0))
     assert categories[0] == categories[2] and categories[1] == categories[3] != categories[0]
     with pytest.raises(validation.ConfigError, match="class_table='wnid' needs WordNet ids"):
-        dmde.wordnet_similarity(['n02084071', 'not_a_wnid'])
+        groups.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')

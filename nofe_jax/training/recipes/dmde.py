@@ -18,25 +18,16 @@ update (the spec starts S from the initial network's features); phi is clamped t
 rate: Eq. 7's ratio (1 - phi) / phi has gradient -1 / phi^2, and on digits fine-tuning at the
 full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps (README).
 """
-import os
-
 import jax
 import ml_collections
 import numpy as np
 
-from nofe_jax import reporting, validation
+from nofe_jax import validation
 from nofe_jax.data import pipeline
-from nofe_jax.grouping import ontology, semantic, similarity, task_groups
+from nofe_jax.grouping import ontology, task_groups
 from nofe_jax.models import mixture, registry
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import common
-
-BASES = r'^groups/'  # the base networks' parameters inside the fused model
-# `dmde.class_table`: the class names are WordNet ids (an ImageNet-style image folder), LCH is
-# computed from WordNet itself.
-WNID_TABLE = 'wnid'
-PRINTED_NAMES_PER_GROUP = 12
-
+from nofe_jax.training.recipes import common, groups
 
 def group_networks(config: ml_collections.ConfigDict, layout: mixture.GroupLayout
                    ) -> mixture.GroupNetworks:
@@ -56,9 +47,9 @@ def fusion_model(config: ml_collections.ConfigDict, layout: mixture.GroupLayout,
 
 def balanced_layout(config: ml_collections.ConfigDict, num_classes: int) -> mixture.GroupLayout:
     """The layout of windows over the classes in label order (the shapes of any ontology's)."""
-    groups = task_groups.tree_guided_windows(np.arange(num_classes), config.dmde.group_size,
-                                             config.dmde.overlap)
-    return mixture.group_layout(groups, num_classes, not_in_group=True)
+    windows = task_groups.tree_guided_windows(np.arange(num_classes), config.dmde.group_size,
+                                              config.dmde.overlap)
+    return mixture.group_layout(windows, num_classes, not_in_group=True)
 
 
 def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
@@ -78,46 +69,6 @@ def check_group_size(group_size: int, num_classes: int) -> None:
             f'{num_classes} (--config.dmde.group_size=...).')
 
 
-def class_similarity(features: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """[M, M] class-mean cosine similarity of ``classes``, clipped at 0 (an affinity, so its
-    Laplacian is positive semi-definite); rows and columns of classes absent from ``labels`` are 0."""
-    present = np.isin(classes, labels)
-    result = np.zeros((classes.size, classes.size))
-    if present.any():
-        found = similarity.class_mean_cosine_similarity(features, labels, classes[present])
-        result[np.ix_(present, present)] = np.maximum(found, 0.0)
-    return result
-
-
-def group_laplacians(features: np.ndarray, labels: np.ndarray,
-                     layout: mixture.GroupLayout) -> np.ndarray:
-    """[G, m_max, m_max] float32 Laplacians of each group's visual similarity (padding 0), from
-    features [N, G, d] of each group's own network."""
-    laplacians = np.zeros((layout.num_groups, layout.m_max, layout.m_max), np.float32)
-    for g in range(layout.num_groups):
-        classes = layout.slot_classes[g][layout.slot_mask[g]]
-        size = classes.size
-        laplacians[g, :size, :size] = similarity.laplacian(class_similarity(features[:, g], labels, classes))
-    return laplacians
-
-
-def make_similarity_update(run: common.Run, layout: mixture.GroupLayout) -> loop.Hook:
-    """The bases' hook: features of a random training subset -> each group's Laplacian."""
-    dc, num_train = run.config.dmde, len(run.dataset.train)
-
-    def update(ctx: loop.HookContext):
-        indices = pipeline.random_subset(num_train, min(dc.similarity_subset_size, num_train), ctx.rng)
-        predicted = ctx.predict(indices, ('features',))
-        labels = predicted['label']
-        features = predicted['features'].reshape(labels.size, layout.num_groups, -1)
-        laplacians = group_laplacians(features, labels, layout)
-        # tr(L) = sum of the off-diagonal similarities: how strongly the classes are pulled together.
-        ctx.log({'similarity/mean_trace': float(np.mean(np.trace(laplacians, axis1=1, axis2=2)))})
-        return {'laplacian': laplacians}
-
-    return loop.Hook('similarity_update', dc.similarity_update_every, update)
-
-
 def bases_stage(run: common.Run, layout: mixture.GroupLayout) -> loop.Stage:
     """The G stacked base networks with their not-in-group outputs and multi-task softmax."""
     config, dc = run.config, run.config.dmde
@@ -133,18 +84,10 @@ def bases_stage(run: common.Run, layout: mixture.GroupLayout) -> loop.Stage:
         train_config=config.bases.train, optim_config=config.bases.optim,
         grouping={'class_targets': layout.class_targets(num_classes), 'slot_mask': layout.slot_mask,
                   'laplacian': np.zeros((layout.num_groups, layout.m_max, layout.m_max), np.float32)},
-        hooks=(make_similarity_update(run, layout),) if learns_similarity else (),
+        hooks=((groups.make_similarity_update(run, layout, dc.similarity_update_every,
+                                              dc.similarity_subset_size),)
+               if learns_similarity else ()),
         config_block='bases', meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
-
-
-def copy_bases(bases_variables: dict):
-    """An ``init_variables`` hook: the trained base networks replace the fused model's fresh ones."""
-    def init(fresh: dict) -> dict:
-        out = {collection: dict(tree) for collection, tree in fresh.items()}
-        for collection, tree in bases_variables.items():
-            out.setdefault(collection, {})['groups'] = tree
-        return out
-    return init
 
 
 def fusion_stage(run: common.Run, layout: mixture.GroupLayout, bases: loop.StageResult) -> loop.Stage:
@@ -152,14 +95,13 @@ def fusion_stage(run: common.Run, layout: mixture.GroupLayout, bases: loop.Stage
     rate (0: frozen, so no weight decay either; their gradient is stopped too)."""
     config, dc = run.config, run.config.dmde
     optim_config = ml_collections.ConfigDict(config.fusion.optim.to_dict())
-    bases_rule = (BASES, dc.base_lr_mult, 1.0 if dc.base_lr_mult else 0.0)
-    optim_config.multipliers = (bases_rule, *optim_config.multipliers)
+    optim_config.multipliers = (groups.bases_multiplier(dc.base_lr_mult), *optim_config.multipliers)
     return loop.Stage(
         name='fusion', model=fusion_model(config, layout, run.dataset.num_classes),
         task=tasks.FusionTask(run.dataset.num_classes),
         train_config=config.fusion.train, optim_config=optim_config,
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask},
-        init_variables=copy_bases({'params': bases.state.params, **bases.state.model_state}),
+        init_variables=groups.copy_bases({'params': bases.state.params, **bases.state.model_state}),
         config_block='fusion')
 
 
@@ -178,26 +120,16 @@ def visual_similarity(run: common.Run, rng: np.random.Generator, stages: dict) -
     num_train = len(run.dataset.train)
     predicted = result.predict(pipeline.random_subset(
         num_train, min(config.dmde.similarity_subset_size, num_train), rng), ('features',))
-    return class_similarity(predicted['features'], predicted['label'], np.arange(num_classes))
-
-
-def wordnet_similarity(class_names) -> np.ndarray:
-    """[C, C] LCH similarity of classes named by WordNet ids ('n02084071'), from WordNet 3.0."""
-    wordnet = semantic.prepare_wordnet()
-    try:
-        synsets = [semantic.synset_of(name, wordnet) for name in class_names]
-    except Exception as e:  # nltk raises WordNetError / ValueError for a name it cannot resolve
-        raise validation.ConfigError(f"dmde.class_table='{WNID_TABLE}' needs WordNet ids as class names: "
-                                     f'{e}') from e
-    return semantic.lch_similarity_matrix(synsets, wordnet)
+    return groups.class_similarity(predicted['features'], predicted['label'], np.arange(num_classes))
 
 
 def ontology_categories(run: common.Run, rng: np.random.Generator, stages: dict) -> np.ndarray:
     """The category of every class under ``dmde.ontology`` (coarse: all the table's superclasses)."""
     dc, dataset = run.config.dmde, run.dataset
     table = dc.class_table or dataset.name
-    if dc.ontology == 'semantic' and table == WNID_TABLE:
-        return ontology.spectral_categories(wordnet_similarity(dataset.class_names),
+    if dc.ontology == 'semantic' and table == groups.WNID_TABLE:
+        return ontology.spectral_categories(groups.wordnet_similarity(dataset.class_names,
+                                                                      'dmde.class_table'),
                                             dc.num_categories, rng)
     visual = visual_similarity(run, rng, stages) if dc.ontology == 'visual' else None
     try:
@@ -209,35 +141,18 @@ def ontology_categories(run: common.Run, rng: np.random.Generator, stages: dict)
                                      'Set --config.dmde.class_table or another ontology.') from e
 
 
-def report_groups(run: common.Run, categories: np.ndarray, groups: list[np.ndarray]) -> dict:
+def report_groups(run: common.Run, categories: np.ndarray, windows: list[np.ndarray]) -> dict:
     """Prints the ontology and the task groups, writes groups.json and groups.png; returns the
     summary entries."""
-    names = run.dataset.class_names
-    print(f'ontology ({run.config.dmde.ontology}):', flush=True)
+    names, dc = run.dataset.class_names, run.config.dmde
+    print(f'ontology ({dc.ontology}):', flush=True)
     for line in ontology.ontology_lines(categories, names):
         print(f'  {line}', flush=True)
-    members = [[names[c] for c in g] for g in groups]
-    print(f'task groups (M={run.config.dmde.group_size}, overlap {run.config.dmde.overlap}):', flush=True)
-    for g, group in enumerate(members):
-        more = len(group) - PRINTED_NAMES_PER_GROUP
-        print(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
-              + (f' (+{more} more)' if more > 0 else ''), flush=True)
-    coverage = task_groups.group_membership_report(groups, run.dataset.num_classes)
-    reporting.write_json(os.path.join(run.workdir, 'groups.json'), {
-        'ontology': ontology.category_members(categories, names), 'groups': members, **coverage})
-    reporting.plot_group_membership(os.path.join(run.workdir, 'groups.png'), groups, names)
-    return {'categories': ontology.category_members(categories, names), 'task_groups': members,
-            'group_coverage': coverage}
-
-
-def report_similarities(run: common.Run, layout: mixture.GroupLayout, laplacians: np.ndarray) -> None:
-    """similarities.png: each group's visual similarity of the last update (S_ab = -L_ab, a != b)."""
-    sims, names = [], []
-    for g in range(layout.num_groups):
-        classes = layout.slot_classes[g][layout.slot_mask[g]]
-        sims.append(-laplacians[g, :classes.size, :classes.size] * (1 - np.eye(classes.size)))
-        names.append([run.dataset.class_names[c] for c in classes])
-    reporting.plot_group_similarities(os.path.join(run.workdir, 'similarities.png'), sims, names)
+    members = groups.print_groups(f'task groups (M={dc.group_size}, overlap {dc.overlap}):',
+                                  windows, names)
+    tree = ontology.category_members(categories, names)
+    coverage = groups.write_group_reports(run, windows, members, ontology=tree)
+    return {'categories': tree, 'task_groups': members, 'group_coverage': coverage}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -249,10 +164,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rng = np.random.default_rng(config.seed)
     stages: dict[str, loop.StageResult] = {}
     categories = ontology_categories(run, rng, stages)
-    groups = ontology.ontology_task_groups(categories, dc.group_size, dc.overlap)
-    layout = mixture.group_layout(groups, num_classes, not_in_group=True)
-    report = report_groups(run, categories, groups)
+    windows = ontology.ontology_task_groups(categories, dc.group_size, dc.overlap)
+    layout = mixture.group_layout(windows, num_classes, not_in_group=True)
+    report = report_groups(run, categories, windows)
     stages['bases'] = common.run_stage(run, bases_stage(run, layout))
-    report_similarities(run, layout, stages['bases'].grouping['laplacian'])
+    groups.report_similarities(run, layout, stages['bases'].grouping['laplacian'])
     stages['fusion'] = common.run_stage(run, fusion_stage(run, layout, stages['bases']))
     return common.finish(run, stages['fusion'].final, stages, **report)

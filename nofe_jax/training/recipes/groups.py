@@ -1,0 +1,135 @@
+"""What the recipes with task groups (DMDE, DeepME) share: each group's visual similarity and its
+Laplacian, the similarity hook, the semantic similarity of the classes, copying trained base
+networks into a model over them, and the groups' reports."""
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from nofe_jax import reporting, validation
+from nofe_jax.data import pipeline
+from nofe_jax.grouping import semantic, similarity, task_groups
+from nofe_jax.models import mixture
+from nofe_jax.training import loop
+from nofe_jax.training.recipes import common
+
+BASES = r'^groups/'  # the base networks' parameters inside a model over them
+# A class table whose class names are WordNet ids (an ImageNet-style image folder): LCH is
+# computed from WordNet itself.
+WNID_TABLE = 'wnid'
+PRINTED_NAMES_PER_GROUP = 12
+
+
+def class_similarity(features: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """[M, M] class-mean cosine similarity of ``classes``, clipped at 0 (an affinity, so its
+    Laplacian is positive semi-definite); rows and columns of classes absent from ``labels`` are 0."""
+    present = np.isin(classes, labels)
+    result = np.zeros((classes.size, classes.size))
+    if present.any():
+        found = similarity.class_mean_cosine_similarity(features, labels, classes[present])
+        result[np.ix_(present, present)] = np.maximum(found, 0.0)
+    return result
+
+
+def group_classes(layout: mixture.GroupLayout, group: int) -> np.ndarray:
+    return layout.slot_classes[group][layout.slot_mask[group]]
+
+
+def restricted_laplacians(layout: mixture.GroupLayout, similarity_of) -> np.ndarray:
+    """[G, m_max, m_max] float32 Laplacians of ``similarity_of(group, classes)`` per group
+    (padding 0)."""
+    laplacians = np.zeros((layout.num_groups, layout.m_max, layout.m_max), np.float32)
+    for g in range(layout.num_groups):
+        classes = group_classes(layout, g)
+        laplacians[g, :classes.size, :classes.size] = similarity.laplacian(similarity_of(g, classes))
+    return laplacians
+
+
+def group_laplacians(features: np.ndarray, labels: np.ndarray,
+                     layout: mixture.GroupLayout) -> np.ndarray:
+    """Laplacians of each group's visual similarity, from features [N, G, d] of each group's own
+    network."""
+    return restricted_laplacians(layout, lambda g, classes: class_similarity(features[:, g], labels, classes))
+
+
+def semantic_laplacians(semantic_similarity: np.ndarray, layout: mixture.GroupLayout) -> np.ndarray:
+    """Laplacians of the [C, C] semantic similarity restricted to each group (diagonal dropped)."""
+    affinity = np.maximum(semantic_similarity, 0.0) * (1.0 - np.eye(semantic_similarity.shape[0]))
+    return restricted_laplacians(layout, lambda g, classes: affinity[np.ix_(classes, classes)])
+
+
+def make_similarity_update(run: common.Run, layout: mixture.GroupLayout, every: str,
+                           subset_size: int) -> loop.Hook:
+    """The bases' hook: features of a random training subset -> each group's visual Laplacian."""
+    num_train = len(run.dataset.train)
+
+    def update(ctx: loop.HookContext):
+        indices = pipeline.random_subset(num_train, min(subset_size, num_train), ctx.rng)
+        predicted = ctx.predict(indices, ('features',))
+        labels = predicted['label']
+        features = predicted['features'].reshape(labels.size, layout.num_groups, -1)
+        laplacians = group_laplacians(features, labels, layout)
+        # tr(L) = sum of the off-diagonal similarities: how strongly the classes are pulled together.
+        ctx.log({'similarity/mean_trace': float(np.mean(np.trace(laplacians, axis1=1, axis2=2)))})
+        return {'laplacian': laplacians}
+
+    return loop.Hook('similarity_update', every, update)
+
+
+def copy_bases(bases_variables: dict):
+    """An ``init_variables`` hook: the trained base networks replace the model's fresh ones."""
+    def init(fresh: dict) -> dict:
+        out = {collection: dict(tree) for collection, tree in fresh.items()}
+        for collection, tree in bases_variables.items():
+            out.setdefault(collection, {})['groups'] = tree
+        return out
+    return init
+
+
+def bases_multiplier(base_lr_mult: float) -> tuple:
+    """The optimiser rule for the base networks inside a model over them: ``base_lr_mult`` times
+    the stage's rate, and no weight decay when frozen (0)."""
+    return (BASES, base_lr_mult, 1.0 if base_lr_mult else 0.0)
+
+
+def wordnet_similarity(class_names: Sequence[str], field: str) -> np.ndarray:
+    """[C, C] LCH similarity of classes named by WordNet ids ('n02084071'), from WordNet 3.0
+    (``field``: the config field that chose them, for the error)."""
+    wordnet = semantic.prepare_wordnet()
+    try:
+        synsets = [semantic.synset_of(name, wordnet) for name in class_names]
+    except Exception as e:  # nltk raises WordNetError / ValueError for a name it cannot resolve
+        raise validation.ConfigError(f"{field}='{WNID_TABLE}' needs WordNet ids as class names: {e}") from e
+    return semantic.lch_similarity_matrix(synsets, wordnet)
+
+
+def print_groups(title: str, groups: Sequence[np.ndarray], class_names: Sequence[str]) -> list[list[str]]:
+    """Prints the task groups by class name; returns them."""
+    members = [[class_names[c] for c in g] for g in groups]
+    print(title, flush=True)
+    for g, group in enumerate(members):
+        more = len(group) - PRINTED_NAMES_PER_GROUP
+        print(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
+              + (f' (+{more} more)' if more > 0 else ''), flush=True)
+    return members
+
+
+def write_group_reports(run: common.Run, groups: Sequence[np.ndarray], members: list[list[str]],
+                        **extra) -> dict:
+    """groups.json (``extra``, the groups by class name, coverage) and groups.png; returns the
+    coverage."""
+    coverage = task_groups.group_membership_report(groups, run.dataset.num_classes)
+    reporting.write_json(os.path.join(run.workdir, 'groups.json'), {**extra, 'groups': members, **coverage})
+    reporting.plot_group_membership(os.path.join(run.workdir, 'groups.png'), groups,
+                                    run.dataset.class_names)
+    return coverage
+
+
+def report_similarities(run: common.Run, layout: mixture.GroupLayout, laplacians: np.ndarray) -> None:
+    """similarities.png: each group's visual similarity of the last update (S_ab = -L_ab, a != b)."""
+    sims, names = [], []
+    for g in range(layout.num_groups):
+        classes = group_classes(layout, g)
+        sims.append(-laplacians[g, :classes.size, :classes.size] * (1 - np.eye(classes.size)))
+        names.append([run.dataset.class_names[c] for c in classes])
+    reporting.plot_group_similarities(os.path.join(run.workdir, 'similarities.png'), sims, names)
