@@ -2,6 +2,7 @@ r"""Wall time and peak memory of every grouping method at ImageNet-10K scale (C=
 
   python -m experiments.benchmarks.grouping
   python -m experiments.benchmarks.grouping --num_classes=1000 --num_groups=10,20 --json_out=/tmp/g.json
+  python -m experiments.benchmarks.grouping --ssc_only  # soft spectral quality: memberships, NMI, overlap
 
 Input: a planted block model. The classes fall into K equal blocks (random order); each class has
 10-50 images in S, of which the generalist puts `--signal` in the class's block's specialty and
@@ -20,9 +21,13 @@ Measured on 2 shared CPU cores (numpy 2.4, scipy 1.17), C=10,184, K=15 / K=40, s
 optimal_balanced 0.04 (1) / 0.04 (10), before: 13.6 s and 2.5 GB at K=15 (Hungarian on C x C
 capacity slots); elasso to convergence 0.04 (1) / 0.11 (11), before 3-13 s; fully_balanced
 0.16 / 0.19; spectral_specialties 3.2 (27) / 15.2 (29), balanced 3.6 / 14.3, before 644 s and 6.6 GB
-at K=15 (dense eigh); soft spectral clustering 0.7 / 11.1. Every spectral variant recovers the
-planted blocks (NMI 1.000) except soft spectral's argmax (0.86, not tuned here).
+at K=15 (dense eigh); soft spectral clustering 0.6 (6) / 8.4 (20), before 0.7 / 11.1 with NMI 0.86
+(fuzzy c-means from random memberships with m = 2; now from k-means with the dimension-aware m).
+Every spectral variant recovers the planted blocks (NMI 1.000).
 Prints a Markdown table and one JSON line; `--json_out` also writes that JSON to a file.
+
+`--ssc_only` instead probes soft spectral clustering's memberships (`ssc_probe`): mean largest
+membership, NMI, and the classes `ssc_groups` puts in two or more groups, with the default m and m = 2.
 """
 import argparse
 import multiprocessing
@@ -34,7 +39,7 @@ import numpy as np
 import scipy.sparse as sps
 
 from experiments import benchmarks
-from nofe_jax.grouping import clustering, specialties
+from nofe_jax.grouping import clustering, specialties, task_groups
 
 ELASSO_LAM = 1000.0  # the paper's lam for |S| = 10,000, scaled to this S
 CORRECT_SHARE = 0.5  # of a class's images, predicted as the class itself by the flat base model
@@ -62,18 +67,28 @@ def count_matrix(truth: np.ndarray, num_groups: int, signal: float, seed: int) -
                        minlength=truth.size * num_groups).reshape(truth.size, num_groups)
 
 
-def confusion_matrix(truth: np.ndarray, seed: int) -> np.ndarray:
-    """int64[C, C] dense confusion of a flat model that confuses classes mostly inside their block."""
+def confusion_matrix(truth: np.ndarray, seed: int, second_block: np.ndarray | None = None,
+                     in_block_share: float = IN_BLOCK_SHARE) -> np.ndarray:
+    """int64[C, C] dense confusion of a flat model that confuses classes mostly inside their block.
+
+    `second_block` (int[C], -1 for none; default None: no class has one): a class with one puts
+    half of its in-block mistakes in that block instead, i.e. sits between two blocks.
+    `in_block_share`: the share of the mistakes made in the block(s); the rest go to any class.
+    """
     rng = np.random.default_rng(seed + 1)
     num_classes = truth.size
     labels = _images(truth, rng)
     members = np.argsort(truth, kind='stable')  # classes grouped by block
-    block_start = np.searchsorted(truth[members], truth)
-    block_size = np.bincount(truth)[truth]
-    same_block = members[block_start[labels] + rng.integers(0, block_size[labels])]
+    block_start = np.searchsorted(truth[members], np.arange(truth.max() + 1))
+    block_size = np.bincount(truth)
+    mistake_block = truth[labels]
+    if second_block is not None:
+        moved = (second_block[labels] >= 0) & (rng.random(labels.size) < 0.5)
+        mistake_block = np.where(moved, second_block[labels], mistake_block)
+    same_block = members[block_start[mistake_block] + rng.integers(0, block_size[mistake_block])]
     draw = rng.random(labels.size)
     predicted = np.where(draw < CORRECT_SHARE, labels,
-                         np.where(draw < CORRECT_SHARE + (1 - CORRECT_SHARE) * IN_BLOCK_SHARE, same_block,
+                         np.where(draw < CORRECT_SHARE + (1 - CORRECT_SHARE) * in_block_share, same_block,
                                   rng.integers(0, num_classes, size=labels.size)))
     return np.bincount(labels * num_classes + predicted,
                        minlength=num_classes * num_classes).reshape(num_classes, num_classes)
@@ -192,6 +207,63 @@ def format_table(result: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
+def ssc_probe(num_classes: int = 10_184, num_groups: Sequence[int] = (15, 40), delta: float = 0.3,
+              bridge_share: float = 0.1, in_block_share: float = 0.4,
+              fuzzifiers: Sequence[float | None] = (None, 2.0), seed: int = 0) -> dict[str, Any]:
+    """Quality of DeepME's soft spectral clustering on a planted confusion affinity.
+
+    The table's input, except that a `bridge_share` of the classes (random) sit between their
+    block and a second random one (`confusion_matrix`'s `second_block`), and only an
+    `in_block_share` of the mistakes stay in the block(s) (0.8 in the table). For each K and fuzzifier
+    m (None: `clustering.default_fuzzifier`; 2.0: the textbook value), in this process: seconds of
+    `soft_spectral_clustering`, the mean largest membership (1/K when memberships collapse to
+    uniform), the NMI of the argmax with the planted blocks over the other classes, and the
+    `ssc_groups` at `delta`: group sizes and the classes in two or more groups, bridging or not.
+    """
+    rows = []
+    for k in num_groups:
+        truth = planted_blocks(num_classes, k, seed)
+        rng = np.random.default_rng(seed + 2)
+        bridging = rng.random(num_classes) < bridge_share
+        second_block = np.where(bridging, (truth + rng.integers(1, k, size=num_classes)) % k, -1)
+        affinity = _confusion_affinity(confusion_matrix(truth, seed, second_block, in_block_share))
+        for m in fuzzifiers:
+            start = time.perf_counter()
+            memberships = clustering.soft_spectral_clustering(affinity, k, np.random.default_rng(seed), m=m)
+            seconds = time.perf_counter() - start
+            groups = task_groups.ssc_groups(memberships, delta)
+            coverage = np.bincount(np.concatenate(groups), minlength=num_classes)
+            rows.append({
+                'num_groups': k, 'm': clustering.default_fuzzifier(num_classes, k) if m is None else m,
+                'm_default': m is None, 'seconds': seconds,
+                'mean_largest_membership': float(np.mean(np.max(memberships, axis=1))),
+                'nmi': specialties.partition_nmi(truth[~bridging], np.argmax(memberships[~bridging], axis=1)),
+                'num_groups_kept': len(groups), 'min_size': min(map(len, groups)),
+                'max_size': max(map(len, groups)), 'bridging': int(bridging.sum()),
+                'bridging_in_two_or_more': int(np.sum(coverage[bridging] >= 2)),
+                'others_in_two_or_more': int(np.sum(coverage[~bridging] >= 2)),
+            })
+    return {'num_classes': num_classes, 'num_groups': list(num_groups), 'delta': delta,
+            'bridge_share': bridge_share, 'in_block_share': in_block_share, 'seed': seed, 'ssc_rows': rows}
+
+
+def format_ssc_table(result: dict[str, Any]) -> str:
+    """Markdown table of `ssc_probe`'s result."""
+    lines = [f"Soft spectral clustering, C={result['num_classes']}, planted confusion affinity with "
+             f"{result['bridge_share']:.0%} of classes between two blocks, {result['in_block_share']:.0%} "
+             f"of mistakes in the block(s), delta {result['delta']}, seed {result['seed']}",
+             '',
+             '| K | m | seconds | mean largest membership | NMI vs blocks (others) | groups | sizes | '
+             'bridging in 2+ groups | others in 2+ groups |',
+             '|---:|---|---:|---:|---:|---:|---|---:|---:|']
+    lines += [f"| {r['num_groups']} | {r['m']:.3f}{' (default)' if r['m_default'] else ''} | "
+              f"{r['seconds']:.2f} | {r['mean_largest_membership']:.3f} | {r['nmi']:.3f} | "
+              f"{r['num_groups_kept']} | {r['min_size']}-{r['max_size']} | "
+              f"{r['bridging_in_two_or_more']} / {r['bridging']} | {r['others_in_two_or_more']} |"
+              for r in result['ssc_rows']]
+    return '\n'.join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, runs the benchmark, prints the table and one JSON line; returns the result."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
@@ -202,7 +274,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="share of a class's images the generalist puts in its block's specialty")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json_out', default=None, help='also write the JSON result here')
+    parser.add_argument('--ssc_only', action='store_true',
+                        help='only probe soft spectral clustering quality (ssc_probe), default m and m=2')
+    parser.add_argument('--delta', type=float, default=0.3, help='ssc_groups threshold for --ssc_only')
+    parser.add_argument('--bridge_share', type=float, default=0.1,
+                        help='share of classes between two blocks for --ssc_only')
+    parser.add_argument('--in_block_share', type=float, default=0.4,
+                        help="share of a class's mistakes in its block(s) for --ssc_only")
     args = parser.parse_args(argv)
+    if args.ssc_only:
+        result = ssc_probe(args.num_classes, [int(k) for k in args.num_groups.split(',')], args.delta,
+                           args.bridge_share, args.in_block_share, seed=args.seed)
+        return benchmarks.report(format_ssc_table(result), result, args.json_out)
     result = run_benchmark(args.num_classes, [int(k) for k in args.num_groups.split(',')],
                            args.methods.split(','), args.signal, args.seed)
     return benchmarks.report(format_table(result), result, args.json_out)

@@ -1,4 +1,15 @@
-"""Spectral clustering (Ng-Jordan-Weiss), k-means and fuzzy c-means, in numpy."""
+"""Spectral clustering (Ng-Jordan-Weiss), k-means and fuzzy c-means, in numpy.
+
+DeepME's soft spectral clustering (`soft_spectral_clustering`) deviates from
+the spec's textbook fuzzy c-means in two places, because that one collapses:
+the fuzzifier defaults to the dimension-aware rule of Schwaemmle and Jensen
+(`default_fuzzifier`; 1.164 at T = 15 and 1.054 at T = 40 for 10,184 classes)
+instead of m = 2, and fuzzy c-means starts from k-means labels instead of
+random memberships. With m = 2 from a random start every class ends with
+membership 1/T in every group (all centers at the global mean) in the
+T-dimensional spectral embedding at C = 10,184: the curse-of-dimensionality
+failure of fuzzy c-means (Winkler, Klawonn and Kruse 2011).
+"""
 
 from __future__ import annotations
 
@@ -117,22 +128,25 @@ def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator,
 
 def _kmeans_plus_plus(points: np.ndarray, num_clusters: int, rng: np.random.Generator) -> np.ndarray:
     centers = [points[rng.integers(points.shape[0])]]
+    dist = squared_distances(points, centers[0][None])[:, 0]
     for _ in range(1, num_clusters):
-        dist = np.min(squared_distances(points, np.array(centers)), axis=1)
         total = dist.sum()
         # All points already coincide with a center: any choice is as good.
         probs = dist / total if total > 0 else None
         centers.append(points[rng.choice(points.shape[0], p=probs)])
+        dist = np.minimum(dist, squared_distances(points, centers[-1][None])[:, 0])
     return np.array(centers)
 
 
 def _lloyd(points: np.ndarray, centers: np.ndarray, max_iters: int) -> tuple[np.ndarray, float]:
+    num_points, num_clusters = points.shape[0], centers.shape[0]
     labels = np.argmin(squared_distances(points, centers), axis=1)
     for _ in range(max_iters):
-        for k in range(centers.shape[0]):
-            members = points[labels == k]
-            if len(members):  # An empty cluster keeps its center.
-                centers[k] = members.mean(axis=0)
+        onehot = sps.csr_array((np.ones(num_points), (labels, np.arange(num_points))),
+                               shape=(num_clusters, num_points))
+        counts = np.bincount(labels, minlength=num_clusters)[:, None]
+        # Cluster means; an empty cluster keeps its center.
+        centers = np.divide(onehot @ points, counts, out=centers, where=counts > 0)
         new_labels = np.argmin(squared_distances(points, centers), axis=1)
         if np.array_equal(new_labels, labels):
             break
@@ -153,45 +167,108 @@ def spectral_clustering(affinity: np.ndarray, num_clusters: int, rng: np.random.
     return kmeans(spectral_embedding(affinity, num_clusters), num_clusters, rng)
 
 
+MAX_DEFAULT_FUZZIFIER = 2.0
+
+
+def default_fuzzifier(num_points: int, dim: int) -> float:
+    """Dimension-aware fuzzy c-means fuzzifier m(N, D) of Schwaemmle and Jensen.
+
+    V. Schwaemmle and O. N. Jensen, "A simple and fast method to determine the
+    parameters for fuzzy c-means cluster analysis", Bioinformatics 26(22),
+    2841-2848 (2010):
+
+        m = 1 + (1418 / N + 22.05) D^-2 + (12.33 / N + 0.243) D^(-0.0406 ln N - 0.1134)
+
+    for N points in D dimensions (as in Mfuzz's `mestimate`). It falls towards
+    1 as D grows: with the textbook m = 2, fuzzy c-means in many dimensions
+    converges to the point where every membership is 1/T (Winkler, Klawonn
+    and Kruse, "Fuzzy c-means in high dimensional spaces", 2011). At
+    N = 10,184 it gives 1.164 for D = 15 and 1.054 for D = 40. Capped at the
+    textbook 2: the rule grows large for few points or dimensions (about 19 for
+    10 classes in 3 dimensions), where it makes every membership nearly 1/T.
+    """
+    if num_points < 1 or dim < 1:
+        raise ValueError(f'num_points and dim must be positive, got {num_points} and {dim}.')
+    n, d = float(num_points), float(dim)
+    rule = 1.0 + (1418.0 / n + 22.05) * d ** -2.0 + (12.33 / n + 0.243) * d ** (-0.0406 * np.log(n) - 0.1134)
+    return float(min(rule, MAX_DEFAULT_FUZZIFIER))
+
+
+# Memberships and weights u^m below this are set to 0: subnormal numbers slow the products
+# ~100x, and what they change in the objective is below rounding.
+_FLUSH = 1e-150
+_LOG_FLUSH = float(np.log(_FLUSH))
+
+
 def fuzzy_objective(points: np.ndarray, memberships: np.ndarray, m: float = 2.0) -> float:
     """Fuzzy c-means cost sum_ij u_ij^m ||x_i - c_j||^2 with the optimal centers for these memberships."""
     points = np.asarray(points, dtype=np.float64)
     weights = np.asarray(memberships, dtype=np.float64) ** m
-    centers = _fuzzy_centers(points, weights)
+    centers = _fuzzy_centers(points, weights, np.zeros((weights.shape[1], points.shape[1])))
     return float(np.sum(weights * squared_distances(points, centers)))
 
 
-def _fuzzy_centers(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return (weights.T @ points) / weights.sum(axis=0)[:, None]
+def _fuzzy_centers(points: np.ndarray, weights: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Weighted means; a cluster whose weights are all 0 (underflow) costs nothing wherever it is
+    and keeps its `previous` center."""
+    totals = weights.sum(axis=0)[:, None]
+    return np.divide(weights.T @ points, totals, out=previous.copy(), where=totals > 0)
 
 
 def _fuzzy_memberships(sq_dist: np.ndarray, m: float) -> np.ndarray:
-    """Optimal memberships for fixed centers; a point on a center belongs to it (shared on ties)."""
+    """Optimal memberships for fixed centers; a point on a center belongs to it (shared on ties).
+
+    u_ij = d_ij^(-1/(m-1)) / sum_k d_ik^(-1/(m-1)) (d = squared distance), computed
+    as a softmax of -log(d) / (m - 1): with m near 1 the powers themselves over-
+    and underflow.
+    """
     at_center = sq_dist <= 1e-12 * (1.0 + sq_dist.max())
     with np.errstate(divide='ignore'):
-        inv = np.where(at_center, 0.0, sq_dist) ** (-1.0 / (m - 1.0))
-    inv = np.where(at_center, 0.0, inv)
+        logits = np.where(at_center, 0.0, -np.log(np.where(at_center, 1.0, sq_dist)) / (m - 1.0))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    inv = np.where(logits < _LOG_FLUSH, 0.0, np.exp(np.maximum(logits, _LOG_FLUSH)))
     hits = at_center.any(axis=1)
     inv[hits] = at_center[hits].astype(np.float64)
     return inv / inv.sum(axis=1, keepdims=True)
 
 
-def fuzzy_c_means(points: np.ndarray, num_clusters: int, rng: np.random.Generator, m: float = 2.0,
+def _fuzzy_weights(memberships: np.ndarray, m: float) -> np.ndarray:
+    weights = memberships ** m
+    weights[weights < _FLUSH] = 0.0
+    return weights
+
+
+# Hard k-means start, smoothed: u = (1 - s) * onehot + s / T, so every membership is positive.
+FCM_START_SMOOTHING = 0.1
+
+
+def fuzzy_c_means(points: np.ndarray, num_clusters: int, rng: np.random.Generator, m: float | None = None,
                   iters: int = 300, tol: float = 1e-6) -> np.ndarray:
-    """[n, T] fuzzy c-means memberships (rows sum to 1), from random Dirichlet memberships.
+    """[n, T] fuzzy c-means memberships (rows sum to 1), started from k-means.
+
+    Start: the best-of-restarts `kmeans` labels (k-means++ / Lloyd, the only
+    use of `rng`), smoothed to (1 - FCM_START_SMOOTHING) * onehot +
+    FCM_START_SMOOTHING / T. A random (Dirichlet) start puts every center
+    near the global mean, which in many dimensions is the fixed point where
+    every membership is 1/T. `m=None` uses `default_fuzzifier(n, dim)`.
 
     Alternates optimal centers and optimal memberships, so the objective
     never increases; stops after `iters` or when no membership moves by more
     than `tol`.
     """
     points = np.asarray(points, dtype=np.float64)
-    _check_num_clusters(points.shape[0], num_clusters)
+    num_points = points.shape[0]
+    _check_num_clusters(num_points, num_clusters)
+    if m is None:
+        m = default_fuzzifier(num_points, points.shape[1])
     if m <= 1.0:
         raise ValueError(f'The fuzzifier m must be > 1, got {m}.')
-    memberships = rng.dirichlet(np.ones(num_clusters), size=points.shape[0])
+    labels = kmeans(points, num_clusters, rng)
+    memberships = np.full((num_points, num_clusters), FCM_START_SMOOTHING / num_clusters)
+    memberships[np.arange(num_points), labels] += 1.0 - FCM_START_SMOOTHING
+    centers = np.zeros((num_clusters, points.shape[1]))
     for _ in range(iters):
-        weights = memberships ** m
-        centers = _fuzzy_centers(points, weights)
+        centers = _fuzzy_centers(points, _fuzzy_weights(memberships, m), centers)
         updated = _fuzzy_memberships(squared_distances(points, centers), m)
         converged = np.max(np.abs(updated - memberships)) < tol
         memberships = updated
@@ -200,7 +277,20 @@ def fuzzy_c_means(points: np.ndarray, num_clusters: int, rng: np.random.Generato
     return memberships
 
 
-def soft_spectral_clustering(affinity: np.ndarray, num_clusters: int, rng: np.random.Generator,
-                             m: float = 2.0) -> np.ndarray:
-    """[n, T] soft memberships (DeepME's SSC): NJW embedding into T dims + fuzzy c-means."""
+def soft_spectral_clustering(affinity: np.ndarray | sps.sparray, num_clusters: int, rng: np.random.Generator,
+                             m: float | None = None) -> np.ndarray:
+    """[n, T] soft memberships (DeepME's SSC): NJW embedding into T dims + fuzzy c-means.
+
+    Deviates from the textbook reading (m = 2, random start): `m=None` takes
+    `default_fuzzifier(n, T)` (1.164 at T = 15, 1.054 at T = 40 for
+    n = 10,184) and fuzzy c-means starts from k-means labels. Measured on
+    10,184 unit vectors around T axes plus Gaussian noise (sd 0.05-0.3):
+    with m = 2 the memberships collapse to 1/T from a random start at every
+    noise level, and from the k-means start at sd 0.3 (T = 15 and 40; at
+    T = 40, sd 0.05 the mean largest membership is only 0.27); fixed m = 1.2
+    and 1.1 still collapse at T = 40, sd 0.3. The dimension-aware m, from
+    either start, keeps a mean largest membership of 0.82-1.00 and NMI
+    0.77-1.00 with the planted axes. It makes memberships nearly hard: a
+    class reaches a second group's delta only when close to midway.
+    """
     return fuzzy_c_means(spectral_embedding(affinity, num_clusters), num_clusters, rng, m=m)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sps
+import threadpoolctl
 
 from nofe_jax.grouping import clustering
 
@@ -54,30 +55,138 @@ def test_kmeans_separated_clusters():
     assert _same_partition(clustering.kmeans(points, 3, rng), truth)
 
 
-def test_fuzzy_c_means_rows_sum_to_one_and_objective_non_increasing():
+@pytest.mark.parametrize('m', [2.0, None])
+def test_fuzzy_c_means_rows_sum_to_one_and_objective_non_increasing(m):
     rng = np.random.default_rng(0)
     points = np.concatenate([rng.normal(c, 1.0, size=(15, 2)) for c in ([0, 0], [6, 0], [0, 6])])
+    objective_m = clustering.default_fuzzifier(45, 2) if m is None else m
     costs = []
     for iters in range(1, 15):
         # Same seed -> same start, so `iters` iterations are a prefix of the run.
-        memberships = clustering.fuzzy_c_means(points, 3, np.random.default_rng(5), m=2.0,
+        memberships = clustering.fuzzy_c_means(points, 3, np.random.default_rng(5), m=m,
                                                iters=iters, tol=0.0)
         assert memberships.shape == (45, 3)
         np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
         assert np.all(memberships >= 0)
-        costs.append(clustering.fuzzy_objective(points, memberships, m=2.0))
+        costs.append(clustering.fuzzy_objective(points, memberships, m=objective_m))
     assert all(b <= a + 1e-9 for a, b in zip(costs, costs[1:]))
     assert costs[-1] < costs[0]
     hard = np.argmax(memberships, axis=1)
     assert _same_partition(hard, np.repeat(np.arange(3), 15))
 
 
-def test_soft_spectral_clustering_memberships():
+@pytest.mark.parametrize('m', [None, 1.01])
+def test_fuzzy_c_means_objective_non_increasing_in_many_dimensions(m):
+    # m near 1 (the default at 30 dimensions is 1.12): d^(-1/(m-1)) overflows at m = 1.01 for
+    # points this close to their centers if computed directly; the memberships must stay finite
+    # and the objective non-increasing.
+    rng = np.random.default_rng(1)
+    truth = rng.permutation(np.arange(300) % 30)
+    points = np.eye(30)[truth] + 0.001 * rng.normal(size=(300, 30))  # squared distances ~3e-5
+    objective_m = clustering.default_fuzzifier(300, 30) if m is None else m
+    costs = []
+    for iters in range(1, 6):
+        memberships = clustering.fuzzy_c_means(points, 30, np.random.default_rng(2), m=m,
+                                               iters=iters, tol=0.0)
+        assert np.all(np.isfinite(memberships))
+        np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
+        costs.append(clustering.fuzzy_objective(points, memberships, m=objective_m))
+    assert np.all(np.isfinite(costs))
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(costs, costs[1:]))
+
+
+def test_fuzzy_c_means_starts_from_smoothed_kmeans_labels():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(40, 5))
+    start = clustering.fuzzy_c_means(points, 4, np.random.default_rng(7), iters=0)
+    labels = clustering.kmeans(points, 4, np.random.default_rng(7))
+    smoothing = clustering.FCM_START_SMOOTHING
+    np.testing.assert_allclose(start, (1 - smoothing) * np.eye(4)[labels] + smoothing / 4)
+    assert np.all(start > 0)
+
+
+def test_fuzzy_c_means_deterministic_and_default_m():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 6))
+    a = clustering.fuzzy_c_means(points, 5, np.random.default_rng(3))
+    b = clustering.fuzzy_c_means(points, 5, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    explicit = clustering.fuzzy_c_means(points, 5, np.random.default_rng(3),
+                                        m=clustering.default_fuzzifier(50, 6))
+    np.testing.assert_array_equal(a, explicit)
+    with pytest.raises(ValueError, match='must be > 1'):
+        clustering.fuzzy_c_means(points, 5, rng, m=1.0)
+
+
+def test_default_fuzzifier_is_schwaemmle_jensen():
+    # m(N, D) = 1 + (1418/N + 22.05) D^-2 + (12.33/N + 0.243) D^(-0.0406 ln N - 0.1134),
+    # at ImageNet-10K's 10,184 classes and T = 15 / 40 groups: not the textbook m = 2.
+    assert round(clustering.default_fuzzifier(10_184, 15), 3) == 1.164
+    assert round(clustering.default_fuzzifier(10_184, 40), 3) == 1.054
+    assert clustering.default_fuzzifier(100, 12) == pytest.approx(
+        1 + (14.18 + 22.05) / 144 + (0.1233 + 0.243) * 12 ** (-0.0406 * np.log(100) - 0.1134))
+    values = [clustering.default_fuzzifier(10_184, d) for d in (15, 40, 100)]
+    assert all(a > b > 1 for a, b in zip(values, values[1:]))
+    # Few points or dimensions: the rule's m (19 for 10 classes in 3 dimensions) is capped at 2.
+    assert clustering.default_fuzzifier(10, 3) == clustering.default_fuzzifier(10_184, 2) == 2.0
+    with pytest.raises(ValueError, match='positive'):
+        clustering.default_fuzzifier(0, 3)
+
+
+@pytest.mark.parametrize('m', [2.0, None])
+def test_soft_spectral_clustering_memberships(m):
     rng = np.random.default_rng(0)
     affinity, truth = _planted_blocks(rng, [5, 7, 6])
-    memberships = clustering.soft_spectral_clustering(affinity, 3, rng, m=2.0)
+    memberships = clustering.soft_spectral_clustering(affinity, 3, rng, m=m)
     np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
     assert _same_partition(np.argmax(memberships, axis=1), truth)
+
+
+def test_soft_spectral_clustering_recovers_permuted_blocks():
+    rng = np.random.default_rng(4)
+    affinity, truth = _planted_blocks(rng, [12, 20, 9, 15, 17, 11, 14], outside=0.1, noise=0.3)
+    perm = rng.permutation(len(truth))
+    memberships = clustering.soft_spectral_clustering(affinity[np.ix_(perm, perm)], 7, rng)
+    np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
+    assert np.all(memberships >= 0)
+    assert _same_partition(np.argmax(memberships, axis=1), truth[perm])
+    assert np.mean(np.max(memberships, axis=1)) > 0.9
+
+
+def _sparse_planted_affinity(num_classes, num_blocks, seed, in_block=10, anywhere=20):
+    """Sparse symmetric affinity: each class linked to `in_block` random classes of its block
+    and `anywhere` random classes (so about two thirds of its links leave the block)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.permutation(np.arange(num_classes) % num_blocks)
+    members = np.argsort(truth, kind='stable')
+    start = np.searchsorted(truth[members], truth)
+    size = np.bincount(truth)[truth]
+    same = members[start[:, None] + rng.integers(0, size[:, None], size=(num_classes, in_block))]
+    other = rng.integers(0, num_classes, size=(num_classes, anywhere))
+    cols = np.concatenate([same, other], axis=1).ravel()
+    rows = np.repeat(np.arange(num_classes), in_block + anywhere)
+    affinity = sps.csr_array((np.ones(cols.size), (rows, cols)), shape=(num_classes, num_classes))
+    affinity = (affinity + affinity.T) / 2
+    affinity.setdiag(0.0)
+    affinity.eliminate_zeros()
+    return affinity, truth
+
+
+@pytest.mark.parametrize('num_groups', [15, 40])
+def test_soft_spectral_clustering_default_is_not_degenerate_at_imagenet_10k_scale(num_groups):
+    # C = 10,184 classes through the real (Lanczos) spectral embedding. From the same k-means start the
+    # textbook m = 2 gives a mean largest membership of 0.57 at T = 15 and collapses at T = 40 (every
+    # membership 1/T = 0.025); the default m gives 1.000 / 0.996, NMI 1.000 / 0.993.
+    from nofe_jax.grouping import specialties
+    affinity, truth = _sparse_planted_affinity(10_184, num_groups, seed=0)
+    # One BLAS thread: the products are small, and on 2 cores shared with the other test worker
+    # (or a training run) OpenBLAS's threads wait on each other, ~10x slower (2.6 s vs 27 s at T = 40).
+    with threadpoolctl.threadpool_limits(1, user_api='blas'):
+        memberships = clustering.soft_spectral_clustering(affinity, num_groups, np.random.default_rng(0))
+    assert memberships.shape == (10_184, num_groups)
+    np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
+    assert np.mean(np.max(memberships, axis=1)) > 0.9  # 1/T would be uniform
+    assert specialties.partition_nmi(truth, np.argmax(memberships, axis=1)) > 0.95
 
 
 def test_sparse_lanczos_path_recovers_the_same_blocks(monkeypatch):

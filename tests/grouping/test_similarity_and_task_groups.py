@@ -90,6 +90,37 @@ def test_ssc_from_soft_spectral_clustering():
     assert sorted(len(g) for g in groups) == [6, 6, 6]
 
 
+def test_ssc_groups_put_bridging_classes_in_both_blocks_groups():
+    # 8 blocks of 15 classes, plus 6 classes with full affinity to two blocks each.
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(8), 15)
+    bridges = [(0, 1), (2, 3), (4, 5), (6, 7), (1, 6), (3, 4)]
+    links = np.concatenate([truth[:, None] == np.arange(8)[None, :],
+                            [np.isin(np.arange(8), pair) for pair in bridges]]).astype(np.float64)
+    affinity = np.maximum(links @ links.T, 0.02) + 0.02 * rng.random((126, 126))
+    affinity = (affinity + affinity.T) / 2
+    perm = rng.permutation(126)
+    memberships = clustering.soft_spectral_clustering(affinity[np.ix_(perm, perm)], 8, rng)
+    memberships = memberships[np.argsort(perm)]  # back to the planted order
+    np.testing.assert_allclose(memberships.sum(axis=1), 1.0)
+    groups = task_groups.ssc_groups(memberships, delta=0.2)
+    holding = [{t for t, g in enumerate(groups) if c in g} for c in range(126)]
+    # Block-pure classes: exactly one group, the same for the whole block, a different one per block.
+    assert all(len(h) == 1 for h in holding[:120])
+    block_group = [holding[15 * b].copy().pop() for b in range(8)]
+    assert len(set(block_group)) == 8
+    assert all(holding[c] == {block_group[truth[c]]} for c in range(120))
+    # Bridging classes: in both of their blocks' groups and no other.
+    for c, (a, b) in zip(range(120, 126), bridges):
+        assert holding[c] == {block_group[a], block_group[b]}, (c, memberships[c])
+    report = task_groups.group_membership_report(groups, 126)
+    assert report['in_two_or_more'] == 6 and report['uncovered'] == []
+    expected_sizes = 15 + np.bincount(np.ravel(bridges), minlength=8)  # each block's 15 + its bridges
+    assert report['sizes'] == [expected_sizes[block_group.index(t)] for t in range(8)]
+    # A higher threshold keeps only the argmax: every class in exactly one group.
+    assert task_groups.group_membership_report(task_groups.ssc_groups(memberships, 0.5), 126)['max_coverage'] == 1
+
+
 def test_grouping_never_imports_jax():
     import subprocess
     import sys
