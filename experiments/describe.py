@@ -6,7 +6,8 @@ r"""Parameter counts and forward FLOPs of every model a config's recipe would tr
 Builds the models from shapes alone: no training, no data loaded (classes and the input shape
 come from ``config.data``; an .npz source is opened for its shapes); the recipe says which models
 it trains (its ``build_models``): 'base' -> {'base'}; 'nofe' -> {'generalist' (K-way), 'nofe' (K
-experts of c_max = ceil(C / K) outputs, a balanced layout)}. FLOPs are XLA's cost
+experts of c_max = ceil(C / K) outputs, a balanced layout)}; 'dmde' -> {'bases', 'fusion'} (windows
+over the classes in label order); 'deepme' -> {'bases', 'gate'} (T even groups). FLOPs are XLA's cost
 analysis of the compiled eval-mode forward pass, per image. ``--json`` prints exactly one JSON
 object on stdout: {model: {"params", "trainable_params", "flops_per_image"}}.
 """

@@ -243,27 +243,38 @@ def plot_specialties(path: str, assignment: np.ndarray, class_names, num_experts
 def plot_group_membership(path: str, groups: Sequence[np.ndarray], class_names) -> None:
     """PNG of overlapping task groups: a classes x groups membership matrix, classes in the order
     of their first group (so windows over the ontology show as a staircase)."""
+    member = np.zeros((len(class_names), len(groups)))
+    for g, group in enumerate(groups):
+        member[np.asarray(group, dtype=np.int64), g] = 1.0
+    shared = int(np.sum(member.sum(axis=1) >= 2))
+    plot_class_group_matrix(path, member, class_names,
+                            f'{len(groups)} task groups; {shared} of {len(class_names)} classes in two or more',
+                            cmap='Greys', vmax=1.0)
+
+
+def plot_class_group_matrix(path: str, values: np.ndarray, class_names, title: str,
+                            cmap: str = 'viridis', vmax: float | None = None) -> None:
+    """PNG of a classes x groups matrix (membership, mean gate weight), classes ordered by the
+    group where their value is largest."""
     if not is_writer():
         return
     plt = _pyplot()
-    num_classes = len(class_names)
-    member = np.zeros((num_classes, len(groups)))
-    for g, group in enumerate(groups):
-        member[np.asarray(group, dtype=np.int64), g] = 1.0
-    order = np.argsort(np.argmax(member, axis=1), kind='stable')
+    num_classes, num_groups = values.shape
+    order = np.argsort(np.argmax(values, axis=1), kind='stable')
     labelled = num_classes <= _MAX_LABELLED_CLASSES
     height = max(4.0, 0.14 * num_classes + 1.5) if labelled else 12.0
-    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(len(groups), 40), height))
-    ax.imshow(member[order], aspect='auto', cmap='Greys', interpolation='nearest', vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(2.0 + 0.45 * min(num_groups, 40), height))
+    image = ax.imshow(values[order], aspect='auto', cmap=cmap, interpolation='nearest', vmin=0,
+                      vmax=vmax if vmax is not None else max(float(values.max()), 1e-9))
     ax.set_xlabel('task group')
     if labelled:
         ax.set_yticks(range(num_classes), [class_names[c] for c in order],
                       fontsize=max(4, min(9, 500 // num_classes)))
     else:
         ax.set_ylabel('classes (names in groups.json)')
-    shared = int(np.sum(member.sum(axis=1) >= 2))
-    ax.set_title(f'{len(groups)} task groups; {shared} of {num_classes} classes in two or more',
-                 fontsize=9)
+    if vmax is None:
+        fig.colorbar(image, ax=ax, fraction=0.05)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -32,6 +32,9 @@ KILL_CHAINS = {
     # then 42 fusion steps.
     'dmde': ('hook:2',           # the similarity update at step 20 (resumed at 10)
              'step:45'),         # fusion step 13 (bases resumed at 10; fusion resumes at 10)
+    # The DeepME smoke: 42 steps of the stacked bases, then 42 gate steps, likewise.
+    'deepme': ('hook:2',         # the similarity update at step 20 (resumed at 10)
+               'step:45'),       # gate step 13
 }
 
 

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from experiments.configs import (cifar100_base, cifar100_dmde, cifar100_nofe, cifar100_param_matched,
-                                 fashion_mnist_base, fashion_mnist_dmde, fashion_mnist_nofe,
-                                 fashion_pairs, imagenet_nofe, quickstart)
+from experiments.configs import (cifar100_base, cifar100_deepme, cifar100_dmde, cifar100_nofe,
+                                 cifar100_param_matched, fashion_mnist_base, fashion_mnist_deepme,
+                                 fashion_mnist_dmde, fashion_mnist_nofe, fashion_pairs, imagenet_nofe,
+                                 quickstart)
 from nofe_jax import checkpoints
 from nofe_jax.data.sources import DatasetNotFoundError
 from nofe_jax.training import recipes
@@ -32,6 +33,8 @@ SMOKES = {
     'fashion_pairs_alexnet_base': (fashion_pairs, 'smoke,base,model=alexnet_c100', True),
     'cifar100_dmde': (cifar100_dmde, 'smoke', True),
     'fashion_mnist_dmde': (fashion_mnist_dmde, 'smoke', True),
+    'cifar100_deepme': (cifar100_deepme, 'smoke', True),
+    'fashion_mnist_deepme': (fashion_mnist_deepme, 'smoke', True),
 }
 
 

@@ -44,6 +44,10 @@ RECIPE_ARGS = {
              '--config.dmde.similarity_update_every=10 steps',
              '--config.bases.train.checkpoint_every=10 steps',
              '--config.fusion.train.checkpoint_every=10 steps'),
+    'deepme': ('--config=experiments/configs/quickstart.py:smoke,deepme',
+               '--config.deepme.similarity_update_every=10 steps',
+               '--config.bases.train.checkpoint_every=10 steps',
+               '--config.gate.train.checkpoint_every=10 steps'),
 }
 # What a run's outcome holds of each stage's final checkpoint: everything but the rng key.
 _STATE_ITEMS = ('step', 'params', 'model_state', 'opt_state')
@@ -160,7 +164,7 @@ def soak_chain(args, reference_dir, workdir, rng: random.Random, counts: dict[st
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--kills', type=int, default=50, help='kill points in all (at least)')
-    parser.add_argument('--recipes', default='nofe,base,dmde')
+    parser.add_argument('--recipes', default='nofe,base,dmde,deepme')
     parser.add_argument('--max_kills_per_chain', type=int, default=6)
     parser.add_argument('--timer_share', type=float, default=0.25,
                         help='share of kills by a timer at a random moment (the rest injected)')

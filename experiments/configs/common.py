@@ -138,20 +138,93 @@ def dmde_config() -> ml_collections.ConfigDict:
     ))
 
 
-def add_dmde(config: ml_collections.ConfigDict) -> None:
-    """Turns a base config into a DMDE one: options + bases and fusion stages (no top-level
-    train/optim: no DMDE stage reads them)."""
-    config.recipe = 'dmde'
-    config.dmde = dmde_config()
-    config.bases = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
-    config.fusion = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
+def _add_two_stage_recipe(config: ml_collections.ConfigDict, recipe: str,
+                          options: ml_collections.ConfigDict, stages: tuple[str, str]) -> None:
+    """``recipe``'s options under ``config[recipe]`` and a train/optim block per stage; the
+    top-level train/optim go (no stage reads them, so an override of them fails as unknown)."""
+    config.recipe = recipe
+    config[recipe] = options
+    for stage in stages:
+        config[stage] = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
     del config['train'], config['optim']
+
+
+def add_dmde(config: ml_collections.ConfigDict) -> None:
+    """Turns a base config into a DMDE one: options + bases and fusion stages."""
+    _add_two_stage_recipe(config, 'dmde', dmde_config(), ('bases', 'fusion'))
+
+
+def deepme_config() -> ml_collections.ConfigDict:
+    """DeepME options (spec/deepme.md)."""
+    return ml_collections.ConfigDict(dict(
+        class_table='',               # the class -> synset table giving Theta ('' = the dataset's
+                                      # name; 'wnid': the class names are WordNet ids)
+        groups='ssc',                 # ssc (soft spectral clustering of Theta) | random (NoSSC:
+                                      # the same sizes over randomly relabelled classes)
+        num_groups=15,                # T (the paper's ImageNet-10K value)
+        membership_threshold=0.3,     # delta: a class joins every group it has this membership in
+        fuzzifier=0.0,                # fuzzy c-means m; 0 = the dimension-aware default
+                                      # (clustering.default_fuzzifier; the spec's m=2 collapses)
+        mu=1.0,                       # weight of the cross-entropy
+        lambda1=1e-4,                 # weight of tr(W W^T)
+        lambda2=1e-3,                 # weight of tr(W L(Omega) W^T) / 2 (visual, recomputed)
+        lambda3=1e-3,                 # weight of tr(W L(Theta) W^T) / 2 (semantic, fixed)
+        similarity_update_every='1 epoch',  # Omega recomputed from the current networks
+        similarity_subset_size=1000,  # training images whose features give Omega
+        gate='learned',               # learned (an MLP) | equal (NoGate: 1 / sqrt(T) each)
+        gate_input='first',           # the gate MLP reads base network 0's features | all: every
+                                      # base network's, concatenated
+        gate_hidden=256,              # the gate MLP's hidden units
+        consistency='l1',             # l1 (on confidences) | hamming (thresholded, no gradient)
+        consistency_weight=1.0,       # weight of the consistency term of Eq. 4
+        alpha=1.0,                    # weight of the margin hinge of Eq. 4
+        beta=0.1,                     # its margin
+        mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
+                                      # Eq. 4 as written: its unit-L2 gate sticks at one group, README)
+        base_lr_mult=0.0,             # gate stage: the bases' lr multiplier; 0 = frozen (the
+                                      # paper), > 0 = fine-tuned end to end (spec's finetune_bases)
+    ))
+
+
+def add_deepme(config: ml_collections.ConfigDict) -> None:
+    """Turns a base config into a DeepME one: options + bases and gate stages."""
+    _add_two_stage_recipe(config, 'deepme', deepme_config(), ('bases', 'gate'))
+
+
+# DeepME configs' `ablation` argument: the paper's ablations of DeepME itself (flat and dmde, the
+# other baselines, are those recipes' own configs on the same data and base model).
+DEEPME_ABLATIONS = ('none', 'nossc', 'nogate', 'flat', 'dmde')
+# The arguments every DeepME config takes (groups, T, is each config's own).
+DEEPME_ARGS = {'threshold': 0.3, 'finetune': False, 'consistency': 'l1', 'gate_input': 'first',
+               'ablation': 'none'}
+
+
+def checked_ablation(ablation: str, config_name: str) -> str:
+    if ablation not in DEEPME_ABLATIONS:
+        raise ValueError(f'{config_name}: ablation must be one of {", ".join(DEEPME_ABLATIONS)}, '
+                         f'not {ablation!r}.')
+    return ablation
+
+
+def configure_deepme(config: ml_collections.ConfigDict, args: dict, class_table: str, **options) -> None:
+    """Turns a base config into a DeepME one from the DEEPME_ARGS (and ``groups``) of ``args``:
+    finetune -> bases at 0.01 of the gate's rate; ablation nossc -> random groups of SSC's sizes,
+    nogate -> equal gate weights 1 / sqrt(T)."""
+    add_deepme(config)
+    config.deepme.update(num_groups=args['groups'], membership_threshold=args['threshold'],
+                         base_lr_mult=0.01 if args['finetune'] else 0.0,
+                         consistency=args['consistency'], gate_input=args['gate_input'],
+                         class_table=class_table, **options)
+    if args['ablation'] == 'nossc':
+        config.deepme.groups = 'random'
+    elif args['ablation'] == 'nogate':
+        config.deepme.gate = 'equal'
 
 
 def get_config() -> ml_collections.ConfigDict:
     """A flat base model on digits: every field any recipe reads, with its default."""
     config = ml_collections.ConfigDict()
-    config.recipe = 'base'        # base | nofe | dmde
+    config.recipe = 'base'        # base | nofe | dmde | deepme
     config.seed = 0
     config.model = ml_collections.ConfigDict(dict(
         name='tiny_cnn',

@@ -13,7 +13,9 @@ specialty by more than their noise). The flat model (`:base`) gets 98.9%: on
 the method end to end. `quickstart.py:smoke` is shorter still;
 `quickstart.py:base` trains the flat tiny CNN instead; `quickstart.py:dmde` a Deep
 Mixture of Diverse Experts (5 tiny CNNs on overlapping groups of 4 digits from a random
-ontology, each with a not-in-group output, fused by the stacking function of Eq. 7).
+ontology, each with a not-in-group output, fused by the stacking function of Eq. 7);
+`quickstart.py:deepme` a DeepME (3 tiny CNNs on soft spectral clusters of the digits' WordNet
+similarity, mixed per image by a learned gate).
 """
 from experiments.configs import common
 
@@ -25,7 +27,8 @@ def _stage(stage, duration: str, lr: float) -> None:
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, {'smoke': False, 'base': False, 'dmde': False, 'k': 5})
+    args = common.parse_args(arg, {'smoke': False, 'base': False, 'dmde': False, 'deepme': False,
+                                   'k': 5})
     config = common.get_config()
     config.model.name = 'tiny_cnn'
     config.data.source = 'digits'
@@ -40,6 +43,12 @@ def get_config(arg: str | None = None):
                            similarity_subset_size=500)
         _stage(config.bases, generalist_epochs, 0.05)
         _stage(config.fusion, generalist_epochs, 0.01)
+        return config
+    if args['deepme']:
+        common.add_deepme(config)
+        config.deepme.update(num_groups=3, similarity_subset_size=500)
+        _stage(config.bases, generalist_epochs, 0.05)
+        _stage(config.gate, generalist_epochs, 0.01)
         return config
     common.add_nofe(config)
     config.nofe.num_experts = args['k']

@@ -5,3 +5,6 @@ The names a config may choose are declared here, so checking a config imports no
 
 # DMDE's category nodes (`dmde.ontology`, ontology.build_ontology).
 ONTOLOGY_SOURCES = ('semantic', 'visual', 'coarse', 'random')
+# DeepME's groups (`deepme.groups`): soft spectral clustering of the semantic similarity, or
+# random groups of the same sizes (the paper's NoSSC ablation).
+DEEPME_GROUPINGS = ('ssc', 'random')

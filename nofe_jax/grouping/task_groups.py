@@ -62,3 +62,11 @@ def group_membership_report(groups: Sequence[np.ndarray], num_classes: int) -> d
         'uncovered': np.flatnonzero(coverage == 0).tolist(),
         'in_two_or_more': int(np.sum(coverage >= 2)),
     }
+
+
+def random_groups_like(groups: Sequence[np.ndarray], num_classes: int,
+                       rng: np.random.Generator) -> list[np.ndarray]:
+    """The same group sizes and overlap pattern over randomly relabelled classes (DeepME's NoSSC
+    ablation: random clusters of the sizes SSC found)."""
+    relabel = rng.permutation(num_classes)
+    return [np.sort(relabel[np.asarray(g, dtype=np.int64)]) for g in groups]

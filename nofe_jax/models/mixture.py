@@ -208,6 +208,12 @@ def stack2(probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, num_
                                                slot_mask, num_classes)
 
 
+def run_groups(groups: GroupNetworks, x: jax.Array, *, train: bool, frozen: bool):
+    """The group networks' (logits, intermediates); frozen ones in eval mode, without gradient."""
+    if frozen:
+        return jax.lax.stop_gradient(groups(x, train=False))
+    return groups(x, train=train)
+
 
 class StackedFusion(nn.Module):
     """DMDE's N-way classifier over the group networks: a stacking function of their probabilities
@@ -227,9 +233,7 @@ class StackedFusion(nn.Module):
     def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
                  train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(class logits [B, C] in float32, intermediates: the stacked input of ``fusion`` etc.)."""
-        group_logits, out = self.groups(x, train=train and not self.freeze_groups)
-        if self.freeze_groups:
-            group_logits, out = jax.lax.stop_gradient((group_logits, out))
+        group_logits, out = run_groups(self.groups, x, train=train, frozen=self.freeze_groups)
         if self.fusion == 'early':
             stacked = out['features'].reshape(x.shape[0], -1).astype(jnp.float32)
         else:
@@ -244,3 +248,68 @@ class StackedFusion(nn.Module):
         logits = layers.dense(self.num_classes, init=init, name='fusion')(stacked)
         logits = logits.astype(jnp.float32)
         return logits, {'features': stacked, 'group_logits': group_logits, 'logits': logits}
+
+
+def shared_class_pairs(layout: GroupLayout, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 [P, 4] rows (group t, slot in t, group h, slot in h) for every class held by both
+    groups t < h, bool [P] mask): what DeepME's consistency term compares. With no shared class,
+    one masked dummy row (shapes stay static)."""
+    member = layout.membership(num_classes)
+    slot_of = layout.class_targets(num_classes)  # [C, G] slot, -1 outside
+    rows = [(t, slot_of[c, t], h, slot_of[c, h])
+            for c in np.flatnonzero(member.sum(axis=1) >= 2)
+            for t in np.flatnonzero(member[c]) for h in np.flatnonzero(member[c]) if t < h]
+    if not rows:
+        return np.zeros((1, 4), np.int32), np.zeros(1, bool)
+    return np.asarray(rows, np.int32), np.ones(len(rows), bool)
+
+
+def gate_weights(gate_logits: jax.Array) -> jax.Array:
+    """phi [B, T] with unit L2 norm per image (DeepME Eq. 3), non-negative: the softmax of the
+    gate's logits, L2-normalised. (A plain g / ||g|| may turn negative, and a negative weight on
+    a base loss rewards that base for being wrong.)"""
+    probs = jax.nn.softmax(gate_logits.astype(jnp.float32), axis=-1)
+    return probs / jnp.linalg.norm(probs, axis=-1, keepdims=True)
+
+
+class GatedMixture(nn.Module):
+    """DeepME's mixture: F(x) = sum_t phi_t(x) f_t(x), f_t the group networks' softmax scattered
+    into the N classes (zero outside the group), phi the gate's weights (``gate_weights``) or,
+    ``gate='equal'`` (the NoGate ablation), 1 / sqrt(T) each.
+
+    The gate is an MLP on the first group network's features (``gate_input='first'``, the spec's
+    default) or on all of theirs concatenated (``'all'``), layer-normalised, without gradient
+    into the networks (spec/deepme.md: the frozen trunk features of a base network). Returns log(F / sum F) as the
+    logits (the mixture's own decision; its cross-entropy is the 'loss' metric) and, in the
+    intermediates, the group probabilities and phi the DeepME loss reads. Frozen group networks
+    (``freeze_groups``) run in eval mode without gradient.
+    """
+
+    groups: GroupNetworks
+    num_classes: int
+    gate: str = 'learned'  # learned | equal
+    gate_input: str = 'first'  # first: base network 0's features | all: every base network's
+    gate_hidden: int = 256
+    freeze_groups: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
+                 train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        group_logits, out = run_groups(self.groups, x, train=train, frozen=self.freeze_groups)
+        probs = jax.nn.softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
+        batch, num_groups = probs.shape[:2]
+        features = out['features'][:, 0] if self.gate_input == 'first' else out['features']
+        features = jax.lax.stop_gradient(features).reshape(batch, -1).astype(jnp.float32)
+        if self.gate == 'equal':
+            phi = jnp.full((batch, num_groups), num_groups ** -0.5, jnp.float32)
+        else:
+            glorot = nn.initializers.glorot_normal()
+            # A trained network's features come at any scale; unnormalised, they saturate the
+            # gate's softmax within a few steps (on digits: every image sent to one group for good).
+            normalised = nn.LayerNorm(name='gate_norm')(features)
+            hidden = nn.relu(layers.dense(self.gate_hidden, init=glorot, name='gate_hidden')(normalised))
+            phi = gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+        mixture = scatter_to_classes(phi[..., None] * probs, slot_classes, slot_mask, self.num_classes)
+        logits = jnp.log(jnp.maximum(mixture / jnp.sum(mixture, axis=-1, keepdims=True), 1e-30))
+        return logits, {'features': features, 'group_probs': probs, 'phi': phi, 'mixture': mixture,
+                        'group_logits': group_logits}

@@ -14,7 +14,7 @@ import ml_collections
 
 from nofe_jax import validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.grouping import ONTOLOGY_SOURCES
+from nofe_jax.grouping import DEEPME_GROUPINGS, ONTOLOGY_SOURCES
 from nofe_jax.models import names
 from nofe_jax.training.durations import duration_problem
 
@@ -181,6 +181,33 @@ def dmde_config_problems(config: ml_collections.ConfigDict) -> list[str]:
     return [p for p in problems if p]
 
 
+def deepme_config_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """Problems of ``config.deepme`` found before any data is read (T <= C is checked once it is)."""
+    dc = config.deepme
+    problems = [
+        validation.choice_problem('deepme.groups', dc.groups, DEEPME_GROUPINGS),
+        validation.choice_problem('deepme.gate', dc.gate, names.GATES),
+        validation.choice_problem('deepme.gate_input', dc.gate_input, names.GATE_INPUTS),
+        validation.choice_problem('deepme.consistency', dc.consistency, names.CONSISTENCIES),
+        validation.range_problem('deepme.num_groups', dc.num_groups, low=2, integer=True),
+        validation.range_problem('deepme.membership_threshold', dc.membership_threshold, low=0,
+                                 high=1, low_open=True),
+        (validation.range_problem('deepme.fuzzifier', dc.fuzzifier, low=1, low_open=True)
+         if dc.fuzzifier else None),
+        validation.range_problem('deepme.mu', dc.mu, low=0, low_open=True),
+        *(validation.range_problem(f'deepme.{field}', dc[field], low=0)
+          for field in ('lambda1', 'lambda2', 'lambda3', 'consistency_weight', 'alpha', 'beta',
+                        'mixture_ce', 'base_lr_mult')),
+        validation.range_problem('deepme.gate_hidden', dc.gate_hidden, low=1, integer=True),
+        validation.range_problem('deepme.similarity_subset_size', dc.similarity_subset_size, low=1,
+                                 integer=True),
+        duration_problem('deepme.similarity_update_every', dc.similarity_update_every,
+                         zero=('the visual Laplacians would never be computed; set '
+                               'deepme.lambda2=0 to train without them.' if dc.lambda2 > 0 else None)),
+    ]
+    return [p for p in problems if p]
+
+
 # ----------------------------------------------------------------------------- the whole config
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +228,7 @@ RECIPE_CONFIGS: dict[str, RecipeConfig] = {
     'base': RecipeConfig(('',)),
     'nofe': RecipeConfig(('generalist', 'experts'), ('nofe',), nofe_config_problems),
     'dmde': RecipeConfig(('bases', 'fusion'), ('dmde',), dmde_config_problems),
+    'deepme': RecipeConfig(('bases', 'gate'), ('deepme',), deepme_config_problems),
 }
 SHARED_BLOCKS = ('recipe', 'seed', 'model', 'data', 'distributed')
 MODEL_DTYPES = ('float32', 'bfloat16')

@@ -41,3 +41,46 @@ def laplacian_penalty(weights: jax.Array, laplacians: jax.Array) -> jax.Array:
     Laplacians L = diag(S 1) - S, averaged over G: small when similar classes' weights agree."""
     weights = weights.astype(jnp.float32)
     return jnp.mean(jnp.einsum('gda,gab,gdb->g', weights, laplacians, weights))
+
+
+def true_class_probability(group_probs: jax.Array, slots: jax.Array) -> jax.Array:
+    """[B, T]: each group network's probability of the image's class (``slots`` [B, T]: its slot
+    in the group, -1 outside, where the network gives it 0)."""
+    found = jnp.take_along_axis(group_probs, jnp.maximum(slots, 0)[..., None], axis=-1)[..., 0]
+    return jnp.where(slots >= 0, found, 0.0)
+
+
+def gate_weighted_loss(group_losses: jax.Array, phi: jax.Array) -> jax.Array:
+    """DeepME Eq. 4, part 1, per image [B]: sum_t phi_t loss_t / sum_t phi_t^2."""
+    return jnp.sum(phi * group_losses, axis=-1) / jnp.sum(phi ** 2, axis=-1)
+
+
+def pair_confidences(group_probs: jax.Array, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([B, P], [B, P]): the two groups' confidences for the class each pair (t, slot, h, slot)
+    shares."""
+    return group_probs[:, pairs[:, 0], pairs[:, 1]], group_probs[:, pairs[:, 2], pairs[:, 3]]
+
+
+def consistency_l1(group_probs: jax.Array, pairs: jax.Array, pair_mask: jax.Array) -> jax.Array:
+    """DeepME Eq. 4, part 2, per image [B]: the mean over shared (group, group, class) pairs of
+    |p_t(c) - p_h(c)|; 0 when the groups agree (and when no class is shared)."""
+    first, second = pair_confidences(group_probs, pairs)
+    return jnp.sum(jnp.abs(first - second) * pair_mask, axis=-1) / jnp.maximum(jnp.sum(pair_mask), 1)
+
+
+def consistency_hamming(group_probs: jax.Array, pairs: jax.Array, pair_mask: jax.Array) -> jax.Array:
+    """Part 2 as the paper names it, per image [B]: the share of shared pairs whose top-1
+    decisions ("is it class c?") differ. Piecewise constant: it carries no gradient."""
+    top1 = jnp.argmax(group_probs, axis=-1)  # [B, T]
+    first = top1[:, pairs[:, 0]] == pairs[:, 1]
+    second = top1[:, pairs[:, 2]] == pairs[:, 3]
+    differ = (first != second).astype(jnp.float32)
+    return jax.lax.stop_gradient(jnp.sum(differ * pair_mask, axis=-1) / jnp.maximum(jnp.sum(pair_mask), 1))
+
+
+def margin_hinge(scores: jax.Array, labels: jax.Array, margin: float) -> jax.Array:
+    """DeepME Eq. 4, part 3, per image [B]: max(P(wrong) - P(true) + margin, 0), P(wrong) the
+    highest-scoring wrong class."""
+    true = jnp.take_along_axis(scores, labels[:, None], axis=-1)[:, 0]
+    wrong = jnp.max(jnp.where(jax.nn.one_hot(labels, scores.shape[-1], dtype=bool), -jnp.inf, scores), axis=-1)
+    return jnp.maximum(wrong - true + margin, 0.0)

@@ -135,16 +135,19 @@ class ExpertTask(ClassificationTask):
 
 @dataclasses.dataclass(frozen=True)
 class GroupTask:
-    """DMDE stage 1: G stacked group networks, each a softmax over its m_max class slots and a
-    last not-in-group output, trained at once on per-group targets [B, G].
+    """G stacked group networks, each a softmax over its m_max class slots (DMDE stage 1: and a
+    last not-in-group output; DeepME's base networks: without one), trained at once on per-group
+    targets [B, G].
 
     Grouping arrays: ``class_targets`` [C, G] (the output each group's network is trained to
-    give an image of class c: its slot, else the not-in-group output m_max), ``slot_mask``
-    [G, m_max] and ``laplacian`` [G, m_max, m_max] (L = diag(S 1) - S of each group's visual
-    similarity; recomputed between epochs, zero until then). Loss (spec/dmde.md Eq. 2-6):
+    give an image of class c: its slot, else the not-in-group output m_max, or -1 where the
+    network has none: such images do not train it), ``slot_mask`` [G, m_max], ``laplacian``
+    [G, m_max, m_max] (L = diag(S 1) - S of each group's visual similarity; recomputed between
+    epochs, zero until then) and, with ``delta3``, ``semantic_laplacian`` (fixed). Loss
+    (spec/dmde.md Eq. 2-6, spec/deepme.md Eq. 1):
       mu * mean over groups of the weighted cross-entropy (not-in-group examples carry
       ``not_in_group_weight`` of a group's data term, its class examples the rest)
-      + delta1 * tr(W W^T) + delta2 / 2 * tr(W L W^T),
+      + delta1 * tr(W W^T) + delta2 / 2 * tr(W L W^T) + delta3 / 2 * tr(W L_semantic W^T),
     the traces summed over a group's class weight vectors w_k and averaged over the groups.
     """
     num_groups: int
@@ -153,11 +156,13 @@ class GroupTask:
     mu: float = 1.0
     delta1: float = 0.0
     delta2: float = 0.0
+    delta3: float = 0.0
+    not_in_group: bool = True
 
     @property
     def num_targets(self) -> int:
         """Outputs of each group's softmax (the health check's chance level is ln of this)."""
-        return self.num_class_slots + 1
+        return self.num_class_slots + int(self.not_in_group)
 
     @property
     def top1_label(self) -> str:
@@ -173,11 +178,20 @@ class GroupTask:
     def _masked(self, logits: jax.Array, grouping: Grouping) -> jax.Array:
         return mixture.mask_padded_slots(logits, grouping['slot_mask'])
 
+    def _inside_outside(self, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[B, G] weights of (image, group) pairs whose target is a class slot / not-in-group."""
+        outside = (targets == self.num_class_slots) if self.not_in_group else jnp.zeros(targets.shape, bool)
+        inside = (targets >= 0) & ~outside
+        return inside * mask[:, None], outside * mask[:, None]
+
+    def _cross_entropy(self, logits, targets, grouping) -> jax.Array:
+        """[B, G], at slot 0 where the image has no target in a group (weighted 0 there)."""
+        return losses.cross_entropy(self._masked(logits, grouping), jnp.maximum(targets, 0))
+
     def _data_term(self, logits, targets, grouping, mask) -> jax.Array:
         """Mean over groups of the not-in-group-weighted mean cross-entropy, a scalar."""
-        ce = losses.cross_entropy(self._masked(logits, grouping), targets) * mask[:, None]  # [B, G]
-        outside = (targets == self.num_class_slots).astype(jnp.float32) * mask[:, None]
-        inside = mask[:, None] - outside
+        ce = self._cross_entropy(logits, targets, grouping)
+        inside, outside = self._inside_outside(targets, mask)
         per_group = ((1.0 - self.not_in_group_weight) * jnp.sum(ce * inside, 0)
                      / jnp.maximum(jnp.sum(inside, 0), 1.0)
                      + self.not_in_group_weight * jnp.sum(ce * outside, 0)
@@ -188,33 +202,38 @@ class GroupTask:
         del out
         data = self._data_term(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
         weights = mixture.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
-        return (self.mu * data + self.delta1 * losses.trace_penalty(weights)
-                + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
+        total = (self.mu * data + self.delta1 * losses.trace_penalty(weights)
+                 + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
+        if self.delta3:
+            total += 0.5 * self.delta3 * losses.laplacian_penalty(weights, grouping['semantic_laplacian'])
+        return total
 
     def metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
-        """loss: the data term; top1 over all (image, group) pairs; in_group_top1: the right slot
-        for images of the group's classes; not_in_group_top1: the not-in-group output for the rest."""
+        """loss: the data term; top1 over all (image, group) pairs with a target; in_group_top1:
+        the right slot for images of the group's classes; not_in_group_top1: the not-in-group
+        output for the rest."""
         del out, labels
         count = jnp.sum(mask)
-        correct = losses.topk_correct(self._masked(logits, grouping), targets, 1)  # [B, G]
-        outside = (targets == self.num_class_slots).astype(jnp.float32) * mask[:, None]
-        inside = mask[:, None] - outside
-        return {
+        correct = losses.topk_correct(self._masked(logits, grouping), jnp.maximum(targets, 0), 1)
+        inside, outside = self._inside_outside(targets, mask)
+        metrics = {
             'loss': (self._data_term(logits, targets, grouping, mask) * count, count),
-            'top1': (jnp.sum(correct * mask[:, None]), count * self.num_groups),
+            'top1': (jnp.sum(correct * (inside + outside)), jnp.sum(inside + outside)),
             'in_group_top1': (jnp.sum(correct * inside), jnp.sum(inside)),
-            'not_in_group_top1': (jnp.sum(correct * outside), jnp.sum(outside)),
         }
+        if self.not_in_group:
+            metrics['not_in_group_top1'] = (jnp.sum(correct * outside), jnp.sum(outside))
+        return metrics
 
     def evaluation_metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
         """group_in_group_top1: per group (correct, count) [G], reported as the mean over groups."""
         del out, labels
-        correct = losses.topk_correct(self._masked(logits, grouping), targets, 1)
-        inside = (targets < self.num_class_slots).astype(jnp.float32) * mask[:, None]
+        correct = losses.topk_correct(self._masked(logits, grouping), jnp.maximum(targets, 0), 1)
+        inside, _ = self._inside_outside(targets, mask)
         return {'group_in_group_top1': (jnp.sum(correct * inside, 0), jnp.sum(inside, 0))}
 
     def predictions(self, logits, out, grouping, names: Sequence[str]) -> dict[str, jax.Array]:
-        """Per group: 'top1' [B, G], 'probabilities' [B, G, m_max + 1]; 'features' [B, G * d]
+        """Per group: 'top1' [B, G], 'probabilities' [B, G, outputs]; 'features' [B, G * d]
         (reshape to [B, G, d])."""
         return {name: PREDICTORS[name](self._masked(logits, grouping), out) for name in names}
 
@@ -229,3 +248,71 @@ class FusionTask(ClassificationTask):
     def metrics(self, logits, out, targets, labels, grouping, mask):
         return {**super().metrics(logits, out, targets, labels, grouping, mask),
                 'top10': losses.summed(losses.topk_correct(logits, targets, 10), mask)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureTask(ClassificationTask):
+    """DeepME's gated mixture over the T group networks (``mixture.GatedMixture``), Eq. 4:
+
+      mean over images of  sum_t phi_t loss_t / sum_t phi_t^2            (gate-weighted base losses)
+                         + consistency_weight * consistency              (groups sharing a class agree)
+                         + alpha * max(P(wrong) - P(true) + beta, 0)      (margin on the mixture P)
+
+    loss_t = -log p_t(true class), a group network giving 0 (the class is not in its group)
+    floored at ``probability_floor``. With unit-L2 weights, part 1 has a local minimum at every
+    one-hot gate (leaving e_t for a better group first raises sum_t phi_t loss_t), so a gate
+    that starts sending an image to a group holding its class keeps it there; the mixture's own
+    cross-entropy -log(F_y / sum F) (weight ``mixture_ce_weight``; 0 = Eq. 4 as written) pulls
+    toward the groups that hold the class from anywhere.
+    Grouping arrays: ``slot_classes``, ``slot_mask``, ``class_targets`` [C, T] (slot or -1),
+    ``pairs`` / ``pair_mask`` (``mixture.shared_class_pairs``). Metrics: the mixture's top-1/3/5,
+    gate_top1 (phi's largest weight is on a group holding the true class); at evaluation, per
+    group the in-group top-1 of its network (``group_top1``, the mean over groups).
+    """
+    consistency: str = 'l1'  # l1 | hamming (thresholded decisions, no gradient)
+    consistency_weight: float = 1.0
+    alpha: float = 1.0
+    beta: float = 0.1
+    mixture_ce_weight: float = 0.0
+    probability_floor: float = 1e-6
+
+    def model_kwargs(self, grouping):
+        return {'slot_classes': grouping['slot_classes'], 'slot_mask': grouping['slot_mask']}
+
+    def loss_terms(self, out, labels, grouping) -> dict[str, jax.Array]:
+        """The three parts of Eq. 4 per image, [B] each."""
+        probs, phi = out['group_probs'], out['phi']
+        true = losses.true_class_probability(probs, grouping['class_targets'][labels])
+        group_losses = -jnp.log(jnp.maximum(true, self.probability_floor))
+        consistency = (losses.consistency_l1 if self.consistency == 'l1' else losses.consistency_hamming)
+        return {'gated': losses.gate_weighted_loss(group_losses, phi),
+                'consistency': consistency(probs, grouping['pairs'], grouping['pair_mask']),
+                'hinge': losses.margin_hinge(out['mixture'], labels, self.beta)}
+
+    def loss(self, logits, out, targets, params, grouping):
+        del params
+        terms = self.loss_terms(out, targets, grouping)
+        return jnp.mean(terms['gated'] + self.consistency_weight * terms['consistency']
+                        + self.alpha * terms['hinge']
+                        + self.mixture_ce_weight * losses.cross_entropy(logits, targets))
+
+    def metrics(self, logits, out, targets, labels, grouping, mask):
+        terms = self.loss_terms(out, labels, grouping)
+        held = grouping['class_targets'][labels] >= 0  # [B, T]
+        gate_right = jnp.take_along_axis(held, jnp.argmax(out['phi'], axis=-1)[:, None], axis=-1)[:, 0]
+        return {**super().metrics(logits, out, targets, labels, grouping, mask),
+                'top3': losses.summed(losses.topk_correct(logits, targets, 3), mask),
+                'gate_top1': losses.summed(gate_right.astype(jnp.float32), mask),
+                **{f'loss_{name}': losses.summed(value, mask) for name, value in terms.items()}}
+
+    def evaluation_metrics(self, logits, out, targets, labels, grouping, mask):
+        slots = grouping['class_targets'][labels]
+        inside = (slots >= 0) * mask[:, None]
+        correct = losses.topk_correct(out['group_probs'], jnp.maximum(slots, 0), 1)
+        return {**super().evaluation_metrics(logits, out, targets, labels, grouping, mask),
+                'group_top1': (jnp.sum(correct * inside, 0), jnp.sum(inside, 0))}
+
+    def predictions(self, logits, out, grouping, names):
+        """Adds 'gate_weights' [B, T] (phi) to the PREDICTORS."""
+        return {name: out['phi'] if name == 'gate_weights' else PREDICTORS[name](logits, out)
+                for name in names}

@@ -9,10 +9,10 @@ import types
 import ml_collections
 
 from nofe_jax.training import config_checks
-from nofe_jax.training.recipes import base, dmde, nofe
+from nofe_jax.training.recipes import base, deepme, dmde, nofe
 
 # What each recipe reads of a config, and its checks, are ``config_checks.RECIPE_CONFIGS``.
-RECIPES: dict[str, types.ModuleType] = {'base': base, 'nofe': nofe, 'dmde': dmde}
+RECIPES: dict[str, types.ModuleType] = {'base': base, 'nofe': nofe, 'dmde': dmde, 'deepme': deepme}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

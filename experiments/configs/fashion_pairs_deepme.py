@@ -1,0 +1,43 @@
+r"""DeepME on the Fashion-MNIST pairs benchmark (100 real classes with known structure).
+
+  python -m experiments.build_fashion_pairs --out=/tmp/fashion_pairs.npz
+  python -m experiments.run --config=experiments/configs/fashion_pairs_deepme.py --workdir=/tmp/pairs_deepme
+
+Arguments: groups (T, 10), threshold (delta, 0.3), finetune (False), consistency=l1|hamming,
+gate_input=first|all, model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path,
+smoke, and ablation=none|nossc|nogate|flat|dmde (fashion_mnist_deepme.py explains them; flat is
+fashion_pairs.py:base and dmde fashion_pairs_dmde.py over the same 12 epochs). Theta is the mean
+WordNet LCH of the two left and the two right items (semantic.pair_similarity). No paper
+number; measured: README "Results".
+"""
+from experiments.configs import common, fashion_pairs, fashion_pairs_dmde
+from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
+from experiments.configs.fashion_mnist_deepme import GATE_LR
+
+
+def get_config(arg: str | None = None):
+    args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 10, 'model': 'tiny_cnn',
+                                   'base_epochs': 8, 'gate_epochs': 4,
+                                   'path': '/tmp/fashion_pairs.npz', 'smoke': False})
+    ablation = common.checked_ablation(args['ablation'], 'fashion_pairs_deepme.py')
+    model, epochs = args['model'], (args['base_epochs'], args['gate_epochs'])
+    shared = f'model={model},path={args["path"]}' + (',smoke' if args['smoke'] else '')
+    if ablation == 'flat':
+        return fashion_pairs.get_config(f'base,generalist_epochs={epochs[0]},'
+                                        f'expert_epochs={epochs[1]},{shared}')
+    if ablation == 'dmde':
+        return fashion_pairs_dmde.get_config(f'base_epochs={epochs[0]},fusion_epochs={epochs[1]},{shared}')
+    checked_model(model, 'fashion_pairs_deepme.py')
+    config = common.get_config()
+    config.model.name = model
+    config.data.update(source='npz', path=args['path'])
+    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0)
+    common.configure_deepme(config, args, 'fashion_pairs')
+    fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat')
+    fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat')
+    config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)
+    if args['smoke']:
+        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
+                          stage_names=('bases', 'gate'), train_size=1000, test_size=200)
+        config.deepme.similarity_subset_size = 250
+    return config

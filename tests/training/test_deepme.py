@@ -1,0 +1,234 @@
+"""DeepME: the gate, the mixture and its loss terms, base networks without a not-in-group output,
+the recipe (frozen / end-to-end bases, ablations, reports)."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import cifar100_deepme, fashion_mnist_deepme, quickstart
+from nofe_jax.models import mixture, registry
+from nofe_jax.training import config_checks, losses, recipes, tasks
+from nofe_jax.training.recipes import deepme, groups
+
+# Three groups over 5 classes: class 0 in groups 0 and 1, class 2 in groups 1 and 2.
+GROUPS = [np.array([0, 1]), np.array([0, 2, 3]), np.array([2, 4])]
+
+
+def _layout():
+    return mixture.group_layout(GROUPS, 5)
+
+
+def test_shared_class_pairs_by_hand():
+    pairs, mask = mixture.shared_class_pairs(_layout(), 5)
+    # (group, slot, group, slot): class 0 is slot 0 of groups 0 and 1; class 2 slot 1 of group 1
+    # and slot 0 of group 2.
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 0, 1, 0), (1, 1, 2, 0)]
+    assert mask.all()
+    none, none_mask = mixture.shared_class_pairs(mixture.group_layout([[0, 1], [2, 3]], 4), 4)
+    assert none.shape == (1, 4) and not none_mask.any()
+
+
+def test_gate_weights_are_non_negative_with_unit_l2_norm():
+    logits = jax.random.normal(jax.random.key(0), (7, 4)) * 5
+    phi = mixture.gate_weights(logits)
+    np.testing.assert_allclose(jnp.sum(phi ** 2, axis=-1), 1.0, rtol=1e-6)
+    assert float(phi.min()) >= 0
+    # The order of the gate's logits is kept.
+    np.testing.assert_array_equal(jnp.argsort(phi, axis=-1), jnp.argsort(logits, axis=-1))
+
+
+def test_loss_terms_by_hand():
+    # Two groups of two slots; the image's class is slot 1 of group 0 and absent from group 1.
+    probs = jnp.array([[[0.2, 0.8], [0.6, 0.4]]])
+    slots = jnp.array([[1, -1]])
+    np.testing.assert_allclose(losses.true_class_probability(probs, slots), [[0.8, 0.0]])
+    phi = jnp.array([[0.6, 0.8]])
+    np.testing.assert_allclose(losses.gate_weighted_loss(jnp.array([[1.0, 3.0]]), phi),
+                               [(0.6 * 1 + 0.8 * 3) / (0.36 + 0.64)], rtol=1e-6)
+    # Margin met: true 0.7, best wrong 0.2, margin 0.1 -> 0; not met: 0.25 - 0.3 + 0.1.
+    scores = jnp.array([[0.7, 0.2, 0.1], [0.3, 0.25, 0.2]])
+    np.testing.assert_allclose(losses.margin_hinge(scores, jnp.array([0, 0]), 0.1), [0.0, 0.05], atol=1e-7)
+
+
+def test_consistency_is_zero_when_groups_agree_and_grows_with_disagreement():
+    pairs, mask = jnp.array([[0, 0, 1, 1]]), jnp.array([True])
+    agree = jnp.array([[[0.7, 0.3], [0.3, 0.7]]])  # both give the shared class 0.7
+    assert float(losses.consistency_l1(agree, pairs, mask)[0]) == 0.0
+    values = [float(losses.consistency_l1(jnp.array([[[0.7, 0.3], [1 - q, q]]]), pairs, mask)[0])
+              for q in (0.7, 0.5, 0.2)]
+    np.testing.assert_allclose(values, [0.0, 0.2, 0.5], atol=1e-6)
+    # hamming: the top-1 decisions "is it the shared class?" differ in group 1 only at q=0.2.
+    decisions = [float(losses.consistency_hamming(jnp.array([[[0.7, 0.3], [1 - q, q]]]), pairs, mask)[0])
+                 for q in (0.7, 0.2)]
+    assert decisions == [0.0, 1.0]
+    grad = jax.grad(lambda p: losses.consistency_hamming(p, pairs, mask).sum())(agree)
+    assert not np.any(grad)
+
+
+def _mixture(gate='learned', freeze=True):
+    config = quickstart.get_config('deepme')
+    config.deepme.gate = gate
+    layout = _layout()
+    base = registry.build_base('tiny_cnn', layout.num_outputs)
+    return layout, mixture.GatedMixture(mixture.GroupNetworks(base, 3, layout.m_max, split_classifier=False),
+                                        5, gate=gate, freeze_groups=freeze)
+
+
+@pytest.mark.parametrize('gate', ['learned', 'equal'])
+def test_the_mixture_is_the_gate_weighted_sum_of_the_scattered_group_softmaxes(gate):
+    layout, model = _mixture(gate)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    variables = model.init(jax.random.key(2), x, layout.slot_classes, layout.slot_mask, train=False)
+    logits, out = model.apply(variables, x, layout.slot_classes, layout.slot_mask, train=False)
+    phi, group_logits = np.asarray(out['phi']), np.asarray(out['group_logits'])
+    np.testing.assert_allclose(np.sum(phi ** 2, axis=-1), 1.0, rtol=1e-5)
+    if gate == 'equal':
+        np.testing.assert_allclose(phi, 3 ** -0.5, rtol=1e-6)
+    expected = np.zeros((4, 5))
+    for t, classes in enumerate(GROUPS):
+        scores = group_logits[:, t, :classes.size]
+        softmax = np.exp(scores - scores.max(-1, keepdims=True))
+        softmax /= softmax.sum(-1, keepdims=True)
+        expected[:, classes] += phi[:, t:t + 1] * softmax
+    np.testing.assert_allclose(out['mixture'], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jnp.exp(logits), expected / expected.sum(-1, keepdims=True), rtol=1e-4)
+
+
+def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
+    layout, model = _mixture()
+    x = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
+    labels = jnp.array([0, 1, 2, 3, 4, 0])
+    variables = model.init(jax.random.key(4), x, layout.slot_classes, layout.slot_mask, train=False)
+    logits, out = model.apply(variables, x, layout.slot_classes, layout.slot_mask, train=False)
+    pairs, pair_mask = mixture.shared_class_pairs(layout, 5)
+    grouping = {'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
+                'class_targets': jnp.asarray(layout.class_targets(5)), 'pairs': pairs, 'pair_mask': pair_mask}
+    eq4 = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=0.0)
+    terms = eq4.loss_terms(out, labels, grouping)
+    np.testing.assert_allclose(eq4.loss(logits, out, labels, {}, grouping),
+                               jnp.mean(terms['gated'] + 0.5 * terms['consistency'] + 2.0 * terms['hinge']),
+                               rtol=1e-6)
+    with_ce = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=1.0)
+    np.testing.assert_allclose(with_ce.loss(logits, out, labels, {}, grouping) - eq4.loss(logits, out, labels, {}, grouping),
+                               jnp.mean(losses.cross_entropy(logits, labels)), rtol=1e-5)
+    # Part 1 by hand: an image's loss in a group not holding its class is -log(floor).
+    slots = layout.class_targets(5)[np.asarray(labels)]
+    true = np.where(slots >= 0, np.take_along_axis(np.asarray(out['group_probs']), np.maximum(slots, 0)[..., None],
+                                                   -1)[..., 0], 0.0)
+    group_losses = -np.log(np.maximum(true, eq4.probability_floor))
+    phi = np.asarray(out['phi'])
+    np.testing.assert_allclose(terms['gated'], (phi * group_losses).sum(-1) / (phi ** 2).sum(-1), rtol=1e-5)
+
+
+def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
+    layout = _layout()
+    task = tasks.GroupTask(3, layout.m_max, not_in_group_weight=0.0, not_in_group=False)
+    assert task.num_targets == layout.m_max == 3
+    labels = jnp.array([0, 1, 4])
+    targets = task.targets(labels, {'class_targets': jnp.asarray(layout.class_targets(5))})
+    np.testing.assert_array_equal(targets, [[0, 0, -1], [1, -1, -1], [-1, -1, 1]])
+    logits = jax.random.normal(jax.random.key(5), (3, 3, 3))
+    grouping = {'slot_mask': jnp.asarray(layout.slot_mask), 'laplacian': jnp.zeros((3, 3, 3))}
+    masked = np.asarray(mixture.mask_padded_slots(logits, grouping['slot_mask']))
+    ce = lambda b, g: -jax.nn.log_softmax(masked[b, g])[int(targets[b, g])]
+    # Group 0 holds images 0 and 1, group 1 image 0, group 2 image 2: the mean of their means.
+    expected = np.mean([(ce(0, 0) + ce(1, 0)) / 2, ce(0, 1), ce(2, 2)])
+    data = task._data_term(logits, targets, grouping, jnp.ones(3))
+    np.testing.assert_allclose(data, expected, rtol=1e-5)
+    metrics = task.metrics(logits, {}, targets, labels, grouping, jnp.ones(3))
+    assert float(metrics['top1'][1]) == 4 and 'not_in_group_top1' not in metrics
+
+
+def test_semantic_laplacians_restrict_theta_to_each_group():
+    theta = np.arange(25, dtype=float).reshape(5, 5)
+    theta = (theta + theta.T) / 10
+    laplacians = groups.semantic_laplacians(theta, _layout())
+    sub = theta[np.ix_([0, 2, 3], [0, 2, 3])] * (1 - np.eye(3))
+    np.testing.assert_allclose(laplacians[1], np.diag(sub.sum(1)) - sub, rtol=1e-6)
+    np.testing.assert_array_equal(laplacians[0, 2], 0)  # group 0 has two classes: slot 2 is padding
+
+
+@pytest.fixture(scope='module')
+def quickstart_deepme(tmp_path_factory):
+    config = quickstart.get_config('smoke,deepme')
+    workdir = tmp_path_factory.mktemp('deepme')
+    return config, workdir, recipes.train_and_evaluate(config, str(workdir))
+
+
+def _final_params(workdir, stage):
+    from experiments.benchmarks import kill_soak
+    return kill_soak.outcome(workdir)['states'][stage]['params']
+
+
+def test_the_quickstart_deepme_runs_and_reports(quickstart_deepme):
+    _, workdir, summary = quickstart_deepme
+    assert summary['recipe'] == 'deepme'
+    assert {'test/top1', 'test/top3', 'test/per_class_top1', 'test/group_top1', 'test/gate_top1'} <= set(summary['final'])
+    assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.3
+    report = json.load(open(workdir / 'groups.json'))
+    assert sorted(set(c for g in report['groups'] for c in g)) == sorted(summary['class_names'])
+    np.testing.assert_allclose(np.sum(report['memberships'], axis=1), 1.0, atol=1e-3)
+    assert report['in_two_or_more'] == summary['group_coverage']['in_two_or_more'] > 0
+    for png in ('groups.png', 'similarities.png', 'gate_weights.png'):
+        assert (workdir / png).exists(), png
+
+
+def test_frozen_bases_stay_bit_identical_and_end_to_end_ones_change(quickstart_deepme):
+    _, workdir, _ = quickstart_deepme
+    bases = _final_params(workdir, 'bases')
+    jax.tree.map(np.testing.assert_array_equal, bases, _final_params(workdir, 'gate')['groups'])
+    config = quickstart.get_config('smoke,deepme')
+    config.deepme.base_lr_mult = 0.1
+    recipes.train_and_evaluate(config, str(workdir / 'end_to_end'))
+    tuned = _final_params(workdir / 'end_to_end', 'gate')['groups']
+    # The same bases stage (same config and seed) trained first; the gate stage changed them.
+    jax.tree.map(np.testing.assert_array_equal, bases, _final_params(workdir / 'end_to_end', 'bases'))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(bases), jax.tree.leaves(tuned)))
+
+
+def test_nossc_keeps_the_group_sizes_and_relabels_the_classes():
+    from nofe_jax.grouping import task_groups
+    found = [np.array([0, 1, 2]), np.array([2, 3]), np.array([4, 5, 6, 7])]
+    shuffled = task_groups.random_groups_like(found, 8, np.random.default_rng(0))
+    assert [g.size for g in shuffled] == [3, 2, 4]
+    assert sorted(np.concatenate(shuffled).tolist()) != sorted(np.concatenate(found).tolist()) or \
+        any(not np.array_equal(a, b) for a, b in zip(found, shuffled))
+    # Overlap pattern kept: exactly one class in two groups.
+    counts = np.bincount(np.concatenate(shuffled), minlength=8)
+    assert sorted(counts.tolist()) == [1] * 7 + [2]
+
+
+def test_ablations_are_config_values():
+    assert fashion_mnist_deepme.get_config('ablation=nossc').deepme.groups == 'random'
+    assert fashion_mnist_deepme.get_config('ablation=nogate').deepme.gate == 'equal'
+    assert fashion_mnist_deepme.get_config('ablation=flat').recipe == 'base'
+    dmde_config = fashion_mnist_deepme.get_config('ablation=dmde,base_epochs=3,gate_epochs=1')
+    assert dmde_config.recipe == 'dmde' and dmde_config.bases.train.duration == '3 epochs'
+    with pytest.raises(ValueError, match='ablation must be one of'):
+        fashion_mnist_deepme.get_config('ablation=nothing')
+
+
+def test_bad_deepme_settings_get_one_line_each():
+    config = quickstart.get_config('deepme')
+    config.deepme.update(gate='softmax', groups='kmeans', membership_threshold=0.0, fuzzifier=1.0,
+                         consistency='l2')
+    problems = config_checks.config_problems(config, '/tmp/deepme_bad')
+    for expected in ("deepme.gate='softmax'", "deepme.groups='kmeans'", 'deepme.membership_threshold=0.0',
+                     'deepme.fuzzifier=1.0', "deepme.consistency='l2'"):
+        assert sum(expected in p for p in problems) == 1, (expected, problems)
+
+
+def test_describe_lists_the_deepme_models():
+    from experiments import describe
+    config = cifar100_deepme.get_config()
+    result = describe.describe(config)
+    assert set(result) == {'bases', 'gate'}
+    # T=10 even groups of 10 classes for the counts; each AlexNet-C100 base has 10 outputs.
+    layout = deepme.even_layout(config, 100)
+    assert (layout.num_groups, layout.m_max) == (10, 10)
+    assert result['bases']['params'] == 10 * registry.base_parameter_count('alexnet_c100', 10)
+    gate_input = 1024  # base network 0's classifier input
+    gate = 2 * gate_input + gate_input * 256 + 256 + 256 * 10 + 10
+    assert result['gate']['params'] == result['bases']['params'] + gate
