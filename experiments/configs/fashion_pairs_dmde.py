@@ -12,6 +12,7 @@ flat model's cost per epoch at the defaults). No paper number; measured: README 
 """
 from experiments.configs import common, fashion_pairs
 from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
+from experiments.configs.fashion_mnist_dmde import FUSION_LR_DIVISOR
 
 
 def get_config(arg: str | None = None):
@@ -32,6 +33,7 @@ def get_config(arg: str | None = None):
                        base_lr_mult=0.0 if args['freeze'] else 0.01, class_table='fashion_pairs')
     fashion_pairs.configure_stage(config.bases, args['base_epochs'], model, 'flat')
     fashion_pairs.configure_stage(config.fusion, args['fusion_epochs'], model, 'flat')
+    config.fusion.optim.lr /= FUSION_LR_DIVISOR
     if args['smoke']:
         common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
                           stage_names=('bases', 'fusion'), train_size=1000, test_size=200)

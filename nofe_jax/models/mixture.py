@@ -264,12 +264,31 @@ def shared_class_pairs(layout: GroupLayout, num_classes: int) -> tuple[np.ndarra
     return np.asarray(rows, np.int32), np.ones(len(rows), bool)
 
 
+def log_gate_weights(gate_logits: jax.Array) -> jax.Array:
+    """log phi [B, T]: phi has unit L2 norm per image (DeepME Eq. 3) and is non-negative, the
+    softmax of the gate's logits L2-normalised. (A plain g / ||g|| may turn negative, and a
+    negative weight on a base loss rewards that base for being wrong.) In log space, so a
+    saturated gate still has a gradient."""
+    log_softmax = jax.nn.log_softmax(gate_logits.astype(jnp.float32), axis=-1)
+    return log_softmax - 0.5 * jax.nn.logsumexp(2.0 * log_softmax, axis=-1, keepdims=True)
+
+
 def gate_weights(gate_logits: jax.Array) -> jax.Array:
-    """phi [B, T] with unit L2 norm per image (DeepME Eq. 3), non-negative: the softmax of the
-    gate's logits, L2-normalised. (A plain g / ||g|| may turn negative, and a negative weight on
-    a base loss rewards that base for being wrong.)"""
-    probs = jax.nn.softmax(gate_logits.astype(jnp.float32), axis=-1)
-    return probs / jnp.linalg.norm(probs, axis=-1, keepdims=True)
+    """phi [B, T] (``log_gate_weights``)."""
+    return jnp.exp(log_gate_weights(gate_logits))
+
+
+def log_scatter_to_classes(log_values: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array,
+                           num_classes: int) -> jax.Array:
+    """[B, C]: log of ``scatter_to_classes(exp(log_values))``, without underflow (each class's
+    terms shifted by their largest). Every class must be in a group (else its log is -inf)."""
+    batch = log_values.shape[0]
+    values = jnp.where(slot_mask, log_values, -jnp.inf).reshape(batch, -1)
+    index = slot_classes.reshape(-1)
+    peak = jnp.full((batch, num_classes), -jnp.inf, values.dtype).at[:, index].max(values)
+    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    total = jnp.zeros((batch, num_classes), values.dtype).at[:, index].add(jnp.exp(values - peak[:, index]))
+    return jnp.log(total) + peak
 
 
 class GatedMixture(nn.Module):
@@ -296,20 +315,25 @@ class GatedMixture(nn.Module):
     def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
                  train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
         group_logits, out = run_groups(self.groups, x, train=train, frozen=self.freeze_groups)
-        probs = jax.nn.softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
+        log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
+        probs = jnp.exp(log_probs)
         batch, num_groups = probs.shape[:2]
         features = out['features'][:, 0] if self.gate_input == 'first' else out['features']
         features = jax.lax.stop_gradient(features).reshape(batch, -1).astype(jnp.float32)
         if self.gate == 'equal':
-            phi = jnp.full((batch, num_groups), num_groups ** -0.5, jnp.float32)
+            log_phi = jnp.full((batch, num_groups), -0.5 * jnp.log(num_groups), jnp.float32)
         else:
             glorot = nn.initializers.glorot_normal()
             # A trained network's features come at any scale; unnormalised, they saturate the
             # gate's softmax within a few steps (on digits: every image sent to one group for good).
             normalised = nn.LayerNorm(name='gate_norm')(features)
             hidden = nn.relu(layers.dense(self.gate_hidden, init=glorot, name='gate_hidden')(normalised))
-            phi = gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+            log_phi = log_gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+        phi = jnp.exp(log_phi)
         mixture = scatter_to_classes(phi[..., None] * probs, slot_classes, slot_mask, self.num_classes)
-        logits = jnp.log(jnp.maximum(mixture / jnp.sum(mixture, axis=-1, keepdims=True), 1e-30))
+        # log(F / sum F), sum F = sum_t phi_t: the mixture's normalised log-probabilities.
+        logits = (log_scatter_to_classes(log_phi[..., None] + log_probs, slot_classes, slot_mask,
+                                         self.num_classes)
+                  - jax.nn.logsumexp(log_phi, axis=-1, keepdims=True))
         return logits, {'features': features, 'group_probs': probs, 'phi': phi, 'mixture': mixture,
                         'group_logits': group_logits}

@@ -39,6 +39,17 @@ def test_gate_weights_are_non_negative_with_unit_l2_norm():
     np.testing.assert_array_equal(jnp.argsort(phi, axis=-1), jnp.argsort(logits, axis=-1))
 
 
+def test_the_log_mixture_equals_the_mixture_and_does_not_underflow():
+    layout = _layout()
+    log_values = jax.random.normal(jax.random.key(6), (2, 3, 3)) * 3
+    direct = mixture.scatter_to_classes(jnp.exp(log_values), layout.slot_classes, layout.slot_mask, 5)
+    np.testing.assert_allclose(mixture.log_scatter_to_classes(log_values, layout.slot_classes,
+                                                              layout.slot_mask, 5), jnp.log(direct), rtol=1e-5)
+    # exp(-500) is 0 in float32; its log is still -500 + log(number of terms).
+    tiny = mixture.log_scatter_to_classes(log_values - 500, layout.slot_classes, layout.slot_mask, 5)
+    np.testing.assert_allclose(tiny, jnp.log(direct) - 500, rtol=1e-5)
+
+
 def test_loss_terms_by_hand():
     # Two groups of two slots; the image's class is slot 1 of group 0 and absent from group 1.
     probs = jnp.array([[[0.2, 0.8], [0.6, 0.4]]])
