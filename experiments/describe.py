@@ -7,8 +7,10 @@ Builds the models from shapes alone: no training, no data loaded (classes and th
 come from ``config.data``; an .npz source is opened for its shapes); the recipe says which models
 it trains (its ``build_models``): 'base' -> {'base'}; 'nofe' -> {'generalist' (K-way), 'nofe' (K
 experts of c_max = ceil(C / K) outputs, a balanced layout)}; 'dmde' -> {'bases', 'fusion'} (windows
-over the classes in label order); 'deepme' -> {'bases', 'gate'} (T even groups). FLOPs are XLA's cost
-analysis of the compiled eval-mode forward pass, per image. ``--json`` prints exactly one JSON
+over the classes in label order); 'deepme' -> {'bases', 'gate'} (T even groups). FLOPs are XLA's
+cost analysis of the eval-mode forward pass, per image, lowered with XLA's convolutions and not
+compiled: the model's own arithmetic (in-bounds convolution taps), the same on every backend.
+``--json`` prints exactly one JSON
 object on stdout: {model: {"params", "trainable_params", "flops_per_image"}}.
 """
 import json
@@ -21,7 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nofe_jax.data import pipeline, sources
-from nofe_jax.models import registry
+from nofe_jax.models import layers, registry
 from nofe_jax.training import recipes
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
@@ -63,19 +65,22 @@ def data_shape(data: ml_collections.ConfigDict) -> tuple[int, tuple[int, int, in
 
 
 def _flops(cost) -> float:
-    """'flops' of a compiled cost analysis (a dict, or a list of one dict in older jax)."""
+    """'flops' of a cost analysis (a dict, or a list of one dict in older jax)."""
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
     return float((cost or {}).get('flops', float('nan')))
 
 
 def describe_model(model, image_shape: tuple[int, ...], extra_args: tuple = ()) -> dict:
-    """Parameter counts (eval_shape) and per-image forward FLOPs (XLA cost analysis) of one model."""
+    """Parameter counts (eval_shape) and per-image forward FLOPs of one model: XLA's cost analysis
+    of the lowered program with XLA's convolutions (`layers.xla_convolutions`), so the count is
+    the model's, not the backend's lowering's; compiling would take seconds and change only fusions."""
     x = jax.ShapeDtypeStruct((_BATCH, *image_shape), jnp.float32)
     variables = jax.eval_shape(lambda x, *a: model.init(jax.random.key(0), x, *a, train=False), x, *extra_args)
     counts = registry.count_parameters(variables)
     forward = jax.jit(lambda v, x, *a: model.apply(v, x, *a, train=False))
-    cost = forward.lower(variables, x, *extra_args).compile().cost_analysis()
+    with layers.xla_convolutions():
+        cost = forward.lower(variables, x, *extra_args).cost_analysis()
     return {'params': counts['total'], 'trainable_params': counts['trainable'],
             'flops_per_image': _flops(cost) / _BATCH}
 

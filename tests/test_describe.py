@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
 import ml_collections
 import pytest
 
 from experiments import describe
 from experiments.configs import cifar100_base, common, quickstart
 from nofe_jax.data.sources import DatasetNotFoundError
+from nofe_jax.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +64,24 @@ def test_cifar100_alexnet_nofe_counts():
     assert result['nofe']['params'] == result['nofe']['trainable_params'] == 1_129_668
     # Ten conv4 experts on the shared trunk cost more than the generalist's forward pass.
     assert result['nofe']['flops_per_image'] > result['generalist']['flops_per_image'] > 0
+
+
+def test_flops_count_in_bounds_taps_whichever_lowering_the_backend_runs():
+    # K=2 stacked 5x5 64 -> 64 kernels, padding 2, on a 4x4 map (AlexNet-C100's conv4 experts).
+    # In-bounds taps per output axis: 3, 4, 4, 3 of 5, so 14 * 14 = 196 of the 400 taps of the
+    # 16 positions; a multiply-add is 2 FLOPs. CPU runs im2col, whose patches multiply the zero
+    # padding too (400 taps): the count must not see that.
+    class StackedConv(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            kernels = self.param('kernels', nn.initializers.zeros, (2, 5, 5, 64, 64))
+            with layers.stacked_kernels():
+                return jax.vmap(lambda k: layers.auto_conv_general_dilated(
+                    x, k, (1, 1), ((2, 2), (2, 2)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')))(kernels)
+
+    result = describe.describe_model(StackedConv(), (4, 4, 64))
+    assert result['params'] == 2 * 5 * 5 * 64 * 64
+    assert result['flops_per_image'] == 2 * (2 * 196 * 64 * 64)
 
 
 def test_unbalanced_k_uses_ceil_c_max():

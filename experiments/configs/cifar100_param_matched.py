@@ -34,7 +34,7 @@ Forward MFLOPs per image (XLA's cost analysis: a multiply-add counts 2, zero pad
   alexnet_quick_c100    20.8     22.4      155.5        100.5          37.1
   vgg11_c100           413.1    439.4     1190.4       1090.4         680.6
   nin_c100             257.2    278.8     1189.8        943.1         472.8
-  resnet56_c100       2774.9   2870.2     5203.6       4923.5        3722.5
+  resnet56_c100       2757.3   2852.1     5179.4       4899.6        3704.9
 ResNet56 totals include its frozen identity projections (40,960 weights at x1.0). Every
 matched count is within 0.7% of the NofE's; matching parameters costs 2.5-5x the NofE's FLOPs.
 Paper: Table 4's accuracies are not recorded in ../shared/spec/nofe.md; for reference the base

@@ -156,6 +156,7 @@ def lrn_across_channels(
 
 CONV_LOWERINGS = ("xla", "im2col")
 _STACKED_KERNELS = contextvars.ContextVar("stacked_kernels", default=False)
+_XLA_ONLY = contextvars.ContextVar("xla_convolutions", default=False)
 
 
 @contextlib.contextmanager
@@ -166,6 +167,21 @@ def stacked_kernels() -> Iterator[None]:
         yield
     finally:
         _STACKED_KERNELS.reset(token)
+
+
+@contextlib.contextmanager
+def xla_convolutions() -> Iterator[None]:
+    """Traces every convolution inside with XLA's lowering, whatever the backend would pick.
+
+    For counting FLOPs: XLA's cost analysis counts a convolution's in-bounds taps only, while the
+    patches of im2col multiply the padding's zeros too (twice the taps of a padded 5x5 conv on a
+    4x4 map), so a count taken over whichever lowering runs would depend on the backend.
+    """
+    token = _XLA_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _XLA_ONLY.reset(token)
 
 
 def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool) -> str:
@@ -221,7 +237,7 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
     """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call."""
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
     lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated)
-    if lowering == "im2col" and _is_nhwc_hwio(dimension_numbers):
+    if lowering == "im2col" and not _XLA_ONLY.get() and _is_nhwc_hwio(dimension_numbers):
         return im2col_conv(lhs, rhs, window_strides, padding, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,

@@ -183,3 +183,16 @@ def test_stacked_kernels_flag_is_scoped():
     assert len(conv_primitives(stacked=False)) == 1
     assert len(conv_primitives(stacked=True)) == (0 if jax.default_backend() == "cpu" else 1)
     assert len(conv_primitives(stacked=False)) == 1  # the flag does not leak out of its block
+
+
+def test_xla_convolutions_overrides_im2col_inside_its_block_only():
+    def conv_primitives(x, w):
+        with layers.stacked_kernels():
+            jaxpr = jax.make_jaxpr(lambda x, w: layers.auto_conv_general_dilated(
+                x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))(x, w)
+        return [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+
+    x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
+    with layers.xla_convolutions():
+        assert len(conv_primitives(x, w)) == 1
+    assert len(conv_primitives(x, w)) == (0 if jax.default_backend() == "cpu" else 1)
