@@ -57,6 +57,18 @@ def compilation_cache(tmp_path_factory):
             os.environ[name] = value
 
 
+# The files that take longest (summed ``pytest -n 0 --durations=0`` times), run first: xdist hands
+# out whole files (setup.cfg), so a long one started last would keep one worker busy while the
+# other idles. setup.cfg's --no-loadscope-reorder keeps xdist from re-sorting them by test count.
+_LONGEST_FIRST = ('test_run.py', 'test_kill_anywhere.py', 'test_nofe_real_data.py', 'test_dmde.py',
+                  'test_deepme.py', 'test_loop.py', 'test_devices.py', 'test_benchmarks.py')
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
+
+
 class TrainedRun(NamedTuple):
     summary: dict  # a copy: each test may change its own
     workdir: object  # pathlib.Path; the run's files, shared: read them, do not change them
