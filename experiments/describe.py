@@ -10,8 +10,8 @@ experts of c_max = ceil(C / K) outputs, a balanced layout)}; 'dmde' -> {'bases',
 over the classes in label order); 'deepme' -> {'bases', 'gate'} (T even groups). FLOPs are XLA's
 cost analysis of the eval-mode forward pass, per image, lowered with XLA's convolutions and not
 compiled: the model's own arithmetic (in-bounds convolution taps), the same on every backend.
-``--json`` prints exactly one JSON
-object on stdout: {model: {"params", "trainable_params", "flops_per_image"}}.
+``--json`` prints exactly one JSON object on stdout: {model: {"params", "trainable_params",
+"flops_per_image"}}.
 """
 import json
 import sys

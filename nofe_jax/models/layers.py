@@ -160,28 +160,27 @@ _XLA_ONLY = contextvars.ContextVar("xla_convolutions", default=False)
 
 
 @contextlib.contextmanager
-def stacked_kernels() -> Iterator[None]:
-    """Marks the convolutions traced inside as having kernels vmapped over a leading K axis."""
-    token = _STACKED_KERNELS.set(True)
+def _set_within(flag: contextvars.ContextVar) -> Iterator[None]:
+    token = flag.set(True)
     try:
         yield
     finally:
-        _STACKED_KERNELS.reset(token)
+        flag.reset(token)
 
 
-@contextlib.contextmanager
-def xla_convolutions() -> Iterator[None]:
+def stacked_kernels() -> contextlib.AbstractContextManager[None]:
+    """Marks the convolutions traced inside as having kernels vmapped over a leading K axis."""
+    return _set_within(_STACKED_KERNELS)
+
+
+def xla_convolutions() -> contextlib.AbstractContextManager[None]:
     """Traces every convolution inside with XLA's lowering, whatever the backend would pick.
 
     For counting FLOPs: XLA's cost analysis counts a convolution's in-bounds taps only, while the
     patches of im2col multiply the padding's zeros too (twice the taps of a padded 5x5 conv on a
     4x4 map), so a count taken over whichever lowering runs would depend on the backend.
     """
-    token = _XLA_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _XLA_ONLY.reset(token)
+    return _set_within(_XLA_ONLY)
 
 
 def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool) -> str:
@@ -234,10 +233,12 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
                               lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
                               dimension_numbers: Any = None, feature_group_count: int = 1,
                               precision: Any = None) -> jax.Array:
-    """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call."""
+    """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call
+    (XLA's inside `xla_convolutions`)."""
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-    lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated)
-    if lowering == "im2col" and not _XLA_ONLY.get() and _is_nhwc_hwio(dimension_numbers):
+    lowering = "xla" if _XLA_ONLY.get() else conv_lowering(
+        jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated)
+    if lowering == "im2col" and _is_nhwc_hwio(dimension_numbers):
         return im2col_conv(lhs, rhs, window_strides, padding, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
