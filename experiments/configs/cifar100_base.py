@@ -35,6 +35,5 @@ def get_config(arg: str | None = None):
     config.train.eval_every = '10 epochs'
     config.train.checkpoint_every = '1 epoch'
     if args['smoke']:
-        common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100, train_size=320,
-                          test_size=100)
+        common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100)
     return config

@@ -45,6 +45,6 @@ def get_config(arg: str | None = None):
                              boundary_lrs=(), multipliers=())
     if args['smoke']:
         common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100,
-                          stage_names=('bases', 'gate'), train_size=320, test_size=100)
+                          stage_names=('bases', 'gate'))
         config.deepme.update(similarity_subset_size=320, num_groups=4)  # 4 bases, not 10
     return config

@@ -51,6 +51,6 @@ def get_config(arg: str | None = None):
                                boundaries=(), boundary_lrs=())
     if args['smoke']:
         common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100,
-                          stage_names=('bases', 'fusion'), train_size=320, test_size=100)
+                          stage_names=('bases', 'fusion'))
         config.dmde.update(similarity_subset_size=320, group_size=50)  # 4 bases, not 9
     return config

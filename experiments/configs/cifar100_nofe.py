@@ -53,6 +53,6 @@ def get_config(arg: str | None = None):
         release.apply_solver(stage.train, stage.optim, solver[model], model)
     if args['smoke']:
         common.make_smoke(config, image_shape=(32, 32, 3), num_classes=100,
-                          stage_names=('generalist', 'experts'), train_size=320, test_size=100)
+                          stage_names=('generalist', 'experts'))
         config.nofe.update(subset_size=320, update_every='1 epoch')
     return config

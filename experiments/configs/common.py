@@ -259,22 +259,29 @@ def parse_args(arg: str | None, defaults: dict) -> dict:
     return values
 
 
+_SMOKE_BATCH_SIZE = 32
+_SMOKE_EVAL_BATCH_SIZE = 100
+
+
 def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_classes: int,
                stage_names: tuple[str, ...] = ('',), train_size: int = 0, test_size: int = 0) -> None:
     """Shrinks a config to a one-minute CPU run on synthetic data of the real shape.
 
-    ``stage_names`` lists the sub-configs holding ``train``/``optim`` ('' = top level).
+    ``stage_names`` lists the sub-configs holding ``train``/``optim`` ('' = top level). By
+    default an epoch is 10 training steps and the test set one evaluation batch: a smoke run
+    checks that every part of the config runs, not that it learns, and the test suite runs
+    every config's smoke.
     """
     config.data.source = 'synthetic'
     config.data.synthetic_shape = image_shape
     config.data.synthetic_classes = num_classes
-    config.data.synthetic_train_size = train_size or max(20 * num_classes, 1000)
-    config.data.synthetic_test_size = test_size or max(4 * num_classes, 200)
+    config.data.synthetic_train_size = train_size or 10 * _SMOKE_BATCH_SIZE
+    config.data.synthetic_test_size = test_size or _SMOKE_EVAL_BATCH_SIZE
     for name in stage_names:
         stage = config[name] if name else config
         stage.train.duration = '1 epochs' if name else '2 epochs'
-        stage.train.batch_size = 32
-        stage.train.eval_batch_size = 100
+        stage.train.batch_size = _SMOKE_BATCH_SIZE
+        stage.train.eval_batch_size = _SMOKE_EVAL_BATCH_SIZE
         stage.train.log_every = '10 steps'
         stage.train.eval_every = '1 epoch'
         stage.train.checkpoint_every = '1 epoch'

@@ -6,7 +6,7 @@ Arguments: epochs=<int> (default 6, the generalist + expert epochs of
 fashion_mnist_nofe.py, so both see the same number of training epochs);
 model=tiny_cnn|alexnet_c100 (the release's CIFAR-100 AlexNet on Caffe input); pad=<int>
 (zeros on each side; pad=2 gives alexnet_c100 the release's 32x32 geometry);
-smoke (2 epochs on 2,000 synthetic 28x28x1 images). Data: the IDX files in
+smoke (2 epochs on 320 synthetic 28x28x1 images). Data: the IDX files in
 --config.data.data_dir or /usr/share/datasets/fashion-mnist.
 Measured with the command above on 2 CPU cores: test top-1 91.22%, 4.6 min
 (README "Results"; an earlier 91.15% in 17.9 min shared the cores with tests). No paper number.

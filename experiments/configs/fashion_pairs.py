@@ -23,8 +23,8 @@ Arguments (key=value, comma-separated):
   pad          zero rows/columns added on each side (after the mean); pad=2 gives alexnet_c100
                the release's geometry: 32-pixel-high input, a 4x7 trunk map, a 2x3 map in
                the branch (at 28 pixels: 3x7 and 1x3, one row left: nearly a global pool)
-  generalist_epochs (4), expert_epochs (8), path (the .npz), smoke (1,000 training and 200 test
-               synthetic 28x56 images of the 100 pairs, 250 of them held out for the counts;
+  generalist_epochs (4), expert_epochs (8), path (the .npz), smoke (320 training and 100 test
+               synthetic 28x56 images of the 100 pairs, 100 of them held out for the counts;
                one epoch per stage, flat: two)
 No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
@@ -86,8 +86,7 @@ def get_config(arg: str | None = None):
 
 def _maybe_smoke(config, args, stage_names):
     if args['smoke']:
-        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100, stage_names=stage_names,
-                          train_size=1000, test_size=200)
+        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100, stage_names=stage_names)
         if 'nofe' in config:
-            config.nofe.subset_size = 250
+            config.nofe.subset_size = 100
     return config

@@ -39,6 +39,6 @@ def get_config(arg: str | None = None):
     config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)
     if args['smoke']:
         common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
-                          stage_names=('bases', 'gate'), train_size=1000, test_size=200)
+                          stage_names=('bases', 'gate'))
         config.deepme.similarity_subset_size = 250
     return config

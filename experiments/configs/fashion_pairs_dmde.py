@@ -38,6 +38,6 @@ def get_config(arg: str | None = None):
     config.fusion.optim.lr /= FUSION_LR_DIVISOR
     if args['smoke']:
         common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
-                          stage_names=('bases', 'fusion'), train_size=1000, test_size=200)
+                          stage_names=('bases', 'fusion'))
         config.dmde.similarity_subset_size = 250
     return config
