@@ -1,5 +1,6 @@
 """Checkpoint integrity on a real short run (quickstart smoke): a damaged latest checkpoint is
 set aside and the previous one resumed; a checkpoint of another config is refused."""
+import gc
 import glob
 import os
 import shutil
@@ -45,9 +46,22 @@ def _delete_largest_file(step_dir):
     os.remove(max(_state_files(step_dir), key=os.path.getsize))
 
 
+@pytest.fixture
+def abandoned_reads():
+    """A restore of a damaged checkpoint fails inside orbax with its per-array read coroutines
+    never awaited; Python reports each when it is collected. Collected here, within the test
+    that damaged the checkpoint (its warnings filter applies), not in whichever test runs next."""
+    yield
+    gc.collect()
+
+
+_ABANDONED_READS = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+
+
+@_ABANDONED_READS
 @pytest.mark.parametrize('damage', [_truncate_largest_file, _delete_largest_file])
 def test_damaged_latest_checkpoint_is_kept_aside_and_the_previous_one_resumed(
-        damage, workdir, finished_run, capsys):
+        damage, workdir, finished_run, capsys, abandoned_reads):
     nofe_dir = workdir / 'checkpoints' / 'nofe'
     damage(str(nofe_dir / '42'))
     capsys.readouterr()
@@ -62,7 +76,8 @@ def test_damaged_latest_checkpoint_is_kept_aside_and_the_previous_one_resumed(
     assert summary['final'] == finished_run[1]['final']  # resumed exactly
 
 
-def test_no_restorable_checkpoint_is_an_error_that_renames_nothing(workdir):
+@_ABANDONED_READS
+def test_no_restorable_checkpoint_is_an_error_that_renames_nothing(workdir, abandoned_reads):
     nofe_dir = workdir / 'checkpoints' / 'nofe'
     for step in ('20', '40', '42'):
         _truncate_largest_file(str(nofe_dir / step))
