@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import os
 import struct
+import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 
@@ -386,6 +387,50 @@ def load_image_folder_dataset(root: str, image_size: int = 0) -> Dataset:
 
 def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     """scikit-learn's 1,797 handwritten 8x8 digits, split stratified and deterministically."""
+    images, labels, train_idx, test_idx = _cached_digits_split(test_fraction, seed)
+    return Dataset(name='digits', train=InMemorySource(images[train_idx], labels[train_idx]),
+                   test=InMemorySource(images[test_idx], labels[test_idx]),
+                   class_names=[str(i) for i in range(10)], image_shape=(8, 8, 1), num_classes=10,
+                   synthetic=False, description='sklearn.datasets.load_digits (UCI handwritten digits)')
+
+
+_DIGITS_ARRAYS = ('images', 'labels', 'train_idx', 'test_idx')
+
+
+def digits_cache_path(test_fraction: float, seed: int) -> str:
+    """Where the digits split is kept (beside WordNet's NLTK copy): one file per scikit-learn
+    version, whose data and split it is."""
+    import importlib.metadata
+    version = importlib.metadata.version('scikit-learn')
+    return os.path.join(os.path.expanduser('~'), '.cache', 'nofe_jax',
+                        f'digits-sklearn{version}-test{test_fraction}-seed{seed}.npz')
+
+
+def _cached_digits_split(test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """(images, labels, train_idx, test_idx), from the cache when it holds them.
+
+    Importing scikit-learn takes most of a digits run's start-up (0.8 s of about 3 s); its
+    split, saved once, is read back bit for bit. An unreadable cache file is rebuilt.
+    """
+    path = digits_cache_path(test_fraction, seed)
+    try:
+        with np.load(path) as cached:
+            return tuple(cached[name] for name in _DIGITS_ARRAYS)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass
+    arrays = _digits_split(test_fraction, seed)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix='.npz',
+                                         delete=False) as f:  # renamed whole: never half-written
+            np.savez(f, **dict(zip(_DIGITS_ARRAYS, arrays)))
+        os.replace(f.name, path)
+    except OSError:  # a read-only home: the split is still right, only not kept
+        pass
+    return arrays
+
+
+def _digits_split(test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_digits  # sklearn import is slow; only this loader needs it.
     from sklearn.model_selection import train_test_split
 
@@ -395,10 +440,7 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     labels = digits.target.astype(np.int32)
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                            random_state=seed, stratify=labels)
-    return Dataset(name='digits', train=InMemorySource(images[train_idx], labels[train_idx]),
-                   test=InMemorySource(images[test_idx], labels[test_idx]),
-                   class_names=[str(i) for i in range(10)], image_shape=(8, 8, 1), num_classes=10,
-                   synthetic=False, description='sklearn.datasets.load_digits (UCI handwritten digits)')
+    return images, labels, train_idx, test_idx
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -1,5 +1,7 @@
 """Loaders: real Fashion-MNIST IDX and digits facts, npz / image-folder round trips, dispatch."""
 
+import os
+
 import ml_collections
 import numpy as np
 import pytest
@@ -55,6 +57,26 @@ def test_digits_split_is_stratified_and_deterministic():
     assert per_class.sum() == 1_797 and len(per_class) == 10
     # Stratified: each digit's share of the test split is a quarter, to within rounding.
     assert np.all(np.abs(np.bincount(a.test.labels) - per_class / 4) <= 1)
+
+
+def test_digits_split_is_read_back_bit_for_bit_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    split = sources._digits_split
+    images, labels, train_idx, test_idx = split(0.25, 0)  # scikit-learn's, no cache involved
+    path = sources.digits_cache_path(0.25, 0)
+    assert path.startswith(str(tmp_path / '.cache' / 'nofe_jax'))
+    written = sources.load_digits_dataset()
+    monkeypatch.setattr(sources, '_digits_split', lambda *args: pytest.fail('split again'))
+    for dataset in (written, sources.load_digits_dataset()):  # the second from the file alone
+        np.testing.assert_array_equal(dataset.train.images, images[train_idx])
+        np.testing.assert_array_equal(dataset.test.labels, labels[test_idx])
+    with open(path, 'wb') as f:
+        f.write(b'not an npz')
+    monkeypatch.setattr(sources, '_digits_split', split)
+    np.testing.assert_array_equal(sources.load_digits_dataset().test.images, images[test_idx])
+    with np.load(path) as rebuilt:
+        np.testing.assert_array_equal(rebuilt['train_idx'], train_idx)
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no temporary left
 
 
 def test_npz_round_trip(tmp_path):
