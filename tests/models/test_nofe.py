@@ -1,4 +1,8 @@
-"""Network of Experts assembly, generalist weight transfer, dtype and the tiny CNN on digits."""
+"""Network of Experts assembly, generalist weight transfer, dtype and the tiny CNN on digits.
+
+Model and loss calls run under jax.jit: eagerly, each op compiles on its own (hundreds of small
+XLA programs per test).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +20,11 @@ def test_nofe_takes_generalist_trunk_verbatim_and_gathers_in_class_order():
     nofe = registry.build_nofe("tiny_cnn", layout)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8, 8, 1)), jnp.float32)
     slots = jnp.asarray(layout.class_slots)
-    g_vars = generalist.init(jax.random.key(1), x, train=False)
-    n_vars = nofe.init(jax.random.key(2), x, slots, train=False)
+    g_vars = jax.jit(generalist.init, static_argnames="train")(jax.random.key(1), x, train=False)
+    n_vars = jax.jit(nofe.init, static_argnames="train")(jax.random.key(2), x, slots, train=False)
     params = {**n_vars["params"], "trunk": g_vars["params"]["trunk"]}
-    logits, out = nofe.apply({"params": params}, x, slots, train=False)
-    _, g_out = generalist.apply(g_vars, x, train=False)
+    logits, out = jax.jit(nofe.apply, static_argnames="train")({"params": params}, x, slots, train=False)
+    _, g_out = jax.jit(generalist.apply, static_argnames="train")(g_vars, x, train=False)
     np.testing.assert_allclose(out["features"], g_out["features"], rtol=1e-6)
     assert logits.shape == (3, 10)
     assert out["branch_logits"].shape == (3, layout.num_experts, layout.c_max)
@@ -31,7 +35,8 @@ def test_nofe_takes_generalist_trunk_verbatim_and_gathers_in_class_order():
 def test_changing_class_slots_does_not_recompile():
     nofe = registry.build_nofe("tiny_cnn", 2, 3)
     x = jnp.ones((2, 8, 8, 1))
-    variables = nofe.init(jax.random.key(0), x, jnp.arange(5, dtype=jnp.int32), train=False)
+    variables = jax.jit(nofe.init, static_argnames="train")(jax.random.key(0), x, jnp.arange(5, dtype=jnp.int32),
+                                                            train=False)
     traces = []
 
     @jax.jit
@@ -53,18 +58,19 @@ def test_alexnet_c100_nofe_applies_norm3_once_before_branches():
     variables = jax.jit(lambda x: nofe.init(jax.random.key(1), x, slots, train=False))(x)
     _, out = jax.jit(lambda v, x: nofe.apply(v, x, slots, train=False))(variables, x)
     branch = alexnet.AlexNetC100Branch(3)
+    branch_logits = jax.jit(lambda p, f: branch.apply({"params": p}, alexnet.alexnet_c100_norm3(f), train=False))
     for k in range(2):
-        params = jax.tree.map(lambda a: a[k], variables["params"]["experts"]["branch"])
-        expected = branch.apply({"params": params}, alexnet.alexnet_c100_norm3(out["features"]), train=False)
-        np.testing.assert_allclose(out["branch_logits"][:, k], expected, rtol=1e-5, atol=1e-7)
+        params = jax.tree.map(lambda a: np.asarray(a)[k], variables["params"]["experts"]["branch"])
+        expected = branch_logits(params, out["features"])
+        np.testing.assert_allclose(np.asarray(out["branch_logits"])[:, k], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
     nofe = registry.build_nofe("tiny_cnn", 2, 3, dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 1))
     slots = jnp.arange(6, dtype=jnp.int32)
-    variables = nofe.init(jax.random.key(0), x, slots, train=False)
-    logits, out = nofe.apply(variables, x, slots, train=False)
+    variables = jax.jit(nofe.init, static_argnames="train")(jax.random.key(0), x, slots, train=False)
+    logits, out = jax.jit(nofe.apply, static_argnames="train")(variables, x, slots, train=False)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
     assert logits.dtype == jnp.float32 and out["features"].dtype == jnp.bfloat16
 
@@ -78,7 +84,7 @@ def test_tiny_cnn_learns_digits():
     model = registry.build_base("tiny_cnn", 10)
     params = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images[:1])["params"]
     optimizer = optax.adam(3e-3)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)
 
     @jax.jit
     def step(params, opt_state, x, y):

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from nofe_jax.models import alexnet, names, registry
@@ -186,10 +187,13 @@ def test_branch_generalist_has_the_nofe_trunk_and_one_k_way_branch():
 @pytest.mark.parametrize("name", ["alexnet_c100", "alexnet_quick_c100"])
 def test_branch_init_changes_only_the_experts_conv4_filler(name):
     x, slots = jnp.zeros((BATCH, 32, 32, 3)), jnp.zeros((100,), jnp.int32)
+    models = {init: registry.build_nofe(name, 10, 10, branch_init=init) for init in names.BRANCH_INITS}
+    # Every init in one jitted program: eagerly, each op and each random shape compiles on its own.
+    inits = jax.jit(lambda x, slots: {init: model.init(jax.random.key(0), x, slots, train=False)
+                                      for init, model in models.items()})(x, slots)
     stds = {}
-    for init in names.BRANCH_INITS:
-        variables = registry.build_nofe(name, 10, 10, branch_init=init).init(jax.random.key(0), x, slots, train=False)
-        stds[init] = float(jnp.std(variables["params"]["experts"]["branch"]["conv4"]["kernel"]))
+    for init, variables in inits.items():
+        stds[init] = float(np.std(variables["params"]["experts"]["branch"]["conv4"]["kernel"]))
         assert registry.count_parameters(variables)["total"] == NOFE_COUNTS[name][2]
     assert stds["release"] == pytest.approx(0.01, rel=0.02)
     assert stds["msra"] == pytest.approx((2 / (5 * 5 * 64)) ** 0.5, rel=0.02)  # He: keeps the features' scale

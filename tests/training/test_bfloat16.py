@@ -1,4 +1,8 @@
-"""--config.model.dtype=bfloat16: bf16 compute, float32 master weights and loss, and it still learns."""
+"""--config.model.dtype=bfloat16: bf16 compute, float32 master weights and loss, and it still learns.
+
+Model and loss calls run under jax.jit: eagerly, each op compiles on its own (hundreds of small
+XLA programs per test).
+"""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +19,7 @@ def test_bfloat16_train_step_keeps_float32_weights_and_loss():
     model = registry.build_base('tiny_cnn', 10, dtype=jnp.bfloat16)
     images = jnp.asarray(np.random.default_rng(0).normal(size=(8, 8, 8, 1)), jnp.float32)
     batch = {'image': images, 'label': jnp.arange(8, dtype=jnp.int32)}
-    variables = model.init(jax.random.key(0), images, train=False)
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(0), images, train=False)
     state = create_train_state(model.apply, variables, optax.sgd(0.1), jax.random.key(1))
     new, metrics = jax.jit(steps.make_train_step(tasks.ClassificationTask(10)))(state, batch, {})
     for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new.params)):
@@ -24,7 +28,7 @@ def test_bfloat16_train_step_keeps_float32_weights_and_loss():
     loss_sum, _ = metrics['loss']
     assert loss_sum.dtype == jnp.float32 and np.isfinite(loss_sum)
     # The forward pass really runs in bf16: its intermediates are bf16, the logits float32.
-    logits, out = model.apply(variables, images, train=False)
+    logits, out = jax.jit(model.apply, static_argnames='train')(variables, images, train=False)
     assert logits.dtype == jnp.float32
     assert any(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(out))
 

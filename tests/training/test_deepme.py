@@ -1,5 +1,9 @@
 """DeepME: the gate, the mixture and its loss terms, base networks without a not-in-group output,
-the recipe (frozen / end-to-end bases, ablations, reports)."""
+the recipe (frozen / end-to-end bases, ablations, reports).
+
+Model and loss calls run under jax.jit: eagerly, each op compiles on its own (hundreds of small
+XLA programs per test).
+"""
 import json
 
 import jax
@@ -31,23 +35,24 @@ def test_shared_class_pairs_by_hand():
 
 
 def test_gate_weights_are_non_negative_with_unit_l2_norm():
-    logits = jax.random.normal(jax.random.key(0), (7, 4)) * 5
-    phi = mixture.gate_weights(logits)
-    np.testing.assert_allclose(jnp.sum(phi ** 2, axis=-1), 1.0, rtol=1e-6)
+    logits = np.asarray(jax.random.normal(jax.random.key(0), (7, 4))) * 5
+    phi = np.asarray(jax.jit(mixture.gate_weights)(logits))
+    np.testing.assert_allclose(np.sum(phi ** 2, axis=-1), 1.0, rtol=1e-6)
     assert float(phi.min()) >= 0
     # The order of the gate's logits is kept.
-    np.testing.assert_array_equal(jnp.argsort(phi, axis=-1), jnp.argsort(logits, axis=-1))
+    np.testing.assert_array_equal(np.argsort(phi, axis=-1, stable=True), np.argsort(logits, axis=-1, stable=True))
 
 
 def test_the_log_mixture_equals_the_mixture_and_does_not_underflow():
     layout = _layout()
-    log_values = jax.random.normal(jax.random.key(6), (2, 3, 3)) * 3
-    direct = mixture.scatter_to_classes(jnp.exp(log_values), layout.slot_classes, layout.slot_mask, 5)
-    np.testing.assert_allclose(mixture.log_scatter_to_classes(log_values, layout.slot_classes,
-                                                              layout.slot_mask, 5), jnp.log(direct), rtol=1e-5)
+    log_values = np.asarray(jax.random.normal(jax.random.key(6), (2, 3, 3))) * 3
+    scatter = jax.jit(lambda v: mixture.scatter_to_classes(jnp.exp(v), layout.slot_classes, layout.slot_mask, 5))
+    log_scatter = jax.jit(lambda v: mixture.log_scatter_to_classes(v, layout.slot_classes, layout.slot_mask, 5))
+    direct = np.asarray(scatter(log_values))
+    np.testing.assert_allclose(log_scatter(log_values), np.log(direct), rtol=1e-5)
     # exp(-500) is 0 in float32; its log is still -500 + log(number of terms).
-    tiny = mixture.log_scatter_to_classes(log_values - 500, layout.slot_classes, layout.slot_mask, 5)
-    np.testing.assert_allclose(tiny, jnp.log(direct) - 500, rtol=1e-5)
+    tiny = log_scatter(log_values - 500)
+    np.testing.assert_allclose(tiny, np.log(direct) - 500, rtol=1e-5)
 
 
 def test_loss_terms_by_hand():
@@ -87,12 +92,18 @@ def _mixture(gate='learned', freeze=True):
                                         5, gate=gate, freeze_groups=freeze)
 
 
+def _init_and_apply(model, layout, x, seed):
+    """(logits, out) of the freshly initialised mixture."""
+    inputs = (x, layout.slot_classes, layout.slot_mask)
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(seed), *inputs, train=False)
+    return jax.jit(model.apply, static_argnames='train')(variables, *inputs, train=False)
+
+
 @pytest.mark.parametrize('gate', ['learned', 'equal'])
 def test_the_mixture_is_the_gate_weighted_sum_of_the_scattered_group_softmaxes(gate):
     layout, model = _mixture(gate)
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
-    variables = model.init(jax.random.key(2), x, layout.slot_classes, layout.slot_mask, train=False)
-    logits, out = model.apply(variables, x, layout.slot_classes, layout.slot_mask, train=False)
+    logits, out = _init_and_apply(model, layout, x, seed=2)
     phi, group_logits = np.asarray(out['phi']), np.asarray(out['group_logits'])
     np.testing.assert_allclose(np.sum(phi ** 2, axis=-1), 1.0, rtol=1e-5)
     if gate == 'equal':
@@ -104,26 +115,26 @@ def test_the_mixture_is_the_gate_weighted_sum_of_the_scattered_group_softmaxes(g
         softmax /= softmax.sum(-1, keepdims=True)
         expected[:, classes] += phi[:, t:t + 1] * softmax
     np.testing.assert_allclose(out['mixture'], expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(jnp.exp(logits), expected / expected.sum(-1, keepdims=True), rtol=1e-4)
+    np.testing.assert_allclose(np.exp(logits), expected / expected.sum(-1, keepdims=True), rtol=1e-4)
 
 
 def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
     layout, model = _mixture()
     x = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
     labels = jnp.array([0, 1, 2, 3, 4, 0])
-    variables = model.init(jax.random.key(4), x, layout.slot_classes, layout.slot_mask, train=False)
-    logits, out = model.apply(variables, x, layout.slot_classes, layout.slot_mask, train=False)
+    logits, out = _init_and_apply(model, layout, x, seed=4)
     pairs, pair_mask = mixture.shared_class_pairs(layout, 5)
     grouping = {'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
                 'class_targets': jnp.asarray(layout.class_targets(5)), 'pairs': pairs, 'pair_mask': pair_mask}
     eq4 = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=0.0)
-    terms = eq4.loss_terms(out, labels, grouping)
-    np.testing.assert_allclose(eq4.loss(logits, out, labels, {}, grouping),
-                               jnp.mean(terms['gated'] + 0.5 * terms['consistency'] + 2.0 * terms['hinge']),
+    terms = jax.tree.map(np.asarray, jax.jit(eq4.loss_terms)(out, labels, grouping))
+    eq4_loss = np.asarray(jax.jit(eq4.loss)(logits, out, labels, {}, grouping))
+    np.testing.assert_allclose(eq4_loss,
+                               np.mean(terms['gated'] + 0.5 * terms['consistency'] + 2.0 * terms['hinge']),
                                rtol=1e-6)
     with_ce = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=1.0)
-    np.testing.assert_allclose(with_ce.loss(logits, out, labels, {}, grouping) - eq4.loss(logits, out, labels, {}, grouping),
-                               jnp.mean(losses.cross_entropy(logits, labels)), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(with_ce.loss)(logits, out, labels, {}, grouping)) - eq4_loss,
+                               np.mean(jax.jit(losses.cross_entropy)(logits, labels)), rtol=1e-5)
     # Part 1 by hand: an image's loss in a group not holding its class is -log(floor).
     slots = layout.class_targets(5)[np.asarray(labels)]
     true = np.where(slots >= 0, np.take_along_axis(np.asarray(out['group_probs']), np.maximum(slots, 0)[..., None],
@@ -138,17 +149,17 @@ def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
     task = tasks.GroupTask(3, layout.m_max, not_in_group_weight=0.0, not_in_group=False)
     assert task.num_targets == layout.m_max == 3
     labels = jnp.array([0, 1, 4])
-    targets = task.targets(labels, {'class_targets': jnp.asarray(layout.class_targets(5))})
+    targets = np.asarray(jax.jit(task.targets)(labels, {'class_targets': jnp.asarray(layout.class_targets(5))}))
     np.testing.assert_array_equal(targets, [[0, 0, -1], [1, -1, -1], [-1, -1, 1]])
     logits = jax.random.normal(jax.random.key(5), (3, 3, 3))
-    grouping = {'slot_mask': jnp.asarray(layout.slot_mask), 'laplacian': jnp.zeros((3, 3, 3))}
-    masked = np.asarray(mixture.mask_padded_slots(logits, grouping['slot_mask']))
-    ce = lambda b, g: -jax.nn.log_softmax(masked[b, g])[int(targets[b, g])]
+    grouping = {'slot_mask': jnp.asarray(layout.slot_mask), 'laplacian': np.zeros((3, 3, 3), np.float32)}
+    masked = np.asarray(jax.jit(mixture.mask_padded_slots)(logits, grouping['slot_mask']))
+    ce = lambda b, g: -np.asarray(jax.nn.log_softmax(masked[b, g]))[targets[b, g]]
     # Group 0 holds images 0 and 1, group 1 image 0, group 2 image 2: the mean of their means.
     expected = np.mean([(ce(0, 0) + ce(1, 0)) / 2, ce(0, 1), ce(2, 2)])
-    data = task._data_term(logits, targets, grouping, jnp.ones(3))
+    data = jax.jit(task._data_term)(logits, targets, grouping, jnp.ones(3))
     np.testing.assert_allclose(data, expected, rtol=1e-5)
-    metrics = task.metrics(logits, {}, targets, labels, grouping, jnp.ones(3))
+    metrics = jax.jit(task.metrics)(logits, {}, targets, labels, grouping, jnp.ones(3))
     assert float(metrics['top1'][1]) == 4 and 'not_in_group_top1' not in metrics
 
 

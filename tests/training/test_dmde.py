@@ -1,4 +1,9 @@
-"""DMDE: the multi-task softmax's terms, stacking functions, stacked group networks, the recipe."""
+"""DMDE: the multi-task softmax's terms, stacking functions, stacked group networks, the recipe.
+
+Model and loss calls run under jax.jit: eagerly, each op compiles on its own (hundreds of small
+XLA programs per test).
+"""
+import functools
 import json
 
 import jax
@@ -38,31 +43,36 @@ def _group_params(weights, shared=None):
 
 def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_together():
     rng = np.random.default_rng(1)
-    weights = jnp.asarray(_random_weights(rng))
-    shared = jnp.asarray(rng.normal(size=(2, 5)))
-    slot_mask = jnp.array([[True, True, True, False], [True, True, True, True]])
+    weights = _random_weights(rng).astype(np.float32)
+    shared = rng.normal(size=(2, 5)).astype(np.float32)
+    slot_mask = np.array([[True, True, True, False], [True, True, True, True]])
     effective = (weights + shared[..., None]) * slot_mask[:, None, :]
-    np.testing.assert_allclose(mixture.class_weights(_group_params(weights, shared), slot_mask), effective,
-                               rtol=1e-6)
+    class_weights = jax.jit(lambda w: mixture.class_weights(_group_params(w, shared), slot_mask))
+    np.testing.assert_allclose(class_weights(weights), effective, rtol=1e-6)
     sim = np.zeros((2, 4, 4))
     sim[:, 0, 1] = sim[:, 1, 0] = 1.0  # classes in slots 0 and 1 are similar
-    grouping = {'slot_mask': slot_mask, 'laplacian': jnp.asarray(np.diag(sim[0].sum(1)) - sim),
-                'class_targets': jnp.zeros((6, 2), jnp.int32)}
+    grouping = {'slot_mask': slot_mask, 'laplacian': (np.diag(sim[0].sum(1)) - sim).astype(np.float32),
+                'class_targets': np.zeros((6, 2), np.int32)}
     task = tasks.GroupTask(2, 4, 0.2, mu=0.0, delta1=0.0, delta2=1.0)
-    logits = jnp.zeros((3, 2, 5))
-    targets = jnp.zeros((3, 2), jnp.int32)
-    smooth = task.loss(logits, {}, targets, _group_params(weights, shared), grouping)
+    logits = np.zeros((3, 2, 5), np.float32)
+    targets = np.zeros((3, 2), np.int32)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def loss(task, w):
+        return task.loss(logits, {}, targets, _group_params(w, shared), grouping)
+
+    smooth = loss(task, weights)
     # tr(W L W^T) = 1/2 sum_ab S_ab ||w_a - w_b||^2 = ||w_0 - w_1||^2 here; the loss takes half of it.
     traces = [np.sum((effective[g, :, 0] - effective[g, :, 1]) ** 2) for g in range(2)]
     np.testing.assert_allclose(smooth, 0.5 * np.mean(traces), rtol=1e-5)
-    grad = jax.grad(lambda w: task.loss(logits, {}, targets, _group_params(w, shared), grouping))(weights)
+    grad = np.asarray(jax.jit(jax.grad(loss, argnums=1), static_argnums=0)(task, weights))
     stepped = weights - 0.1 * grad
-    gap = lambda w: jnp.linalg.norm(w[:, :, 0] - w[:, :, 1], axis=1)
+    gap = lambda w: np.linalg.norm(w[:, :, 0] - w[:, :, 1], axis=1)
     assert np.all(gap(stepped) < gap(weights))
     np.testing.assert_array_equal(grad[:, :, 2:], 0.0)  # dissimilar classes are left alone
     trace_task = tasks.GroupTask(2, 4, 0.2, mu=0.0, delta1=1.0, delta2=0.0)
-    np.testing.assert_allclose(trace_task.loss(logits, {}, targets, _group_params(weights, shared), grouping),
-                               np.mean(np.sum(np.asarray(effective) ** 2, axis=(1, 2))), rtol=1e-5)
+    np.testing.assert_allclose(loss(trace_task, weights),
+                               np.mean(np.sum(effective ** 2, axis=(1, 2))), rtol=1e-5)
 
 
 def test_group_task_weights_not_in_group_examples_and_scores_per_group():
@@ -72,17 +82,20 @@ def test_group_task_weights_not_in_group_examples_and_scores_per_group():
                 'slot_mask': jnp.asarray(layout.slot_mask)}
     task = tasks.GroupTask(2, 2, not_in_group_weight=0.25)
     labels = jnp.array([0, 2])
-    targets = task.targets(labels, grouping)
+    targets = jax.jit(task.targets)(labels, grouping)
     np.testing.assert_array_equal(targets, [[0, 2], [2, 0]])
     logits = jnp.array([[[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]],     # both right
                         [[0.0, 5.0, 0.0], [0.0, 9.0, 0.0]]])    # group 0 wrong; group 1's pick is padding
-    metrics = task.metrics(logits, {}, targets, labels, grouping, jnp.ones(2))
+    metrics = jax.jit(task.metrics)(logits, {}, targets, labels, grouping, jnp.ones(2))
     assert [float(x) for x in metrics['in_group_top1']] == [2.0, 2.0]   # padding masked: still right
     assert [float(x) for x in metrics['not_in_group_top1']] == [1.0, 2.0]
     assert [float(x) for x in metrics['top1']] == [3.0, 4.0]
-    ce = np.asarray(losses.cross_entropy(mixture.mask_padded_slots(logits, grouping['slot_mask']), targets))
+    masked_ce = jax.jit(lambda logits: losses.cross_entropy(mixture.mask_padded_slots(logits, grouping['slot_mask']),
+                                                            targets))
+    ce = np.asarray(masked_ce(logits))
     expected = np.mean([0.75 * ce[0, 0] + 0.25 * ce[1, 0], 0.75 * ce[1, 1] + 0.25 * ce[0, 1]])
-    np.testing.assert_allclose(task._data_term(logits, targets, grouping, jnp.ones(2)), expected, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(task._data_term)(logits, targets, grouping, jnp.ones(2)), expected,
+                               rtol=1e-6)
 
 
 def test_stacking_functions_by_hand():
@@ -104,8 +117,8 @@ def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradient
     base = registry.build_base('tiny_cnn', layout.num_outputs)
     stacked = mixture.GroupNetworks(base, layout.num_groups, layout.m_max)
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    variables = stacked.init(jax.random.key(1), x, train=False)
-    params = jax.tree.map(lambda p: p + 0.01, variables['params'])  # a nonzero w_0
+    variables = jax.jit(lambda x: stacked.init(jax.random.key(1), x, train=False))(x)
+    params = jax.tree.map(lambda p: np.asarray(p) + 0.01, variables['params'])  # a nonzero w_0
 
     def separate(params):
         outputs = []
@@ -119,11 +132,11 @@ def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradient
         return jnp.stack(outputs, axis=1)
 
     together = lambda p: stacked.apply({'params': p}, x, train=False)[0]
-    np.testing.assert_allclose(together(params), separate(params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(together)(params), jax.jit(separate)(params), rtol=1e-5, atol=1e-6)
     loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p)))
-    grads = jax.grad(loss(together))(params), jax.grad(loss(separate))(params)
+    grads = jax.jit(jax.grad(loss(together)))(params), jax.jit(jax.grad(loss(separate)))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *grads)
-    assert float(jnp.max(jnp.abs(grads[0]['base']['head']['ip1'][mixture.SHARED_WEIGHT]))) > 0
+    assert np.max(np.abs(grads[0]['base']['head']['ip1'][mixture.SHARED_WEIGHT])) > 0
 
 
 def _final_params(workdir, stage):
