@@ -299,7 +299,9 @@ class _Runner:
         if stage.init_variables is not None:
             variables = stage.init_variables(variables)
         tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule)
-        state = create_train_state(stage.model.apply, variables, tx, state_rng)
+        # Jitted: the optimiser's zero buffers in one program, not one eager op per leaf shape.
+        state = jax.jit(lambda v, r: create_train_state(stage.model.apply, v, tx, r))(
+            variables, state_rng)
         return parallel.replicate(state, self.mesh)
 
     def device_grouping(self, grouping: dict[str, np.ndarray]) -> dict[str, jax.Array]:
