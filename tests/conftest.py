@@ -5,8 +5,8 @@ about 5 of its 7 s), and dozens of tests, in this process and in the ``python -m
 experiments.run`` subprocesses they start, compile the very same programs. JAX's persistent
 compilation cache, in a fresh folder per session, compiles each of them once. It changes no
 result: a cached executable is the one XLA compiled, and tracing still happens on every call
-(the no-recompile tests count traces). The tests that compare runs bit for bit keep one side
-freshly compiled (``JAX_ENABLE_COMPILATION_CACHE=false``).
+(the no-recompile tests count traces). The SIGTERM test keeps its interrupted run freshly
+compiled (``JAX_ENABLE_COMPILATION_CACHE=false``), so one comparison spans two compiles.
 
 Under pytest-xdist (setup.cfg runs 2 workers) each worker is a session of its own; the workers
 share one cache folder per run, so a program one compiled the other loads. JAX 0.10 writes an

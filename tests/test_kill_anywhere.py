@@ -6,7 +6,7 @@ is SIGKILLed at injected points (``NOFE_KILL_AT``, see ``nofe_jax/training/fault
 inside a training step, inside a specialty update, while a checkpoint is being written, and
 across the generalist -> NofE boundary. The same command is rerun after each kill; the
 last rerun completes, and its final metrics, specialties and every stage's final
-parameters and optimiser state must equal one uninterrupted run's. 10 kill points in all;
+parameters and optimiser state must equal one uninterrupted run's. 14 kill points in all;
 ``experiments/benchmarks/kill_soak.py`` runs many random ones.
 """
 import copy
@@ -37,21 +37,15 @@ KILL_CHAINS = {
                'step:45'),       # gate step 13
 }
 
-# The NofE's reference compiles its own steps and the killed runs compile theirs, as a user's
-# rerun does, so its bitwise comparison also spans two compiles. The other recipes' runs all
-# take their steps from the session's compilation cache (tests/conftest.py): what they test is
-# resuming, and compiling each recipe twice would add about 30 s to the suite.
-FRESHLY_COMPILED_REFERENCE = ('nofe',)
 
-
+# Every run takes its compiled steps from the session's compilation cache (tests/conftest.py):
+# what these chains test is resuming. That a rerun which compiles afresh ends the same is
+# test_run.py's SIGTERM test.
 @pytest.fixture(scope='module', params=sorted(KILL_CHAINS))
 def uninterrupted(request, tmp_path_factory):
     recipe = request.param
     workdir = tmp_path_factory.mktemp(f'{recipe}_uninterrupted')
-    with pytest.MonkeyPatch.context() as m:
-        if recipe in FRESHLY_COMPILED_REFERENCE:
-            m.setenv('JAX_ENABLE_COMPILATION_CACHE', 'false')
-        assert kill_soak.run_once(kill_soak.RECIPE_ARGS[recipe], workdir) == 0
+    assert kill_soak.run_once(kill_soak.RECIPE_ARGS[recipe], workdir) == 0
     return recipe, workdir
 
 
