@@ -138,13 +138,13 @@ def model_rounds(runner: loop._Runner, stage: loop.Stage,
                for b in itertools.islice(runner.train_batches(0), TRAIN_BATCHES)]
     grouping = runner.device_grouping(stage.grouping)
     holder = {'state': runner.init_state(runner.model_input())}
-    holder['state'], metrics, _ = runner.train_step(holder['state'], batches[0], grouping)  # compile
+    holder['state'], metrics = runner.train_step(holder['state'], batches[0], grouping)  # compile
     jax.block_until_ready(metrics)
 
     def steps_on(inputs: Iterator[dict]) -> float:
         start = time.perf_counter()
         for batch in itertools.islice(inputs, iterations):
-            holder['state'], metrics, _ = runner.train_step(holder['state'], batch, grouping)
+            holder['state'], metrics = runner.train_step(holder['state'], batch, grouping)
         jax.block_until_ready((holder['state'], metrics))
         return iterations * stage.train_config.batch_size / (time.perf_counter() - start)
 

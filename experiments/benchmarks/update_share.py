@@ -93,13 +93,13 @@ def _time_train(runner: loop._Runner, state, grouping_dev, iterations: int, roun
     """(state, median seconds per train step) on device-resident batches, compiled first."""
     batches = [parallel.to_global(b, runner.batch_sharding)
                for b in itertools.islice(runner.train_batches(0), TRAIN_BATCHES)]
-    state, metrics, _ = runner.train_step(state, batches[0], grouping_dev)  # compile
+    state, metrics = runner.train_step(state, batches[0], grouping_dev)  # compile
     jax.block_until_ready(metrics)
     per_round = []
     for _ in range(rounds):
         start = time.perf_counter()
         for i in range(iterations):
-            state, metrics, _ = runner.train_step(state, batches[i % len(batches)], grouping_dev)
+            state, metrics = runner.train_step(state, batches[i % len(batches)], grouping_dev)
         jax.block_until_ready((state, metrics))
         per_round.append((time.perf_counter() - start) / iterations)
     return state, statistics.median(per_round)

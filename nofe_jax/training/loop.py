@@ -184,29 +184,19 @@ def _check_finite(stage: Stage, step_losses: list, first_step: int) -> None:
                                first_step + int(bad[0]) + 1)
 
 
+@jax.jit
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def with_params_finite(train_step: Callable) -> Callable:
-    """``train_step`` that also returns whether every updated parameter is finite: the NaN guard
-    rides in the step (one fused reduction) instead of compiling a program of its own per stage."""
-    def checked_step(state: TrainState, batch: dict, grouping: dict):
-        new, metrics = train_step(state, batch, grouping)
-        return new, metrics, _all_finite(new.params)
-    return checked_step
-
-
-def check_state_finite(stage: Stage, step_losses: list, first_step: int, params_finite: jax.Array,
-                       step: int) -> None:
-    """Raises ``NonFiniteLossError`` unless the unchecked losses and the parameters after ``step``
-    (``params_finite``, from the train step) are finite.
+def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first_step: int) -> None:
+    """Raises ``NonFiniteLossError`` unless the unchecked losses and the parameters are finite.
 
     Runs before every checkpoint save and hook, so a NaN never reaches either.
     """
     _check_finite(stage, step_losses, first_step)
-    if not bool(params_finite):
-        raise non_finite_error(stage, 'parameters became NaN or Inf', step)
+    if not bool(_all_finite(state.params)):
+        raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
 # Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
@@ -259,7 +249,7 @@ class _Runner:
             stage.optim_config, total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
         repl = parallel.replicated(self.mesh)
-        self.train_step = jax.jit(with_params_finite(steps.make_train_step(stage.task)),
+        self.train_step = jax.jit(steps.make_train_step(stage.task),
                                   donate_argnums=0, out_shardings=repl)
         self.eval_step = jax.jit(steps.make_eval_step(stage.task), out_shardings=repl)
         self.predict_steps: dict[tuple[str, ...], Callable] = {}  # compiled per set of outputs
@@ -476,7 +466,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
         epoch = step // runner.steps_per_epoch
         batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
         for batch in batches:
-            state, metrics, params_finite = runner.train_step(
+            state, metrics = runner.train_step(
                 state, parallel.to_global(batch, runner.batch_sharding), grouping.device)
             faults.reached('step')
             period.append(metrics)
@@ -485,8 +475,8 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
             for action in actions:
                 if action.due(step, last, bool(stop)):
                     if action.needs_finite:
-                        check_state_finite(stage, [m['objective'] for m in period],
-                                           period_start, params_finite, step)
+                        check_state_finite(stage, state, [m['objective'] for m in period],
+                                           period_start)
                     action.run()
             if stop:
                 ckpt.close()
