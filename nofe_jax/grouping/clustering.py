@@ -13,6 +13,8 @@ failure of fuzzy c-means (Winkler, Klawonn and Kruse 2011).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sps
 from scipy.sparse.linalg import eigsh
@@ -53,14 +55,27 @@ def _check_num_clusters(num_points: int, num_clusters: int) -> None:
                          f'got {num_clusters}.')
 
 
+class ArbitrarySplitWarning(UserWarning):
+    """The affinity does not single out ``dim`` directions: its dim-th and (dim+1)-th leading
+    eigenvalues tie, so any split inside the tied eigenspace fits it equally well."""
+
+
 def spectral_embedding(affinity: np.ndarray | sps.sparray, dim: int) -> np.ndarray:
     """[n, dim] Ng-Jordan-Weiss embedding: top eigenvectors of D^-1/2 A D^-1/2, rows L2-normalised.
 
     Up to DENSE_EIGH_MAX_POINTS points, a full eigendecomposition; above, the
-    `dim` leading eigenvectors by Lanczos (eigsh) of a sparse affinity, a
-    dense one first cut to its SPARSE_NEIGHBORS nearest neighbours per point
-    (exact when no row has more non-zeros). A point with zero degree (no
-    affinity to anything) embeds at the origin.
+    leading eigenvectors by Lanczos (eigsh) of a sparse affinity, a dense one
+    first cut to its SPARSE_NEIGHBORS nearest neighbours per point (exact when
+    no row has more non-zeros). A point with zero degree (no affinity to
+    anything), or none in the directions kept, embeds at the origin.
+
+    The same affinity gives the same embedding on any machine: inside every
+    eigenspace of tied eigenvalues the basis is `canonical_eigenbasis`, not
+    whatever rotation the CPU's LAPACK kernels return. When the dim-th and
+    (dim+1)-th eigenvalues tie, the top-dim subspace itself is not determined
+    by the affinity; the embedding then takes the canonical basis's leading
+    vectors and warns (`ArbitrarySplitWarning`): clusters of it are an
+    arbitrary, reproducible split.
     """
     affinity = _check_affinity(affinity)
     num_points = affinity.shape[0]
@@ -73,16 +88,89 @@ def spectral_embedding(affinity: np.ndarray | sps.sparray, dim: int) -> np.ndarr
     degree = np.asarray(affinity.sum(axis=1)).ravel()
     inv_sqrt = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
     if dense:
-        normalised = inv_sqrt[:, None] * affinity * inv_sqrt[None, :]
-        _, vectors = np.linalg.eigh(normalised)  # Ascending eigenvalues.
-        embedding = vectors[:, ::-1][:, :dim]
+        values, vectors = np.linalg.eigh(inv_sqrt[:, None] * affinity * inv_sqrt[None, :])
+        values, vectors = values[::-1], vectors[:, ::-1]  # descending
     else:
         scale = sps.diags_array(inv_sqrt)
-        start = np.random.default_rng(_EIGSH_SEED).standard_normal(num_points)
-        _, vectors = eigsh(scale @ affinity @ scale, k=dim, which='LA', v0=start)
-        embedding = vectors
+        values, vectors = _leading_eigenpairs(scale @ affinity @ scale, dim)
+    tied = _run_holding(values, dim - 1)
+    if tied.stop > dim:
+        warnings.warn(ArbitrarySplitWarning(
+            f'the similarity does not determine {dim} groups: eigenvalues {tied.start + 1} to '
+            f'{tied.stop} of its normalised affinity tie at {values[dim - 1]:.4g}, so the groups are '
+            'an arbitrary (reproducible) split of equally similar points.'), stacklevel=2)
+    embedding = canonical_eigenbasis(values[:tied.stop], vectors[:, :tied.stop])[:, :dim]
     norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-    return np.divide(embedding, norms, out=np.zeros_like(embedding), where=norms > 0)
+    # A row that is zero up to rounding (no degree, or outside the directions kept) stays at the origin.
+    return np.divide(embedding, norms, out=np.zeros_like(embedding), where=norms > 1e-10 * norms.max())
+
+
+# Eigenvalues of a normalised affinity (in [-1, 1]) closer than this are one eigenvalue: far above
+# the eigensolvers' rounding (~1e-13 here), far below any gap that carries structure.
+EIGENVALUE_TIE = 1e-8
+# Extra Lanczos eigenpairs asked for, to see whether the dim-th eigenvalue ties with the next ones.
+_TIE_MARGIN = 8
+
+
+def tied_eigenvalue_runs(values: np.ndarray) -> list[slice]:
+    """The runs of consecutive (sorted) eigenvalues that differ by at most EIGENVALUE_TIE."""
+    breaks = np.flatnonzero(np.abs(np.diff(values)) > EIGENVALUE_TIE) + 1
+    bounds = [0, *breaks.tolist(), len(values)]
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def _run_holding(values: np.ndarray, index: int) -> slice:
+    return next(run for run in tied_eigenvalue_runs(values) if run.start <= index < run.stop)
+
+
+def canonical_eigenbasis(values: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` [n, k] with a machine-independent basis inside every run of tied ``values``.
+
+    A run's eigenspace is fixed by the matrix, its basis is not. The basis
+    kept is Gram-Schmidt of the projector's columns P e_0, P e_1, ... in
+    point order, skipping columns already spanned: it depends on P alone, so
+    any rotation of the run's vectors gives the same result (for a single
+    vector: its sign, made positive at its first clearly non-zero entry).
+    ``values`` must hold every eigenvalue tied with the last one given.
+    """
+    canonical = np.empty_like(vectors)
+    for run in tied_eigenvalue_runs(values):
+        canonical[:, run] = _projector_gram_schmidt(vectors[:, run])
+    return canonical
+
+
+def _projector_gram_schmidt(vectors: np.ndarray) -> np.ndarray:
+    # P e_j = V r_j with r_j the j-th row of V (V orthonormal), so Gram-Schmidt of the rows r_j in
+    # R^d, mapped back through V, is Gram-Schmidt of P's columns: invariant under V -> V R.
+    rows = vectors / max(np.linalg.norm(vectors, axis=1).max(), 1e-300)  # row norms: rotation-free
+    dim = vectors.shape[1]
+    basis = np.zeros((dim, dim))
+    found = 0
+    for row in rows:
+        residual = row - basis[:found].T @ (basis[:found] @ row)
+        norm = np.linalg.norm(residual)
+        if norm > 1e-6:  # clearly outside the span so far (longest row 1; rounding ~1e-15)
+            basis[found] = residual / norm
+            found += 1
+            if found == dim:
+                break
+    return vectors @ basis.T
+
+
+def _leading_eigenpairs(matrix: sps.sparray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Descending leading eigenpairs by Lanczos, enough of them to hold every eigenvalue tied with
+    the dim-th (all of them, by a full decomposition, when Lanczos would need nearly n)."""
+    num_points = matrix.shape[0]
+    count = dim + _TIE_MARGIN
+    while count < num_points - 1:
+        start = np.random.default_rng(_EIGSH_SEED).standard_normal(num_points)
+        values, vectors = eigsh(matrix, k=count, which='LA', v0=start)
+        values, vectors = values[::-1], vectors[:, ::-1]
+        if tied_eigenvalue_runs(values)[-1].start >= dim:  # the last run begins after the dim-th
+            return values, vectors
+        count *= 2
+    values, vectors = np.linalg.eigh(matrix.toarray())
+    return values[::-1], vectors[:, ::-1]
 
 
 def knn_sparsify(matrix: np.ndarray | sps.sparray, num_neighbors: int) -> sps.csr_array:

@@ -1,5 +1,7 @@
 """Tests for nofe_jax.grouping.clustering."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sps
@@ -204,15 +206,92 @@ def test_sparse_lanczos_path_recovers_the_same_blocks(monkeypatch):
         assert _same_partition(sparse, dense) and _same_partition(sparse, truth)
 
 
-def test_sparse_and_dense_embeddings_span_the_same_subspace(monkeypatch):
+def test_sparse_and_dense_embeddings_are_the_same(monkeypatch):
     affinity, _ = _planted_blocks(np.random.default_rng(3), [10, 12, 8], outside=0.3, noise=0.5)
     dense = clustering.spectral_embedding(affinity, 3)
     monkeypatch.setattr(clustering, 'DENSE_EIGH_MAX_POINTS', 0)
-    sparse = clustering.spectral_embedding(sps.csr_array(affinity), 3)
-    # Same rows up to one rotation: the least-squares map between them is orthogonal and exact.
-    rotation, *_ = np.linalg.lstsq(sparse, dense, rcond=None)
-    np.testing.assert_allclose(sparse @ rotation, dense, atol=1e-6)
-    np.testing.assert_allclose(rotation.T @ rotation, np.eye(3), atol=1e-6)
+    np.testing.assert_allclose(clustering.spectral_embedding(sps.csr_array(affinity), 3), dense, atol=1e-6)
+
+
+def _tied_affinity():
+    """Three identical, disconnected 4-cliques plus a 5-clique: the normalised affinity's eigenvalue
+    1 is 4-fold (one per component) and -1/3 is 9-fold, -1/4 4-fold."""
+    blocks = [np.ones((4, 4))] * 3 + [np.ones((5, 5))]
+    return sps.block_diag(blocks).toarray() - np.eye(17)
+
+
+def _rotated_within_runs(values, vectors, rng):
+    rotated = vectors.copy()
+    for run in clustering.tied_eigenvalue_runs(values):
+        q, _ = np.linalg.qr(rng.standard_normal((run.stop - run.start,) * 2))
+        rotated[:, run] = vectors[:, run] @ q  # q orthogonal: the same eigenspace, another basis
+    return rotated
+
+
+def test_canonical_eigenbasis_is_the_same_for_any_basis_of_each_eigenspace():
+    affinity = _tied_affinity()
+    inv_sqrt = 1.0 / np.sqrt(affinity.sum(axis=1))
+    values, vectors = np.linalg.eigh(inv_sqrt[:, None] * affinity * inv_sqrt[None, :])
+    assert [r.stop - r.start for r in clustering.tied_eigenvalue_runs(values)] == [9, 4, 4]
+    canonical = clustering.canonical_eigenbasis(values, vectors)
+    np.testing.assert_allclose(canonical.T @ canonical, np.eye(17), atol=1e-10)
+    for seed in range(3):
+        rotated = _rotated_within_runs(values, vectors, np.random.default_rng(seed))
+        assert not np.allclose(rotated, vectors)
+        np.testing.assert_allclose(clustering.canonical_eigenbasis(values, rotated), canonical, atol=1e-10)
+
+
+def test_canonical_eigenbasis_fixes_each_simple_eigenvectors_sign():
+    values, vectors = np.linalg.eigh(_planted_blocks(np.random.default_rng(0), [3, 4])[0])
+    flipped = vectors * np.where(np.arange(7) % 2, -1.0, 1.0)
+    np.testing.assert_allclose(clustering.canonical_eigenbasis(values, flipped),
+                               clustering.canonical_eigenbasis(values, vectors), atol=1e-12)
+
+
+def test_embedding_of_an_eigenspace_cut_at_the_tie_does_not_depend_on_the_eigensolver(monkeypatch):
+    # T=2 takes two of the four components' directions of eigenvalue 1: any two fit equally well.
+    affinity = _tied_affinity()
+    with pytest.warns(clustering.ArbitrarySplitWarning, match='eigenvalues 1 to 4 .* tie'):
+        expected = clustering.spectral_embedding(affinity, 2)
+    solver = np.linalg.eigh
+    for seed in range(3):  # an eigensolver that returns another basis of each eigenspace
+        def rotating_eigh(matrix, seed=seed):
+            values, vectors = solver(matrix)
+            return values, _rotated_within_runs(values, vectors, np.random.default_rng(seed))
+        monkeypatch.setattr(np.linalg, 'eigh', rotating_eigh)
+        with pytest.warns(clustering.ArbitrarySplitWarning):
+            np.testing.assert_allclose(clustering.spectral_embedding(affinity, 2), expected, atol=1e-10)
+    monkeypatch.setattr(np.linalg, 'eigh', solver)
+    # A perturbation far below the eigengaps (1/3 here) moves nothing that matters.
+    noise = 1e-11 * np.random.default_rng(0).random(affinity.shape)
+    with pytest.warns(clustering.ArbitrarySplitWarning):
+        np.testing.assert_allclose(clustering.spectral_embedding(affinity + noise + noise.T, 2), expected,
+                                   atol=1e-8)
+    with pytest.warns(clustering.ArbitrarySplitWarning):
+        labels = clustering.spectral_clustering(affinity, 2, np.random.default_rng(0))
+    assert len(set(labels.tolist())) == 2
+
+
+def test_sparse_path_finds_the_whole_tie_and_embeds_like_the_dense_path(monkeypatch):
+    affinity = _tied_affinity()
+    with pytest.warns(clustering.ArbitrarySplitWarning):
+        dense = clustering.spectral_embedding(affinity, 3)
+    monkeypatch.setattr(clustering, 'DENSE_EIGH_MAX_POINTS', 0)
+    monkeypatch.setattr(clustering, '_TIE_MARGIN', 1)  # 4 eigenpairs first: the 4-fold tie reaches the last
+    with pytest.warns(clustering.ArbitrarySplitWarning, match='eigenvalues 1 to 4'):
+        sparse = clustering.spectral_embedding(sps.csr_array(affinity), 3)
+    np.testing.assert_allclose(sparse, dense, atol=1e-6)
+
+
+def test_structure_at_t_gives_no_warning_and_a_structureless_similarity_warns():
+    affinity, _ = _planted_blocks(np.random.default_rng(0), [5, 6, 7])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', clustering.ArbitrarySplitWarning)
+        clustering.spectral_embedding(affinity, 3)
+        clustering.spectral_embedding(_tied_affinity(), 4)  # the four components: no tie at T=4
+    constant = np.ones((10, 10)) - np.eye(10)  # every pair equally similar (WordNet's ten digits)
+    with pytest.warns(clustering.ArbitrarySplitWarning, match='does not determine 3 groups'):
+        clustering.soft_spectral_clustering(constant, 3, np.random.default_rng(0))
 
 
 def test_knn_sparsify_keeps_the_largest_entries_per_row():
