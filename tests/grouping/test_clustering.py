@@ -49,6 +49,36 @@ def test_spectral_rejects_asymmetric():
         clustering.spectral_embedding(np.array([[0.0, 1.0], [0.0, 0.0]]), 1)
 
 
+def _reference_kmeans(points, num_clusters, rng, restarts=10):
+    """The hand-written k-means the library used before scikit-learn's: best of `restarts`
+    plain k-means++ starts refined by Lloyd."""
+    best, best_inertia = None, np.inf
+    for _ in range(restarts):
+        centers = [points[rng.integers(len(points))]]
+        for _ in range(1, num_clusters):
+            dist = clustering.squared_distances(points, np.array(centers)).min(axis=1)
+            centers.append(points[rng.choice(len(points), p=dist / dist.sum())])
+        centers = np.array(centers)
+        for _ in range(300):
+            labels = np.argmin(clustering.squared_distances(points, centers), axis=1)
+            centers = np.array([points[labels == k].mean(axis=0) if np.any(labels == k) else centers[k]
+                                for k in range(num_clusters)])
+        inertia = np.sum((points - centers[labels]) ** 2)
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return best
+
+
+@pytest.mark.parametrize('sizes', [[6, 9, 4, 11, 5], [30, 30, 30], [3, 50, 12, 20]])
+def test_kmeans_finds_the_planted_blocks_the_hand_written_one_found(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    affinity, truth = _planted_blocks(rng, sizes)
+    embedding = clustering.spectral_embedding(affinity, len(sizes))
+    expected = _reference_kmeans(embedding, len(sizes), np.random.default_rng(0))
+    assert _same_partition(expected, truth)
+    assert _same_partition(clustering.kmeans(embedding, len(sizes), np.random.default_rng(0)), expected)
+
+
 def test_kmeans_separated_clusters():
     rng = np.random.default_rng(0)
     centers = np.array([[0, 0], [10, 0], [0, 10]])
