@@ -8,7 +8,7 @@ import numpy as np
 
 from PIL import Image
 
-from experiments.benchmarks import expert_branches, grouping, input_pipeline, train_speed, update_share
+from experiments.benchmarks import expert_branches, grouping, inference, input_pipeline, train_speed, update_share
 from nofe_jax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,19 @@ def test_train_speed_benchmark_tiny(tmp_path, capsys):
     assert np.isclose(row['time_ratio'], row['base_images_per_s'] / row['nofe_images_per_s'])
     # Two experts of 3 classes replicate the head above the cut: more FLOPs than the flat model.
     assert row['flop_ratio'] > 1 and row['nofe_mflops_per_image'] > row['base_mflops_per_image']
+    assert json.loads(out.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_inference_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'inference.json'
+    result = inference.main(['--models=tiny_cnn', '--num_classes=6', '--num_experts=2', '--batch_size=4',
+                             '--iterations=1', '--rounds=2', f'--json_out={out}'])
+    (row,) = result['rows']
+    assert row['model'] == 'tiny_cnn' and result['batch_size'] == 4
+    assert np.isclose(row['latency_time_ratio'], row['nofe_latency'] / row['base_latency'])
+    assert np.isclose(row['throughput_time_ratio'], row['base_throughput'] / row['nofe_throughput'])
+    assert row['flop_ratio'] > 1  # the same layout as train_speed's test: the head replicated
     assert json.loads(out.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
