@@ -203,15 +203,26 @@ def knn_sparsify(matrix: np.ndarray | sps.sparray, num_neighbors: int) -> sps.cs
 
 def kmeans(points: np.ndarray, num_clusters: int, rng: np.random.Generator,
            restarts: int = KMEANS_RESTARTS, max_iters: int = KMEANS_MAX_ITERS) -> np.ndarray:
-    """int[n] labels of the best of `restarts` k-means++ / Lloyd runs (lowest inertia), by
-    scikit-learn (its greedy k-means++ finds lower inertia than plain k-means++ in many dimensions)."""
+    """int32[n] labels (`canonical_labels`) of the best of `restarts` k-means++ / Lloyd runs (lowest
+    inertia), by scikit-learn (its greedy k-means++ finds lower inertia than plain k-means++)."""
     # Imported here: scikit-learn takes ~2 s to import, and only runs that cluster need it.
     from sklearn.cluster import KMeans
     points = np.asarray(points, dtype=np.float64)
     _check_num_clusters(points.shape[0], num_clusters)
     fitted = KMeans(num_clusters, n_init=restarts, max_iter=max_iters,
                     random_state=int(rng.integers(2 ** 31))).fit(points)
-    return fitted.labels_.astype(np.int64)
+    return canonical_labels(fitted.labels_)
+
+
+def canonical_labels(labels: np.ndarray) -> np.ndarray:
+    """int32[n]: the same partition, clusters renumbered 0.. in the order of their first point.
+
+    Clustering numbers its clusters arbitrarily (k-means++ picks among equal
+    points by rounding); this makes equal partitions equal vectors and the
+    cluster order reproducible on any machine.
+    """
+    _, first_point, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first_point))[inverse].astype(np.int32)
 
 
 def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -222,7 +233,8 @@ def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def spectral_clustering(affinity: np.ndarray, num_clusters: int, rng: np.random.Generator) -> np.ndarray:
-    """int[n] cluster labels: NJW embedding into `num_clusters` dims + k-means with restarts."""
+    """int32[n] cluster labels (`canonical_labels`): NJW embedding into `num_clusters` dims +
+    k-means with restarts."""
     return kmeans(spectral_embedding(affinity, num_clusters), num_clusters, rng)
 
 

@@ -71,18 +71,6 @@ def coarse_names(dataset: str) -> tuple[str, ...]:
     return COARSE_LABELS[dataset][0]
 
 
-def canonical_categories(categories: np.ndarray) -> np.ndarray:
-    """int32[C]: the same partition, categories renumbered 0.. in the order of their lowest class.
-
-    Clustering numbers its clusters arbitrarily; this makes equal partitions
-    equal vectors and the category order reproducible.
-    """
-    categories = np.asarray(categories)
-    _, first_class, inverse = np.unique(categories, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first_class))
-    return rank[inverse].astype(np.int32)
-
-
 def spectral_categories(similarity: np.ndarray, num_categories: int, rng: np.random.Generator) -> np.ndarray:
     """int32[C]: spectral clustering of a C x C class similarity used as an affinity.
 
@@ -94,7 +82,7 @@ def spectral_categories(similarity: np.ndarray, num_categories: int, rng: np.ran
     """
     affinity = np.maximum(np.asarray(similarity, dtype=np.float64), 0.0)
     np.fill_diagonal(affinity, 0.0)
-    return canonical_categories(clustering.spectral_clustering(affinity, num_categories, rng))
+    return clustering.spectral_clustering(affinity, num_categories, rng)
 
 
 def build_ontology(source: str, num_classes: int, num_categories: int | None, rng: np.random.Generator,

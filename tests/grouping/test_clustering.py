@@ -79,6 +79,18 @@ def test_kmeans_finds_the_planted_blocks_the_hand_written_one_found(sizes):
     assert _same_partition(clustering.kmeans(embedding, len(sizes), np.random.default_rng(0)), expected)
 
 
+def test_canonical_labels_number_clusters_by_their_first_point():
+    np.testing.assert_array_equal(clustering.canonical_labels(np.array([7, 3, 7, 9, 3])), [0, 1, 0, 2, 1])
+
+
+def test_kmeans_numbers_equal_clusters_the_same_whatever_the_start():
+    # Eight equal points and two others: k-means++ picks among equal candidates by rounding.
+    points = np.array([[1.0, 0.0]] * 8 + [[0.0, 1.0], [0.0, -1.0]])
+    for seed in range(5):
+        np.testing.assert_array_equal(clustering.kmeans(points, 3, np.random.default_rng(seed)),
+                                      [0] * 8 + [1, 2])
+
+
 def test_kmeans_separated_clusters():
     rng = np.random.default_rng(0)
     centers = np.array([[0, 0], [10, 0], [0, 10]])

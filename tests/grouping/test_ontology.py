@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nofe_jax.grouping import ontology, semantic, similarity, specialties
+from nofe_jax.grouping import clustering, ontology, semantic, similarity, specialties
 
 CIFAR_NAMES = list(semantic.CIFAR100_CLASS_NAMES)
 
@@ -61,10 +61,6 @@ def test_coarse_unknown_dataset():
         ontology.coarse_labels('imagenet2012')
 
 
-def test_canonical_categories_number_by_lowest_class():
-    np.testing.assert_array_equal(ontology.canonical_categories(np.array([7, 3, 7, 9, 3])), [0, 1, 0, 2, 1])
-
-
 def _planted_blocks(rng, sizes):
     truth = np.repeat(np.arange(len(sizes)), sizes)
     noise = rng.uniform(0, 0.2, size=(truth.size, truth.size))
@@ -85,7 +81,7 @@ def test_spectral_ontology_recovers_planted_blocks(source, monkeypatch):
         kwargs['visual_similarity'] = block
     categories = ontology.build_ontology(source, 30, 4, np.random.default_rng(1), **kwargs)
     assert specialties.partition_nmi(categories, truth) == pytest.approx(1.0)
-    np.testing.assert_array_equal(categories, ontology.canonical_categories(truth))
+    np.testing.assert_array_equal(categories, clustering.canonical_labels(truth))
 
 
 def test_visual_ontology_from_features_with_negative_cosines():
