@@ -50,6 +50,15 @@ def range_problem(field: str, value, *, low=None, high=None, low_open: bool = Fa
     return None
 
 
+def check_fits_classes(field: str, value: int, num_classes: int, *, symbol: str, low: int = 1) -> None:
+    """Raises ``ConfigError`` unless ``low <= value <= num_classes``: a count of groups, experts or
+    classes per group (``symbol``: K, M, T) the data's C classes must fill, checked once C is known."""
+    if not low <= value <= num_classes:
+        raise ConfigError(
+            f'{field}={value} does not fit {num_classes} classes: choose {low} <= {symbol} <= '
+            f'{num_classes} (--config.{field}=...).')
+
+
 def workdir_problem(workdir: str) -> str | None:
     """The workdir cannot be created or written: it is a file, or its folder is not writable."""
     path = os.path.abspath(workdir)

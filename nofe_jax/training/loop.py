@@ -25,9 +25,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nofe_jax import checkpoints, parallel, reporting, validation
+from nofe_jax import parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import config_checks, durations, faults, health, optim, steps, tasks
+from nofe_jax.training import checkpoints, config_checks, durations, faults, health, optim, steps, tasks
 from nofe_jax.training.state import TrainState, create_train_state
 
 
@@ -109,7 +109,7 @@ class Stage:
     """One trained model: what to train, on which grouping, with which hooks."""
     name: str
     model: nn.Module
-    task: Any
+    task: tasks.Task
     train_config: ml_collections.ConfigDict
     optim_config: ml_collections.ConfigDict
     grouping: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -121,6 +121,10 @@ class Stage:
     train_indices: np.ndarray | None = None
     # The config block holding train_config/optim_config ('' = top level), named in messages.
     config_block: str = ''
+    # {dotted config field: value} the stage's checkpoints fit only (shapes of its grouping arrays
+    # and networks, meaning of its outputs): resuming with another value is refused, naming the
+    # field. ``training.run.run_stage`` adds the method's fields (``Method.fingerprint_fields``).
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -159,11 +163,11 @@ def config_field(stage: Stage, name: str) -> str:
 
 def learning_rate_fields(stage: Stage) -> str:
     """The config fields that set ``stage``'s learning rate, with their values."""
-    oc, prefix = stage.optim_config, config_field(stage, 'optim')
-    rate = f'{prefix}.lr={oc.lr}'
-    if oc.schedule == 'piecewise' and oc.boundary_lrs:
-        rate += f', {prefix}.boundary_lrs={tuple(oc.boundary_lrs)}'
-    return f'{rate} ({prefix}.schedule={oc.schedule!r}, {prefix}.warmup={oc.warmup!r})'
+    optim_config, prefix = stage.optim_config, config_field(stage, 'optim')
+    rate = f'{prefix}.lr={optim_config.lr}'
+    if optim_config.schedule == 'piecewise' and optim_config.boundary_lrs:
+        rate += f', {prefix}.boundary_lrs={tuple(optim_config.boundary_lrs)}'
+    return f'{rate} ({prefix}.schedule={optim_config.schedule!r}, {prefix}.warmup={optim_config.warmup!r})'
 
 
 def non_finite_error(stage: Stage, what: str, step: int) -> NonFiniteLossError:
@@ -199,29 +203,11 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
         raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
-# Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
-# e.g. the duration, the periods or the learning rate, may change when a run is resumed.
-_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
-                       'nofe.num_experts', 'nofe.generalist_head', 'dmde.ontology',
-                       'dmde.num_categories', 'dmde.group_size', 'dmde.overlap', 'dmde.multitask',
-                       'dmde.fusion', 'data.source')
-
-
-def checkpoint_fingerprint(stage: Stage, config: ml_collections.ConfigDict, dataset,
-                           input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """What a checkpoint of ``stage`` records of its config, to refuse resuming another."""
-    return {'stage': stage.name, **{path: _config_value(config, path) for path in _FINGERPRINT_FIELDS},
-            'dataset': dataset.name, 'num_classes': dataset.num_classes,
-            'input_shape': [int(d) for d in input_shape]}
-
-
-def _config_value(config: ml_collections.ConfigDict, path: str):
-    """The field at dotted ``path``, or None where the config has no such block (a base run's nofe)."""
-    for name in path.split('.'):
-        if name not in config:
-            return None
-        config = config[name]
-    return config
+def checkpoint_fingerprint(stage: Stage, dataset, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a checkpoint of ``stage`` records of its config and data, to refuse resuming another:
+    the stage's own ``fingerprint`` (config fields), its name, the data's classes and input shape."""
+    return {'stage': stage.name, **stage.fingerprint, 'dataset': dataset.name,
+            'num_classes': dataset.num_classes, 'input_shape': [int(d) for d in input_shape]}
 
 
 class _Runner:
@@ -233,21 +219,21 @@ class _Runner:
         self.preprocess = config.data.preprocess
         self.mesh = parallel.data_mesh()
         self.batch_sharding = parallel.batch_sharded(self.mesh)
-        tc = stage.train_config
-        validation.raise_problems(config_checks.train_config_problems(tc, config_field(stage, 'train')))
-        parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
+        train_config = stage.train_config
+        validation.raise_problems(config_checks.train_config_problems(train_config, config_field(stage, 'train')))
+        parallel.check_batch_size(train_config.batch_size, self.mesh, 'batch_size')
         # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
-        self.eval_batch_size = parallel.padded_batch_size(tc.eval_batch_size, self.mesh)
+        self.eval_batch_size = parallel.padded_batch_size(train_config.eval_batch_size, self.mesh)
         self.train_source = (dataset.train if stage.train_indices is None
                              else sources.SubsetSource(dataset.train, stage.train_indices))
-        self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), tc.batch_size)
+        self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), train_config.batch_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f'batch_size={tc.batch_size} is larger than the training set '
+            raise ValueError(f'batch_size={train_config.batch_size} is larger than the training set '
                              f'({len(self.train_source)} examples).')
-        self.total_steps = self.to_steps(tc.duration)
+        self.total_steps = self.to_steps(train_config.duration)
         self.schedule = optim.learning_rate_schedule(
             stage.optim_config, total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
+            steps_per_epoch=self.steps_per_epoch, batch_size=train_config.batch_size)
         repl = parallel.replicated(self.mesh)
         self.train_step = jax.jit(steps.make_train_step(stage.task),
                                   donate_argnums=0, out_shardings=repl)
@@ -263,10 +249,10 @@ class _Runner:
         return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
-        tc = self.stage.train_config
+        train_config = self.stage.train_config
         # Preprocess the next batches on a host thread while the device runs the step.
         return pipeline.prefetch(pipeline.train_batches(
-            self.train_source, tc.batch_size, epoch=epoch, seed=self.config.seed,
+            self.train_source, train_config.batch_size, epoch=epoch, seed=self.config.seed,
             preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs()))
 
     def eval_batches(self, source, indices=None) -> Iterator[dict]:
@@ -378,14 +364,14 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
                  workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
     start_time = time.perf_counter()
     runner = _Runner(stage, dataset, normalization, config)
-    tc = stage.train_config
+    train_config = stage.train_config
     sample = runner.model_input()
     state = runner.init_state(sample)
     host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
-    fingerprint = checkpoint_fingerprint(stage, config, dataset, sample.shape[1:])
+    fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
     meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
     meta.setdefault('health', [])
-    ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
+    ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=train_config.keep_checkpoints)
     if ckpt.latest_step() is not None:
         restored = ckpt.restore(state, host_grouping, fingerprint)
         for line in restored.set_aside:
@@ -395,7 +381,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
     meta['fingerprint'] = fingerprint
     grouping = GroupingArrays(host_grouping, runner.device_grouping)
     step = int(jax.device_get(state.step))
-    progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
+    progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name)
     log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
                                           epoch=round(s / runner.steps_per_epoch, 4))
     period, period_start = [], step
@@ -456,11 +442,11 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
 
     every = runner.to_steps
     actions = (
-        Periodic('log', every(tc.log_every), log_period),
+        Periodic('log', every(train_config.log_every), log_period),
         *(Periodic(f'hook {h.name}', every(h.every), functools.partial(run_hook, h),
                    start=every(h.start), at_end=False, needs_finite=True) for h in stage.hooks),
-        Periodic('eval', every(tc.eval_every), evaluate_and_log),
-        Periodic('checkpoint', every(tc.checkpoint_every), save, on_stop=True, needs_finite=True),
+        Periodic('eval', every(train_config.eval_every), evaluate_and_log),
+        Periodic('checkpoint', every(train_config.checkpoint_every), save, on_stop=True, needs_finite=True),
     )
     while step < runner.total_steps:
         epoch = step // runner.steps_per_epoch

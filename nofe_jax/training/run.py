@@ -1,9 +1,11 @@
 """What every recipe shares: the run's set-up (workdir, config.json, data, normalisation),
-model constructor options, running a stage, and the summary."""
+model constructor options, the checkpoint fingerprint, running a stage, and the summary."""
 import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
@@ -22,10 +24,37 @@ class Run:
     normalization: pipeline.Normalization
     writer: reporting.MetricWriter
     run_log: reporting.RunLog  # also this process's wall time
+    # The config fields every stage's checkpoint fits only (``config_fingerprint``).
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
-    """Joins the processes, creates the workdir, writes config.json and loads the data."""
+# Config fields every method's checkpoints fit only (shapes, meaning of the outputs); a method adds
+# its own (``Method.fingerprint_fields``). Anything else, e.g. the duration, the periods or the
+# learning rate, may change when a run is resumed.
+SHARED_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
+                             'data.source')
+
+
+def config_value(config: ml_collections.ConfigDict, path: str):
+    """The field at dotted ``path``, or None where the config has no such field."""
+    for name in path.split('.'):
+        if name not in config:
+            return None
+        config = config[name]
+    return config
+
+
+def config_fingerprint(config: ml_collections.ConfigDict, fields: Sequence[str]) -> dict[str, Any]:
+    """{path: value} of the shared fingerprint fields and ``fields`` (a method's)."""
+    return {path: config_value(config, path) for path in (*SHARED_FINGERPRINT_FIELDS, *fields)}
+
+
+def prepare_run(config: ml_collections.ConfigDict, workdir: str,
+                fingerprint_fields: Sequence[str] = ()) -> Run:
+    """Joins the processes, creates the workdir, writes config.json and loads the data.
+
+    ``fingerprint_fields``: the method's option fields its checkpoints fit only.
+    """
     start_time = time.perf_counter()
     parallel.initialize_distributed(**config.distributed)
     os.makedirs(workdir, exist_ok=True)
@@ -37,11 +66,11 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
           f'{len(dataset.test)} test images, {dataset.num_classes} classes'
           + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
     return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
-               run_log)
+               run_log, config_fingerprint(config, fingerprint_fields))
 
 
 # config.model fields passed to the model constructor only when they differ from these defaults
-# (the ones in experiments/configs/common.py), so models without the option still build.
+# (the constructors' own), so models without the option still build.
 _OPTIONAL_MODEL_FIELDS = {'width_multiplier': 1.0, 'extra_layers': 0}
 
 
@@ -55,7 +84,9 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict:
 
 
 def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
-    """``loop.run_stage`` with the run's data, config and writer."""
+    """``loop.run_stage`` with the run's data, config and writer; the stage's fingerprint gets the
+    run's (the method's fields), under the stage's own entries."""
+    stage = dataclasses.replace(stage, fingerprint={**run.fingerprint, **stage.fingerprint})
     return loop.run_stage(stage, run.dataset, run.normalization, run.config, run.workdir,
                           run.writer)
 
