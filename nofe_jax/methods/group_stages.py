@@ -68,11 +68,11 @@ def wordnet_similarity(class_names: Sequence[str], field: str) -> np.ndarray:
 def print_groups(title: str, groups: Sequence[np.ndarray], class_names: Sequence[str]) -> list[list[str]]:
     """Prints the task groups by class name; returns them."""
     members = [[class_names[c] for c in g] for g in groups]
-    print(title, flush=True)
+    reporting.log(title)
     for g, group in enumerate(members):
         more = len(group) - PRINTED_NAMES_PER_GROUP
-        print(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
-              + (f' (+{more} more)' if more > 0 else ''), flush=True)
+        reporting.log(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
+                      + (f' (+{more} more)' if more > 0 else ''))
     return members
 
 

@@ -138,6 +138,11 @@ class StageResult:
     top1_label: str  # what final['test/top1'] measures, e.g. 'specialty top-1 (5-way)'
     predict: Predict  # the trained state's named outputs on training examples
 
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The trained model's variables: {'params': ..., and its other collections}."""
+        return {'params': self.state.params, **self.state.model_state}
+
 
 def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
     """Mean of each (sum, count) pair; per-class vectors become their class average."""
@@ -314,13 +319,15 @@ class _Runner:
 
 
 def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
-              workdir: str, writer: reporting.MetricWriter) -> StageResult:
+              workdir: str, writer: reporting.MetricWriter, later_examples: int = 0) -> StageResult:
     """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it.
 
+    ``later_examples``: what the run's stages after this one will train on, for the ETA.
     Raises ``TrainingStopped`` after saving a checkpoint if SIGTERM or SIGINT arrives.
     """
     with stop_signals() as received:
-        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received)
+        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received,
+                              later_examples)
     if received:  # after the last step's check: the stage is complete and saved
         raise TrainingStopped(received[0], stage.name, int(jax.device_get(result.state.step)))
     return result
@@ -361,7 +368,8 @@ class GroupingArrays:
 
 
 def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
-                 workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
+                 workdir: str, writer: reporting.MetricWriter, stop: list[int],
+                 later_examples: int) -> StageResult:
     start_time = time.perf_counter()
     runner = _Runner(stage, dataset, normalization, config)
     train_config = stage.train_config
@@ -375,13 +383,14 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
     if ckpt.latest_step() is not None:
         restored = ckpt.restore(state, host_grouping, fingerprint)
         for line in restored.set_aside:
-            print(f'[{stage.name}] WARNING: {line}', flush=True)
+            reporting.log(f'[{stage.name}] WARNING: {line}')
         state, meta, host_grouping = restored.state, restored.meta, restored.grouping
-        print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
+        reporting.log(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
     meta['fingerprint'] = fingerprint
     grouping = GroupingArrays(host_grouping, runner.device_grouping)
     step = int(jax.device_get(state.step))
-    progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name)
+    progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name,
+                                  later_examples)
     log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
                                           epoch=round(s / runner.steps_per_epoch, 4))
     period, period_start = [], step
@@ -391,7 +400,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
 
     def warn(found: str | None) -> None:
         if found is not None and found not in (w['message'] for w in meta['health']):
-            print(f'[{stage.name}] WARNING: {found}', flush=True)
+            reporting.log(f'[{stage.name}] WARNING: {found}')
             meta['health'].append({'step': step, 'message': found})
 
     def evaluate(last: bool) -> dict[str, float]:
@@ -408,7 +417,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
         scalars['train/lr'] = float(runner.schedule(step - 1))
         rate = progress.report(step, step / runner.steps_per_epoch,
                                {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
-        if np.isfinite(rate):  # the first period includes compilation
+        if np.isfinite(rate):  # NaN for a period of the first step only (its compilation)
             scalars['train/images_per_s'] = rate
         log(step, scalars)
         if period_start < learning_check_step <= step:
@@ -430,8 +439,8 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
         nonlocal final
         final = evaluate(step == runner.total_steps)
         log(step, final)
-        print(f'[{stage.name}] step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in final.items()),
-              flush=True)
+        reporting.log(f'[{stage.name}] step {step}: '
+                      + ' '.join(f'{k}={v:.4f}' for k, v in final.items()))
 
     def save() -> None:
         nonlocal start_time
@@ -448,6 +457,7 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
         Periodic('eval', every(train_config.eval_every), evaluate_and_log),
         Periodic('checkpoint', every(train_config.checkpoint_every), save, on_stop=True, needs_finite=True),
     )
+    clock_started = False
     while step < runner.total_steps:
         epoch = step // runner.steps_per_epoch
         batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
@@ -457,13 +467,20 @@ def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.Co
             faults.reached('step')
             period.append(metrics)
             step += 1
+            if not clock_started:  # the rate starts after the first step's compilation
+                jax.block_until_ready(metrics)
+                progress.start_clock(step)
+                clock_started = True
             last = step == runner.total_steps
             for action in actions:
                 if action.due(step, last, bool(stop)):
+                    began = time.perf_counter()
                     if action.needs_finite:
                         check_state_finite(stage, state, [m['objective'] for m in period],
                                            period_start)
                     action.run()
+                    if action.name != 'log':  # eval, hooks and saves are not training time
+                        progress.exclude(time.perf_counter() - began)
             if stop:
                 ckpt.close()
                 raise TrainingStopped(stop[0], stage.name, step)

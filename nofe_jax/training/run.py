@@ -5,14 +5,16 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from nofe_jax import parallel, reporting
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import loop
+from nofe_jax.models import registry
+from nofe_jax.training import durations, loop, tasks
 
 
 @dataclasses.dataclass
@@ -26,6 +28,14 @@ class Run:
     run_log: reporting.RunLog  # also this process's wall time
     # The config fields every stage's checkpoint fits only (``config_fingerprint``).
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The method's stage blocks in the order its stages run (for the run's ETA).
+    stage_blocks: tuple[str, ...] = ()
+
+
+class MethodInfo(Protocol):
+    """What the run scaffolding reads of a method (``nofe_jax.methods.Method``)."""
+    stage_blocks: tuple[str, ...]
+    fingerprint_fields: tuple[str, ...]
 
 
 # Config fields every method's checkpoints fit only (shapes, meaning of the outputs); a method adds
@@ -50,10 +60,10 @@ def config_fingerprint(config: ml_collections.ConfigDict, fields: Sequence[str])
 
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str,
-                fingerprint_fields: Sequence[str] = ()) -> Run:
+                method: MethodInfo | None = None) -> Run:
     """Joins the processes, creates the workdir, writes config.json and loads the data.
 
-    ``fingerprint_fields``: the method's option fields its checkpoints fit only.
+    ``method`` (its ``Method``): the option fields its checkpoints fit only, its stage blocks.
     """
     start_time = time.perf_counter()
     parallel.initialize_distributed(**config.distributed)
@@ -62,11 +72,12 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str,
     reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
     dataset = sources.load_dataset(config.data)
     normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
-    print(f'data: {dataset.description} — {len(dataset.train)} train / '
-          f'{len(dataset.test)} test images, {dataset.num_classes} classes'
-          + (' (SYNTHETIC)' if dataset.synthetic else ''), flush=True)
+    reporting.log(f'data: {dataset.description} — {len(dataset.train)} train / '
+                  f'{len(dataset.test)} test images, {dataset.num_classes} classes'
+                  + (' (SYNTHETIC)' if dataset.synthetic else ''))
     return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
-               run_log, config_fingerprint(config, fingerprint_fields))
+               run_log, config_fingerprint(config, method.fingerprint_fields if method else ()),
+               method.stage_blocks if method else ())
 
 
 # config.model fields passed to the model constructor only when they differ from these defaults
@@ -83,12 +94,39 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict:
     return overrides
 
 
+def flat_stage(run: Run, name: str, block: str = '',
+               train_indices: np.ndarray | None = None) -> loop.Stage:
+    """A flat base model over all C classes, on config ``block``'s train/optim settings ('' = the
+    top level's): the flat method's stage, and the one NofE's spectral and DMDE's visual
+    groupings start from."""
+    config, num_classes = run.config, run.dataset.num_classes
+    settings = config[block] if block else config
+    return loop.Stage(name=name, model=registry.build_base(config.model.name, num_classes,
+                                                           **model_overrides(config)),
+                      task=tasks.ClassificationTask(num_classes), train_config=settings.train,
+                      optim_config=settings.optim, train_indices=train_indices, config_block=block)
+
+
 def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
     """``loop.run_stage`` with the run's data, config and writer; the stage's fingerprint gets the
     run's (the method's fields), under the stage's own entries."""
     stage = dataclasses.replace(stage, fingerprint={**run.fingerprint, **stage.fingerprint})
     return loop.run_stage(stage, run.dataset, run.normalization, run.config, run.workdir,
-                          run.writer)
+                          run.writer, later_examples(run, stage.config_block))
+
+
+def later_examples(run: Run, block: str) -> int:
+    """The training examples of the method's stages after the one of config ``block`` (0 if the
+    block is not one of them): the rest of the run, for its ETA."""
+    if block not in run.stage_blocks:
+        return 0
+    total = 0
+    for later in run.stage_blocks[run.stage_blocks.index(block) + 1:]:
+        train_config = (run.config[later] if later else run.config).train
+        steps_per_epoch = pipeline.steps_per_epoch(len(run.dataset.train), train_config.batch_size)
+        total += durations.to_steps(train_config.duration, steps_per_epoch=steps_per_epoch,
+                                    batch_size=train_config.batch_size) * train_config.batch_size
+    return total
 
 
 def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) -> dict:
@@ -123,7 +161,7 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
     took = f'{summary["wall_time_s"]:.0f} s'
     if summary['restarts']:
         took += f', {summary["total_wall_time_s"]:.0f} s over {summary["restarts"] + 1} runs'
-    print('final: ' + ' '.join(f'{k}={v:.4f}' if v is not None else f'{k}=n/a'
-                               for k, v in summary['final'].items()) +
-          f' ({took}) -> {os.path.join(run.workdir, "summary.json")}', flush=True)
+    reporting.log('final: ' + ' '.join(f'{k}={v:.4f}' if v is not None else f'{k}=n/a'
+                                       for k, v in summary['final'].items()) +
+                  f' ({took}) -> {os.path.join(run.workdir, "summary.json")}')
     return summary

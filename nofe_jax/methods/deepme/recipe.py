@@ -76,9 +76,9 @@ def report_groups(run: run_lib.Run, found: list[np.ndarray], memberships: np.nda
              f'mean largest membership {memberships.max(axis=1).mean():.3f}):')
     members = group_stages.print_groups(title, found, run.dataset.class_names)
     coverage = group_stages.write_group_reports(run, found, members,
-                                          memberships=np.round(memberships, 4).tolist())
-    print(f'  sizes {coverage["sizes"]}, {coverage["in_two_or_more"]} classes in two or more groups',
-          flush=True)
+                                                memberships=np.round(memberships, 4).tolist())
+    reporting.log(f'  sizes {coverage["sizes"]}, {coverage["in_two_or_more"]} classes in two or more '
+                  'groups')
     return {'task_groups': members, 'group_coverage': coverage,
             'mean_largest_membership': float(memberships.max(axis=1).mean())}
 
@@ -118,7 +118,7 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
                   'class_targets': layout.class_targets(num_classes), 'pairs': pairs,
                   'pair_mask': pair_mask},
-        init_variables=group_stages.copy_bases({'params': bases.state.params, **bases.state.model_state}),
+        init_variables=group_stages.copy_bases(bases.variables),
         config_block='gate', meta={'shared_class_pairs': int(pair_mask.sum())})
 
 
@@ -138,7 +138,7 @@ def report_gate_weights(run: run_lib.Run, gate: loop.StageResult, rng: np.random
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Semantic similarity -> SSC groups -> stacked base networks -> gated mixture (config validated)."""
-    run = run_lib.prepare_run(config, workdir, options.METHOD.fingerprint_fields)
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
     num_classes = run.dataset.num_classes
     check_num_groups(config.deepme.num_groups, num_classes)
     rng = np.random.default_rng(config.seed)

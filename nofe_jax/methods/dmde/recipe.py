@@ -21,7 +21,7 @@ full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps (
 import ml_collections
 import numpy as np
 
-from nofe_jax import validation
+from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import ontology
 from nofe_jax.grouping.layout import GroupLayout, class_similarity, group_layout
@@ -29,7 +29,6 @@ from nofe_jax.methods import group_stages
 from nofe_jax.methods.dmde import options
 from nofe_jax.methods.dmde.model import build_models, check_group_size, fusion_model, group_networks
 from nofe_jax.methods.dmde.task import FusionTask
-from nofe_jax.models import registry
 from nofe_jax.training import loop, tasks
 from nofe_jax.training import run as run_lib
 
@@ -67,7 +66,7 @@ def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult)
         task=FusionTask(run.dataset.num_classes),
         train_config=config.fusion.train, optim_config=optim_config,
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask},
-        init_variables=group_stages.copy_bases({'params': bases.state.params, **bases.state.model_state}),
+        init_variables=group_stages.copy_bases(bases.variables),
         config_block='fusion')
 
 
@@ -75,13 +74,7 @@ def visual_similarity(run: run_lib.Run, rng: np.random.Generator, stages: dict) 
     """[C, C] class-mean cosine similarity of a flat base model's features (trained first, on the
     bases' settings), on a random training subset: the visual tree's affinity."""
     config, num_classes = run.config, run.dataset.num_classes
-    stage = loop.Stage(name='visual_base',
-                       model=registry.build_base(config.model.name, num_classes,
-                                                 **run_lib.model_overrides(config)),
-                       task=tasks.ClassificationTask(num_classes),
-                       train_config=config.bases.train, optim_config=config.bases.optim,
-                       config_block='bases')
-    result = run_lib.run_stage(run, stage)
+    result = run_lib.run_stage(run, run_lib.flat_stage(run, 'visual_base', 'bases'))
     stages['visual_base'] = result
     num_train = len(run.dataset.train)
     predicted = result.predict(pipeline.random_subset(
@@ -111,9 +104,9 @@ def report_groups(run: run_lib.Run, categories: np.ndarray, windows: list[np.nda
     """Prints the ontology and the task groups, writes groups.json and groups.png; returns the
     summary entries."""
     names, dmde = run.dataset.class_names, run.config.dmde
-    print(f'ontology ({dmde.ontology}):', flush=True)
+    reporting.log(f'ontology ({dmde.ontology}):')
     for line in ontology.ontology_lines(categories, names):
-        print(f'  {line}', flush=True)
+        reporting.log(f'  {line}')
     members = group_stages.print_groups(f'task groups (M={dmde.group_size}, overlap {dmde.overlap}):',
                                   windows, names)
     tree = ontology.category_members(categories, names)
@@ -124,7 +117,7 @@ def report_groups(run: run_lib.Run, categories: np.ndarray, windows: list[np.nda
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Ontology -> task groups -> stacked base networks -> fused N-way classifier (config validated)."""
     dmde = config.dmde
-    run = run_lib.prepare_run(config, workdir, options.METHOD.fingerprint_fields)
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
     num_classes = run.dataset.num_classes
     check_group_size(dmde.group_size, num_classes)
     rng = np.random.default_rng(config.seed)

@@ -1,9 +1,8 @@
 """The flat method's recipe: a base CNN over all C classes (the papers' "base model" rows)."""
 import ml_collections
 
-from nofe_jax.models import registry
-from nofe_jax.training import loop, tasks
 from nofe_jax.methods.flat import options
+from nofe_jax.models import registry
 from nofe_jax.training import run as run_lib
 
 
@@ -15,10 +14,6 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains the flat base model and returns the summary."""
-    run = run_lib.prepare_run(config, workdir, options.METHOD.fingerprint_fields)
-    (model, _), = build_models(config, run.dataset.num_classes).values()
-    stage = loop.Stage(name='base', model=model,
-                       task=tasks.ClassificationTask(run.dataset.num_classes),
-                       train_config=config.train, optim_config=config.optim)
-    result = run_lib.run_stage(run, stage)
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
+    result = run_lib.run_stage(run, run_lib.flat_stage(run, 'base'))
     return run_lib.finish(run, result.final, {'base': result})

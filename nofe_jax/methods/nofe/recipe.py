@@ -122,8 +122,8 @@ def make_specialty_update(run: run_lib.Run, subsets: CountSubsets) -> loop.Hook:
         outcome = (f'skipped, the generalist is near chance on S (kappa {kappa:.3f} < '
                    f'min_kappa {nofe.min_kappa})' if skipped else
                    f'{change["moved"]} classes moved, sizes {change["sizes"]}')
-        print(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {outcome}; '
-              f'specialty acc on S {accuracy:.4f}, kappa {kappa:.3f}', flush=True)
+        reporting.log(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {outcome}; '
+                      f'specialty acc on S {accuracy:.4f}, kappa {kappa:.3f}')
         ctx.meta.setdefault('history', []).append({
             'step': ctx.step, 'epoch': ctx.epoch, 'moved': change['moved'],
             'sizes': change['sizes'], 'specialty_top1': accuracy, 'kappa': kappa,
@@ -151,11 +151,11 @@ def report_partition(run: run_lib.Run, assignment: np.ndarray, history: list[dic
     """Prints the partition, writes specialties.json/png; returns its summary entries (incl. NMI)."""
     nofe, dataset = run.config.nofe, run.dataset
     names = specialty_names(assignment, dataset.class_names, nofe.num_experts)
-    print(f'specialties ({nofe.specialties}, K={nofe.num_experts}):', flush=True)
+    reporting.log(f'specialties ({nofe.specialties}, K={nofe.num_experts}):')
     for k, members in enumerate(names):
         shown = ', '.join(members[:PRINTED_NAMES_PER_SPECIALTY]) or '(empty)'
         more = len(members) - PRINTED_NAMES_PER_SPECIALTY
-        print(f'  {k}: {shown}' + (f' (+{more} more)' if more > 0 else ''), flush=True)
+        reporting.log(f'  {k}: {shown}' + (f' (+{more} more)' if more > 0 else ''))
     if not history:  # a fixed source: one entry, so every source leaves the same files
         write_specialties_json(run, [{'step': 0, 'epoch': 0.0, 'assignment': assignment.tolist()}])
     reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
@@ -172,9 +172,9 @@ def report_partition(run: run_lib.Run, assignment: np.ndarray, history: list[dic
                 specialties.random_balanced(dataset.num_classes, nofe.num_experts, rng), truth)
                 for _ in range(RANDOM_NMI_DRAWS)]))
             for name, truth in dataset.class_groupings.items()}
-        print('NMI of the specialties with ' + ', '.join(
+        reporting.log('NMI of the specialties with ' + ', '.join(
             f'{name}: {value:.3f} (random balanced: {entries["random_partition_nmi"][name]:.3f})'
-            for name, value in entries['specialty_nmi'].items()), flush=True)
+            for name, value in entries['specialty_nmi'].items()))
     return entries
 
 
@@ -208,14 +208,8 @@ def fixed_specialties(run: run_lib.Run, rng: np.random.Generator, stages: dict,
         synsets = semantic.class_synsets(run.dataset.name, wordnet)
         return specialties.wordnet_specialties(synsets, nofe.num_experts)
     # spectral: a flat base model first, then its confusion on S.
-    stage = loop.Stage(name='spectral_base',
-                       model=registry.build_base(run.config.model.name, num_classes,
-                                                 **run_lib.model_overrides(run.config)),
-                       task=tasks.ClassificationTask(num_classes),
-                       train_config=run.config.generalist.train,
-                       optim_config=run.config.generalist.optim,
-                       train_indices=subsets.stage1_train_indices, config_block='generalist')
-    result = run_lib.run_stage(run, stage)
+    result = run_lib.run_stage(run, run_lib.flat_stage(run, 'spectral_base', 'generalist',
+                                                       subsets.stage1_train_indices))
     stages['spectral_base'] = result
     predicted = result.predict(subsets.draw(rng))
     matrix = confusion.confusion_matrix(predicted['label'], predicted['top1'], num_classes)
@@ -243,7 +237,7 @@ def nofe_stage(run: run_lib.Run, assignment: np.ndarray, init_from) -> tuple[loo
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Generalist (learning the specialties) then the network of experts (config validated)."""
     nofe = config.nofe
-    run = run_lib.prepare_run(config, workdir, options.METHOD.fingerprint_fields)
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
     num_classes = run.dataset.num_classes
     check_num_experts(nofe.num_experts, num_classes)
     rng = np.random.default_rng(config.seed)
@@ -258,11 +252,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stages['generalist'] = result
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
-        generalist_variables = {'params': result.state.params, **result.state.model_state}
+        generalist_variables = result.variables
     partition = report_partition(run, assignment, history)
     warning = empty_specialties_warning(assignment, nofe.num_experts, nofe.specialties)
     if warning:
-        print(f'WARNING: {warning}', flush=True)
+        reporting.log(f'WARNING: {warning}')
     stage, layout = nofe_stage(run, assignment, generalist_variables if nofe.init == 'generalist' else None)
     result = run_lib.run_stage(run, stage)
     stages['nofe'] = result
