@@ -326,8 +326,8 @@ def run_stage(stage: Stage, dataset, normalization, config: ml_collections.Confi
     Raises ``TrainingStopped`` after saving a checkpoint if SIGTERM or SIGINT arrives.
     """
     with stop_signals() as received:
-        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received,
-                              later_examples)
+        result = _StageTraining(stage, dataset, normalization, config, workdir, writer, received,
+                                later_examples).train()
     if received:  # after the last step's check: the stage is complete and saved
         raise TrainingStopped(received[0], stage.name, int(jax.device_get(result.state.step)))
     return result
@@ -367,130 +367,152 @@ class GroupingArrays:
         self.device = self._to_device(self.host)
 
 
-def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
-                 workdir: str, writer: reporting.MetricWriter, stop: list[int],
-                 later_examples: int) -> StageResult:
-    start_time = time.perf_counter()
-    runner = _Runner(stage, dataset, normalization, config)
-    train_config = stage.train_config
-    sample = runner.model_input()
-    state = runner.init_state(sample)
-    host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
-    fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
-    meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
-    meta.setdefault('health', [])
-    ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=train_config.keep_checkpoints)
-    if ckpt.latest_step() is not None:
-        restored = ckpt.restore(state, host_grouping, fingerprint)
-        for line in restored.set_aside:
-            reporting.log(f'[{stage.name}] WARNING: {line}')
-        state, meta, host_grouping = restored.state, restored.meta, restored.grouping
-        reporting.log(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
-    meta['fingerprint'] = fingerprint
-    grouping = GroupingArrays(host_grouping, runner.device_grouping)
-    step = int(jax.device_get(state.step))
-    progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name,
-                                  later_examples)
-    log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
-                                          epoch=round(s / runner.steps_per_epoch, 4))
-    period, period_start = [], step
-    final: dict[str, float] = {}
-    # The training loss is judged over the log period holding the end of the first epoch.
-    learning_check_step = min(runner.steps_per_epoch, runner.total_steps)
+class _StageTraining:
+    """One stage trained from its start (or its latest checkpoint) to its end: the state, the
+    grouping arrays and metadata, the current log period, and the periodic actions over them."""
 
-    def warn(found: str | None) -> None:
-        if found is not None and found not in (w['message'] for w in meta['health']):
-            reporting.log(f'[{stage.name}] WARNING: {found}')
-            meta['health'].append({'step': step, 'message': found})
+    def __init__(self, stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
+                 workdir: str, writer: reporting.MetricWriter, stop: list[int], later_examples: int):
+        self.start_time = time.perf_counter()
+        self.stage, self.dataset, self.config, self.writer, self.stop = stage, dataset, config, writer, stop
+        self.runner = runner = _Runner(stage, dataset, normalization, config)
+        train_config = stage.train_config
+        sample = runner.model_input()
+        state = runner.init_state(sample)
+        host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+        fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
+        meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
+        meta.setdefault('health', [])
+        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
+                                                 max_to_keep=train_config.keep_checkpoints)
+        if self.ckpt.latest_step() is not None:
+            restored = self.ckpt.restore(state, host_grouping, fingerprint)
+            for line in restored.set_aside:
+                reporting.log(f'[{stage.name}] WARNING: {line}')
+            state, meta, host_grouping = restored.state, restored.meta, restored.grouping
+            reporting.log(f'[{stage.name}] resumed from step {int(state.step)} ({self.ckpt.directory})')
+        meta['fingerprint'] = fingerprint
+        self.state, self.meta = state, meta
+        self.grouping = GroupingArrays(host_grouping, runner.device_grouping)
+        self.step = int(jax.device_get(state.step))
+        self.progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name,
+                                           later_examples)
+        self.period: list[dict] = []  # the step metrics since the last log
+        self.period_start = self.step
+        self.final: dict[str, float] = {}
+        # The training loss is judged over the log period holding the end of the first epoch.
+        self.learning_check_step = min(runner.steps_per_epoch, runner.total_steps)
 
-    def evaluate(last: bool) -> dict[str, float]:
-        metrics, histograms = runner.evaluate(state, grouping.device, dataset.test)
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        self.writer.write(step, scalars, stage=self.stage.name,
+                          epoch=round(step / self.runner.steps_per_epoch, 4))
+
+    def warn(self, found: str | None) -> None:
+        """Prints and records a health warning, once per message."""
+        if found is not None and found not in (w['message'] for w in self.meta['health']):
+            reporting.log(f'[{self.stage.name}] WARNING: {found}')
+            self.meta['health'].append({'step': self.step, 'message': found})
+
+    def evaluate(self, last: bool) -> dict[str, float]:
+        metrics, histograms = self.runner.evaluate(self.state, self.grouping.device, self.dataset.test)
         if last and histograms is not None:  # a model may pass through a collapsed phase early
-            warn(health.collapse_warning(*histograms))
+            self.warn(health.collapse_warning(*histograms))
         return {f'test/{k}': v for k, v in metrics.items()}
 
-    def log_period() -> None:
-        nonlocal period, period_start
-        _check_finite(stage, [m['objective'] for m in period], period_start)
-        sums = jax.tree.map(lambda *xs: sum(xs), *period)
+    def log_period(self) -> None:
+        stage, runner, step = self.stage, self.runner, self.step
+        _check_finite(stage, [m['objective'] for m in self.period], self.period_start)
+        sums = jax.tree.map(lambda *xs: sum(xs), *self.period)
         scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
         scalars['train/lr'] = float(runner.schedule(step - 1))
-        rate = progress.report(step, step / runner.steps_per_epoch,
-                               {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+        rate = self.progress.report(step, step / runner.steps_per_epoch,
+                                    {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
         if np.isfinite(rate):  # NaN for a period of the first step only (its compilation)
             scalars['train/images_per_s'] = rate
-        log(step, scalars)
-        if period_start < learning_check_step <= step:
-            warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
-        period, period_start = [], step
+        self.log(step, scalars)
+        if self.period_start < self.learning_check_step <= step:
+            self.warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
+        self.period, self.period_start = [], step
 
-    def run_hook(hook: Hook) -> None:
-        ctx = HookContext(step=step, epoch=step / runner.steps_per_epoch, state=state,
-                          grouping=grouping.host, meta=meta,
-                          rng=np.random.default_rng([config.seed, step]),
-                          predict=functools.partial(runner.predict, state, grouping.device),
-                          log=lambda scalars: log(step, scalars))
+    def run_hook(self, hook: Hook) -> None:
+        step = self.step
+        ctx = HookContext(step=step, epoch=step / self.runner.steps_per_epoch, state=self.state,
+                          grouping=self.grouping.host, meta=self.meta,
+                          rng=np.random.default_rng([self.config.seed, step]),
+                          predict=functools.partial(self.runner.predict, self.state,
+                                                    self.grouping.device),
+                          log=lambda scalars: self.log(step, scalars))
         new_grouping = hook.fn(ctx)
         faults.reached('hook')
         if new_grouping is not None:
-            grouping.update(new_grouping)
+            self.grouping.update(new_grouping)
 
-    def evaluate_and_log() -> None:
-        nonlocal final
-        final = evaluate(step == runner.total_steps)
-        log(step, final)
-        reporting.log(f'[{stage.name}] step {step}: '
-                      + ' '.join(f'{k}={v:.4f}' for k, v in final.items()))
+    def evaluate_and_log(self) -> None:
+        self.final = self.evaluate(self.step == self.runner.total_steps)
+        self.log(self.step, self.final)
+        reporting.log(f'[{self.stage.name}] step {self.step}: '
+                      + ' '.join(f'{k}={v:.4f}' for k, v in self.final.items()))
 
-    def save() -> None:
-        nonlocal start_time
-        meta['wall_time_s'] += time.perf_counter() - start_time
-        start_time = time.perf_counter()
-        ckpt.save(state, grouping.host, meta)
+    def save(self) -> None:
+        self.meta['wall_time_s'] += time.perf_counter() - self.start_time
+        self.start_time = time.perf_counter()
+        self.ckpt.save(self.state, self.grouping.host, self.meta)
         faults.reached('checkpoint')
 
-    every = runner.to_steps
-    actions = (
-        Periodic('log', every(train_config.log_every), log_period),
-        *(Periodic(f'hook {h.name}', every(h.every), functools.partial(run_hook, h),
-                   start=every(h.start), at_end=False, needs_finite=True) for h in stage.hooks),
-        Periodic('eval', every(train_config.eval_every), evaluate_and_log),
-        Periodic('checkpoint', every(train_config.checkpoint_every), save, on_stop=True, needs_finite=True),
-    )
-    clock_started = False
-    while step < runner.total_steps:
-        epoch = step // runner.steps_per_epoch
-        batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
-        for batch in batches:
-            state, metrics = runner.train_step(
-                state, parallel.to_global(batch, runner.batch_sharding), grouping.device)
-            faults.reached('step')
-            period.append(metrics)
-            step += 1
-            if not clock_started:  # the rate starts after the first step's compilation
-                jax.block_until_ready(metrics)
-                progress.start_clock(step)
-                clock_started = True
-            last = step == runner.total_steps
-            for action in actions:
-                if action.due(step, last, bool(stop)):
-                    began = time.perf_counter()
-                    if action.needs_finite:
-                        check_state_finite(stage, state, [m['objective'] for m in period],
-                                           period_start)
-                    action.run()
-                    if action.name != 'log':  # eval, hooks and saves are not training time
-                        progress.exclude(time.perf_counter() - began)
-            if stop:
-                ckpt.close()
-                raise TrainingStopped(stop[0], stage.name, step)
-            if last:
-                break
+    def actions(self) -> tuple[Periodic, ...]:
+        """What runs between steps, in this order: log, hooks, eval, checkpoint."""
+        every, train_config = self.runner.to_steps, self.stage.train_config
+        return (
+            Periodic('log', every(train_config.log_every), self.log_period),
+            *(Periodic(f'hook {h.name}', every(h.every), functools.partial(self.run_hook, h),
+                       start=every(h.start), at_end=False, needs_finite=True)
+              for h in self.stage.hooks),
+            Periodic('eval', every(train_config.eval_every), self.evaluate_and_log),
+            Periodic('checkpoint', every(train_config.checkpoint_every), self.save, on_stop=True,
+                     needs_finite=True),
+        )
 
-    if not final:  # resumed after the last step: evaluate the restored state
-        final = evaluate(True)
-    ckpt.close()
-    meta['wall_time_s'] += time.perf_counter() - start_time
-    return StageResult(state=state, grouping=grouping.host, meta=meta, final=final,
-                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label,
-                       predict=functools.partial(runner.predict, state, grouping.device))
+    def run_actions(self, actions: tuple[Periodic, ...], last: bool) -> None:
+        """The actions due after the current step; their time is not training time (but the log's)."""
+        for action in actions:
+            if action.due(self.step, last, bool(self.stop)):
+                began = time.perf_counter()
+                if action.needs_finite:
+                    check_state_finite(self.stage, self.state,
+                                       [m['objective'] for m in self.period], self.period_start)
+                action.run()
+                if action.name != 'log':
+                    self.progress.exclude(time.perf_counter() - began)
+
+    def train(self) -> StageResult:
+        """Steps to the stage's end (raising ``TrainingStopped`` on a stop signal), then the result."""
+        runner, actions, clock_started = self.runner, self.actions(), False
+        while self.step < runner.total_steps:
+            epoch = self.step // runner.steps_per_epoch
+            batches = itertools.islice(runner.train_batches(epoch),
+                                       self.step % runner.steps_per_epoch, None)
+            for batch in batches:
+                self.state, metrics = runner.train_step(
+                    self.state, parallel.to_global(batch, runner.batch_sharding), self.grouping.device)
+                faults.reached('step')
+                self.period.append(metrics)
+                self.step += 1
+                if not clock_started:  # the rate starts after the first step's compilation
+                    jax.block_until_ready(metrics)
+                    self.progress.start_clock(self.step)
+                    clock_started = True
+                last = self.step == runner.total_steps
+                self.run_actions(actions, last)
+                if self.stop:
+                    self.ckpt.close()
+                    raise TrainingStopped(self.stop[0], self.stage.name, self.step)
+                if last:
+                    break
+        if not self.final:  # resumed after the last step: evaluate the restored state
+            self.final = self.evaluate(True)
+        self.ckpt.close()
+        self.meta['wall_time_s'] += time.perf_counter() - self.start_time
+        return StageResult(state=self.state, grouping=self.grouping.host, meta=self.meta,
+                           final=self.final, wall_time_s=self.meta['wall_time_s'],
+                           top1_label=self.stage.task.top1_label,
+                           predict=functools.partial(runner.predict, self.state, self.grouping.device))
