@@ -77,9 +77,9 @@ def optim_config() -> ml_collections.ConfigDict:
 
 # Each method's own options and their defaults live with the method (nofe_jax/methods/<name>/
 # options.py), set there once; these name them for the configs.
-nofe_config = methods.METHODS['nofe'].defaults      # Network of Experts (spec/nofe.md)
-dmde_config = methods.METHODS['dmde'].defaults      # Deep Mixture of Diverse Experts (spec/dmde.md)
-deepme_config = methods.METHODS['deepme'].defaults  # DeepME (spec/deepme.md)
+nofe_config = methods.METHODS['nofe'].defaults      # Network of Experts
+dmde_config = methods.METHODS['dmde'].defaults      # Deep Mixture of Diverse Experts
+deepme_config = methods.METHODS['deepme'].defaults  # DeepME
 
 
 def add_method(config: ml_collections.ConfigDict, name: str) -> None:

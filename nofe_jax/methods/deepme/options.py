@@ -3,13 +3,14 @@ its checkpoints fit only. Imports no jax."""
 import ml_collections
 
 from nofe_jax import validation
-from nofe_jax.methods.method import Method
-from nofe_jax.training.durations import duration_problem
 from nofe_jax.grouping import DEEPME_GROUPINGS
+from nofe_jax.methods.method import Method
 from nofe_jax.models import names
+from nofe_jax.training.durations import duration_problem
+
 
 def defaults() -> ml_collections.ConfigDict:
-    """DeepME options (spec/deepme.md)."""
+    """DeepME options and their defaults."""
     return ml_collections.ConfigDict(dict(
         class_table='',               # the class -> synset table giving Theta ('' = the dataset's
                                       # name; 'wnid': the class names are WordNet ids)

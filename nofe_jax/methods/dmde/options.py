@@ -3,13 +3,14 @@ its checkpoints fit only. Imports no jax."""
 import ml_collections
 
 from nofe_jax import validation
-from nofe_jax.methods.method import Method
-from nofe_jax.training.durations import duration_problem
 from nofe_jax.grouping import ONTOLOGY_SOURCES
+from nofe_jax.methods.method import Method
 from nofe_jax.models import names
+from nofe_jax.training.durations import duration_problem
+
 
 def defaults() -> ml_collections.ConfigDict:
-    """Deep Mixture of Diverse Experts options (spec/dmde.md)."""
+    """Deep Mixture of Diverse Experts options and their defaults."""
     return ml_collections.ConfigDict(dict(
         ontology='semantic',          # semantic (WordNet LCH) | visual (a flat model's features,
                                       # trained first) | coarse (the dataset's superclasses) | random
@@ -29,7 +30,7 @@ def defaults() -> ml_collections.ConfigDict:
         similarity_update_every='1 epoch',  # S and L recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give S
         fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
-        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect, spec/dmde.md)
+        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect)
         phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
                                       # (spec 1e-6: Eq. 7's ratio then wrecks fine-tuning, README)
         base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval

@@ -6,11 +6,12 @@ import ml_collections
 
 from nofe_jax import validation
 from nofe_jax.methods.method import Method
-from nofe_jax.training.durations import duration_problem
 from nofe_jax.models import names
+from nofe_jax.training.durations import duration_problem
+
 
 def defaults() -> ml_collections.ConfigDict:
-    """Network of Experts options (spec/nofe.md)."""
+    """Network of Experts options and their defaults."""
     return ml_collections.ConfigDict(dict(
         num_experts=10,               # K
         specialties='learned',        # learned | spectral | random | wordnet | file
