@@ -14,6 +14,7 @@ import pytest
 from experiments.configs import cifar100_dmde, quickstart
 from nofe_jax import methods
 from nofe_jax.grouping import layout as group_layout_lib
+from nofe_jax.methods import group_stages
 from nofe_jax.methods.dmde import model as dmde_model
 from nofe_jax.models import group_networks, registry
 from nofe_jax.training import losses, tasks
@@ -219,8 +220,8 @@ def test_image_folders_named_by_wordnet_ids_get_a_semantic_ontology_from_wordnet
     from nofe_jax import validation
     from nofe_jax.grouping import ontology
     names = ['n02084071', 'n02958343', 'n02121808', 'n04490091']  # dog, car, cat, truck
-    lch = groups.wordnet_similarity(names, 'dmde.class_table')
+    lch = group_stages.wordnet_similarity(names, 'dmde.class_table')
     categories = ontology.spectral_categories(lch, 2, np.random.default_rng(0))
     assert categories[0] == categories[2] and categories[1] == categories[3] != categories[0]
     with pytest.raises(validation.ConfigError, match="class_table='wnid' needs WordNet ids"):
-        groups.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')
+        group_stages.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')
