@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import layers, registry
-from nofe_jax.training import recipes
+from nofe_jax import methods
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -89,7 +89,7 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, dict]:
     """{model: {'params', 'trainable_params', 'flops_per_image'}} for every model the recipe trains."""
     num_classes, image_shape = data_shape(config.data)
     return {name: describe_model(model, image_shape, args)
-            for name, (model, args) in recipes.RECIPES[config.recipe].build_models(
+            for name, (model, args) in methods.METHODS[config.recipe].recipe().build_models(
                 config, num_classes).items()}
 
 

@@ -1,4 +1,4 @@
-r"""Trains and evaluates the recipe a config names.
+r"""Trains and evaluates the method a config names (``config.recipe``).
 
   python -m experiments.run --config=experiments/configs/quickstart.py --workdir=/tmp/q
   python -m experiments.run --config=experiments/configs/cifar100_base.py:model=nin_c100 \
@@ -21,9 +21,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 # Only what checks the command line: jax, flax, optax and orbax load after the config passed.
-from nofe_jax import validation
+from nofe_jax import methods, validation
 from nofe_jax.data import sources
-from nofe_jax.training import config_checks, faults
+from nofe_jax.training import faults
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:arg]).',
                                           lock_config=True)
@@ -94,15 +94,14 @@ def exit_with_message(error: Exception) -> NoReturn:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Runs the recipe ``config`` names; a signal's stop or a user error exits with its message."""
-    from nofe_jax import checkpoints  # the training machinery: seconds of imports (jax, orbax)
-    from nofe_jax.training import loop, recipes
+    """Runs the method ``config`` names; a signal's stop or a user error exits with its message."""
+    from nofe_jax.training import checkpoints, loop  # the training machinery: seconds of imports
 
     # Errors whose message says what to do; anything else is a bug and keeps its traceback.
     user_errors = (validation.ConfigError, sources.DatasetNotFoundError, checkpoints.CheckpointError,
                    loop.NonFiniteLossError)
     try:
-        recipes.train_and_evaluate(config, workdir)
+        methods.train_and_evaluate(config, workdir)
     except loop.TrainingStopped as e:
         print(e, file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
@@ -120,7 +119,7 @@ def main(argv):
     except ValueError as e:
         sys.exit(f'error: {e}')
     try:
-        config_checks.validate(_CONFIG.value, _WORKDIR.value)
+        methods.validate(_CONFIG.value, _WORKDIR.value)
     except validation.ConfigError as e:
         exit_with_message(e)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -1,6 +1,7 @@
-"""What a run leaves behind: metrics.jsonl, TensorBoard events, progress lines,
-plots and summary.json. Only process 0 writes."""
+"""What a run leaves behind: messages and progress lines (``log``), metrics.jsonl, TensorBoard
+events, plots and summary.json. Only process 0 writes or prints."""
 import json
+import logging
 import math
 import os
 import sys
@@ -14,6 +15,49 @@ import numpy as np
 def is_writer() -> bool:
     """True on the process that writes files (process 0)."""
     return jax.process_index() == 0
+
+
+# Every message of a run goes through this one logger, printed by process 0 only. It is the
+# standard library's, not absl's handler: absl formats for stderr with a per-line prefix, and
+# experiments.run lowers absl's verbosity to WARNING to keep orbax's INFO lines off the terminal;
+# ours are the run's own output, plain lines on stdout.
+LOGGER_NAME = 'nofe_jax'
+
+
+class _ProcessZero(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return is_writer()
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to ``sys.stdout`` as it is when a message is written (a redirect, pytest's
+    capture), flushing each line."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        del value
+
+
+def logger() -> logging.Logger:
+    """The run's logger: INFO and above, as plain lines on stdout, on process 0 only."""
+    found = logging.getLogger(LOGGER_NAME)
+    if not found.handlers:
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        found.addHandler(handler)
+        found.addFilter(_ProcessZero())
+        found.setLevel(logging.INFO)
+        found.propagate = False  # absl's root handler would print it again
+    return found
+
+
+def log(message: str) -> None:
+    """Prints ``message`` (process 0 only)."""
+    logger().info(message)
 
 
 def json_safe(obj):
@@ -91,6 +135,9 @@ class RunLog:
         return len(self._runs) - 1
 
 
+# Our own writer and progress lines, not clu's metric_writers / periodic_actions: clu is not a
+# dependency (its last release, 0.0.12, predates our pinned jax 0.10.2), and these do the same job
+# in a few lines: JSON lines + TensorBoard on process 0, and a rate that leaves out eval time.
 class MetricWriter:
     """Scalars to ``metrics.jsonl`` (one object per call) and TensorBoard events; with a
     ``run_log``, the run's wall time to ``runs.json`` at every call."""
@@ -132,27 +179,43 @@ class MetricWriter:
 
 
 class Progress:
-    """One terminal line per log step: epoch, step, loss, images/s and ETA."""
+    """One terminal line per log step of a stage: epoch, step, loss, images/s and the run's ETA.
 
-    def __init__(self, total_steps: int, batch_size: int, stage: str, stream=sys.stdout):
-        self._total, self._batch, self._stage, self._stream = total_steps, batch_size, stage, stream
-        self._t0 = self._last_time = time.perf_counter()
+    The rate counts training time only: the compilation of the first step (``start_clock``) and
+    the time spent evaluating, in hooks and saving (``exclude``) are taken out, so the rate does
+    not jump after an eval. The ETA covers the rest of this stage and ``later_examples``, the
+    examples the run's stages still to come will train on.
+    """
+
+    def __init__(self, total_steps: int, batch_size: int, stage: str, later_examples: int = 0):
+        self._total, self._batch, self._stage = total_steps, batch_size, stage
+        self._later = later_examples
+        self._last_time = time.perf_counter()
         self._last_step = None
+        self._excluded = 0.0  # seconds not spent training since the last report
+
+    def start_clock(self, step: int) -> None:
+        """The rate is measured from ``step`` on (call it once the first step has finished)."""
+        self._last_step, self._last_time, self._excluded = step, time.perf_counter(), 0.0
+
+    def exclude(self, seconds: float) -> None:
+        """``seconds`` since the last report were not spent training (eval, hooks, saving)."""
+        self._excluded += seconds
 
     def report(self, step: int, epoch: float, scalars: Mapping[str, float]) -> float:
-        """Prints the line and returns the measured images/s since the last report."""
+        """Prints the line and returns the measured images/s since the last report (NaN for a
+        period that held the compilation or no step)."""
         now = time.perf_counter()
-        if self._last_step is None:
-            rate = float('nan')  # the first period includes compilation
-        else:
-            rate = (step - self._last_step) * self._batch / max(now - self._last_time, 1e-9)
-        eta = (self._total - step) * self._batch / rate if rate == rate and rate > 0 else float('nan')
-        self._last_step, self._last_time = step, now
-        if is_writer():
-            extra = ' '.join(f'{k}={v:.4f}' for k, v in scalars.items() if k != 'loss')
-            print(f'[{self._stage}] epoch {epoch:6.2f} step {step:7d}/{self._total} '
-                  f'loss {scalars.get("loss", float("nan")):.4f} {extra} '
-                  f'{rate:8.1f} img/s ETA {_format_seconds(eta)}', file=self._stream, flush=True)
+        trained = max(now - self._last_time - self._excluded, 1e-9)
+        steps = step - self._last_step if self._last_step is not None else 0
+        rate = steps * self._batch / trained if steps > 0 else float('nan')
+        remaining = (self._total - step) * self._batch + self._later
+        eta = remaining / rate if rate == rate and rate > 0 else float('nan')
+        self._last_step, self._last_time, self._excluded = step, now, 0.0
+        extra = ' '.join(f'{k}={v:.4f}' for k, v in scalars.items() if k != 'loss')
+        log(f'[{self._stage}] epoch {epoch:6.2f} step {step:7d}/{self._total} '
+            f'loss {scalars.get("loss", float("nan")):.4f} {extra} '
+            f'{rate:8.1f} img/s ETA {_format_seconds(eta)}')
         return rate
 
 

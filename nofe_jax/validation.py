@@ -50,6 +50,21 @@ def range_problem(field: str, value, *, low=None, high=None, low_open: bool = Fa
     return None
 
 
+def fits_classes(count: int, num_classes: int, low: int = 1) -> bool:
+    """The rule for a count of groups, experts or classes per group the C classes must fill:
+    ``low <= count <= num_classes``."""
+    return low <= count <= num_classes
+
+
+def check_fits_classes(field: str, value: int, num_classes: int, *, symbol: str, low: int = 1) -> None:
+    """Raises ``ConfigError`` unless ``value`` fits the C classes (``fits_classes``): config field
+    ``field`` (``symbol``: K, M, T), checked once the data's C is known."""
+    if not fits_classes(value, num_classes, low):
+        raise ConfigError(
+            f'{field}={value} does not fit {num_classes} classes: choose {low} <= {symbol} <= '
+            f'{num_classes} (--config.{field}=...).')
+
+
 def workdir_problem(workdir: str) -> str | None:
     """The workdir cannot be created or written: it is a file, or its folder is not writable."""
     path = os.path.abspath(workdir)

@@ -91,14 +91,14 @@ class _Tee(io.TextIOBase):
 
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory):
-    """trained_run(config) -> TrainedRun: ``recipes.train_and_evaluate(config, workdir)``, run once
+    """trained_run(config) -> TrainedRun: ``methods.train_and_evaluate(config, workdir)``, run once
     per session for each distinct config (compared by value), whichever tests ask for it.
 
     Several files train the very same config (the quickstart smoke; the fixed-source NofE runs)
     and only read the result; this trains it once. Tests that change a workdir (resume, damage
     a checkpoint), patch the library or must see a run start train their own.
     """
-    from nofe_jax.training import recipes
+    from nofe_jax import methods
     runs = {}
 
     def run(config):
@@ -107,7 +107,7 @@ def trained_run(tmp_path_factory):
             workdir = tmp_path_factory.mktemp('trained_run')
             printed = io.StringIO()
             with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
-                summary = recipes.train_and_evaluate(config, str(workdir))
+                summary = methods.train_and_evaluate(config, str(workdir))
             runs[key] = TrainedRun(summary, workdir, printed.getvalue())
         summary, workdir, stdout = runs[key]
         return TrainedRun(copy.deepcopy(summary), workdir, stdout)

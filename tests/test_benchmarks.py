@@ -174,7 +174,7 @@ def test_notebook_is_nbformat4_without_outputs():
     for cell in code:
         assert cell['outputs'] == [] and cell['execution_count'] is None
     source = '\n'.join(''.join(cell['source']) for cell in code)
-    for needle in ('jax.devices()', 'pip install -r requirements.txt', 'recipes.train_and_evaluate',
+    for needle in ('jax.devices()', 'pip install -r requirements.txt', 'methods.train_and_evaluate',
                    "'model=resnet56_c100'", 'specialties.png',
                    'learning_curves.png', 'summary.json'):
         assert needle in source, needle

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SCRIPT = textwrap.dedent('''
     import json, sys
     from experiments.configs import quickstart
-    from nofe_jax.training import recipes
+    from nofe_jax import methods
     pid, nproc, port, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     config = quickstart.get_config('smoke')
     for name in ('generalist', 'experts'):
@@ -22,7 +22,7 @@ _SCRIPT = textwrap.dedent('''
     if nproc > 1:
         config.distributed.update(coordinator_address=f'127.0.0.1:{port}',
                                   num_processes=nproc, process_id=pid)
-    summary = recipes.train_and_evaluate(config, workdir)
+    summary = methods.train_and_evaluate(config, workdir)
     import jax
     print('RESULT', json.dumps({'processes': jax.process_count(), **summary['final'],
                                 'specialties': summary['specialties']}))

@@ -8,8 +8,9 @@ import pytest
 
 from experiments import build_fashion_pairs as pairs, describe
 from experiments.configs import fashion_pairs, quickstart
+from nofe_jax import methods
 from nofe_jax.data import sources
-from nofe_jax.training import health, loop, recipes
+from nofe_jax.training import health, loop
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +27,7 @@ def test_tiny_branch_experts_learn_100_real_classes_in_one_epoch(pairs_npz, tmp_
                                       f'path={pairs_npz}')
     config.nofe.init = 'scratch'  # the experts alone, from scratch, one epoch of 2,000 images
     config.experts.train.batch_size = 50
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     assert summary['final']['test/top1'] > 0.15  # chance is 0.01
     assert summary['health_warnings'] == []
 
@@ -36,7 +37,7 @@ def test_generalist_at_chance_warns_and_leaves_the_map_unchanged(tmp_path):
     config.generalist.optim.lr = 0.0  # it cannot learn
     config.nofe.update_warmup = '0 steps'
     config.generalist.train.update(duration='2 epochs')
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     history = json.load(open(tmp_path / 'specialties.json'))
     assert len(history) >= 2 and all(h['skipped'] and h['moved'] == 0 for h in history)
     assert len({tuple(map(tuple, h['specialties'])) for h in history}) == 1
@@ -46,7 +47,7 @@ def test_generalist_at_chance_warns_and_leaves_the_map_unchanged(tmp_path):
 
 
 def test_quickstart_updates_from_a_learning_generalist_without_warnings(tmp_path):
-    summary = recipes.train_and_evaluate(quickstart.get_config(), str(tmp_path))
+    summary = methods.train_and_evaluate(quickstart.get_config(), str(tmp_path))
     assert summary['health_warnings'] == []
     history = summary['specialty_history']
     assert not any(h['skipped'] for h in history) and history[0]['kappa'] > 0.5
@@ -82,7 +83,7 @@ def test_held_out_counts_never_use_stage_one_training_images(tmp_path, monkeypat
     for source in ('learned', 'spectral'):
         config = quickstart.get_config('smoke')
         config.nofe.update(specialties=source, subset_source='holdout', subset_size=300)
-        recipes.train_and_evaluate(config, str(tmp_path / source))
+        methods.train_and_evaluate(config, str(tmp_path / source))
     num_train = len(sources.load_digits_dataset().train)
     assert trained and predicted
     for train_indices in trained:
@@ -96,7 +97,7 @@ def test_holdout_larger_than_the_training_set_is_refused(tmp_path):
     config = quickstart.get_config('smoke')
     config.nofe.update(subset_source='holdout', subset_size=5000)
     with pytest.raises(ValueError, match='subset_size=5000 leaves no training images'):
-        recipes.train_and_evaluate(config, str(tmp_path))
+        methods.train_and_evaluate(config, str(tmp_path))
 
 
 @pytest.mark.parametrize('source', ['random', 'spectral'])
@@ -118,7 +119,7 @@ def test_generalist_on_2000_real_images_learns_item_specialties(pairs_npz, tmp_p
     config = fashion_pairs.get_config(f'generalist_epochs=3,expert_epochs=1,path={pairs_npz}')
     config.nofe.subset_size = 500  # held out: 1,500 images train the generalist
     config.experts.train.duration = '10 steps'
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     history = summary['specialty_history']
     assert sum(h['moved'] for h in history if not h['skipped']) >= 20
     assert set(summary['specialty_nmi']) == {'left_item', 'right_item'}
@@ -178,7 +179,7 @@ def test_padding_gives_the_alexnet_branch_the_release_geometry(pairs_npz):
 def test_experts_start_from_the_generalist_branch_but_their_classifier(tmp_path):
     """generalist_head='branch': every expert's conv1 is the generalist's; the classifier stays fresh."""
     from nofe_jax.models import registry
-    from nofe_jax.training.recipes import nofe
+    from nofe_jax.methods.nofe import model as nofe
     x, slots = np.zeros((2, 8, 8, 1), np.float32), np.arange(10, dtype=np.int32)
     generalist = registry.generalist('tiny_cnn', 5, head='branch').init(jax.random.key(1), x, train=False)
     fresh = registry.build_nofe('tiny_cnn', 5, 2).init(jax.random.key(2), x, slots, train=False)
@@ -197,5 +198,5 @@ def test_experts_start_from_the_generalist_branch_but_their_classifier(tmp_path)
 def test_branch_headed_generalist_trains_end_to_end(tmp_path):
     config = quickstart.get_config('smoke')
     config.nofe.generalist_head = 'branch'
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(summary['final']['test/loss'])

@@ -14,9 +14,9 @@ from experiments.configs import (cifar100_base, cifar100_deepme, cifar100_dmde, 
                                  cifar100_param_matched, fashion_mnist_base, fashion_mnist_deepme,
                                  fashion_mnist_dmde, fashion_mnist_nofe, fashion_pairs, imagenet_nofe,
                                  quickstart)
-from nofe_jax import checkpoints
 from nofe_jax.data.sources import DatasetNotFoundError
-from nofe_jax.training import recipes
+from nofe_jax import methods
+from nofe_jax.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +97,7 @@ def _two_epoch_quickstart():
 @pytest.fixture(scope='module')
 def two_epoch_quickstart_summary(tmp_path_factory):
     """The uninterrupted run both resume tests compare with."""
-    return recipes.train_and_evaluate(_two_epoch_quickstart(), str(tmp_path_factory.mktemp('full')))
+    return methods.train_and_evaluate(_two_epoch_quickstart(), str(tmp_path_factory.mktemp('full')))
 
 
 @pytest.mark.parametrize('stage', ['generalist', 'nofe'])
@@ -114,8 +114,8 @@ def test_nofe_resumes_inside_each_stage_exactly(stage, tmp_path, monkeypatch,
     with monkeypatch.context() as m:
         m.setattr(checkpoints.StageCheckpoints, 'save', save)
         with pytest.raises(Preempted):
-            recipes.train_and_evaluate(config, str(tmp_path / 'cut'))
-    resumed = recipes.train_and_evaluate(config, str(tmp_path / 'cut'))
+            methods.train_and_evaluate(config, str(tmp_path / 'cut'))
+    resumed = methods.train_and_evaluate(config, str(tmp_path / 'cut'))
     assert resumed['final'] == full['final']
     assert resumed['specialties'] == full['specialties']
     assert resumed['specialty_history'] == full['specialty_history']
@@ -219,5 +219,5 @@ def test_fixed_specialty_sources_train_a_nofe(source, tmp_path, trained_run):
 def test_nofe_from_scratch_skips_the_generalist_for_fixed_specialties(tmp_path):
     config = quickstart.get_config('smoke')
     config.nofe.update(specialties='random', init='scratch')
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     assert list(summary['stages']) == ['nofe']

@@ -15,20 +15,21 @@ import pytest
 from experiments.configs import quickstart
 from nofe_jax import validation
 from nofe_jax.data import sources
+from nofe_jax import methods
 from nofe_jax.grouping import specialties
-from nofe_jax.training import config_checks, recipes
-from nofe_jax.training.recipes import nofe
+from nofe_jax.methods.nofe import options as nofe_options
+from nofe_jax.methods.nofe import recipe as nofe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _refused(config, workdir, *messages):
-    """recipes.train_and_evaluate refuses ``config``, naming every message, before reading data
+    """methods.train_and_evaluate refuses ``config``, naming every message, before reading data
     or writing to the workdir."""
     no_data = AssertionError('data was read before the config was validated')
     with mock.patch.object(sources, 'load_dataset', side_effect=no_data), \
             pytest.raises(validation.ConfigError) as e:
-        recipes.train_and_evaluate(config, str(workdir))
+        methods.train_and_evaluate(config, str(workdir))
     for message in messages:
         assert message in str(e.value)
     assert not os.path.exists(workdir) or not os.listdir(workdir)
@@ -42,8 +43,8 @@ def _nofe(**nofe_fields):
 
 
 def test_a_valid_config_has_no_problems(tmp_path):
-    assert config_checks.config_problems(_nofe(), str(tmp_path / 'run')) == []
-    assert config_checks.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
+    assert methods.config_problems(_nofe(), str(tmp_path / 'run')) == []
+    assert methods.config_problems(quickstart.get_config('smoke,base'), str(tmp_path / 'run')) == []
 
 
 def test_every_problem_is_reported_at_once_one_line_each(tmp_path):
@@ -79,12 +80,12 @@ def test_stage_loop_settings(field, value, message, tmp_path):
 def test_zero_periods_mean_at_the_end_and_are_accepted(tmp_path):
     config = _nofe()
     config.generalist.train.update(log_every='0 steps', eval_every='0 steps', checkpoint_every='0 steps')
-    assert config_checks.config_problems(config, str(tmp_path / 'run')) == []
+    assert methods.config_problems(config, str(tmp_path / 'run')) == []
 
 
 def test_zero_update_period_of_learned_specialties_is_refused(tmp_path):
     _refused(_nofe(update_every='0 steps'), tmp_path / 'run', 'nofe.update_every', 'never')
-    assert config_checks.config_problems(_nofe(update_every='0 steps', specialties='random'),
+    assert methods.config_problems(_nofe(update_every='0 steps', specialties='random'),
                                    str(tmp_path / 'run')) == []
 
 
@@ -109,7 +110,7 @@ def test_partition_file_using_fewer_ids_than_k_warns_with_sizes(tmp_path, capsys
     path = tmp_path / 'partition.txt'
     path.write_text('\n'.join(str(c % 4) for c in range(10)) + '\n')
     config = _nofe(specialties='file', partition_file=str(path), init='scratch')
-    summary = recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+    summary = methods.train_and_evaluate(config, str(tmp_path / 'run'))
     warning = 'use 4 of K=5 ids (sizes [3, 3, 2, 2, 0])'
     assert warning in capsys.readouterr().out
     assert any(warning in w for w in summary['specialty_warnings'])
@@ -122,7 +123,7 @@ def test_partition_file_with_too_few_lines_for_the_data_is_a_config_error(tmp_pa
     path.write_text('0\n1\n2\n')
     config = _nofe(specialties='file', partition_file=str(path), init='scratch')
     with pytest.raises(validation.ConfigError, match='nofe.partition_file'):
-        recipes.train_and_evaluate(config, str(tmp_path / 'run'))
+        methods.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 def test_npz_path_to_a_text_file(tmp_path):
@@ -163,7 +164,7 @@ def test_workdir_that_is_a_file(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('x')
     for workdir, message in ((afile, 'exists and is not a folder'), (afile / 'sub', 'is a file')):
-        problems = config_checks.config_problems(_nofe(), str(workdir))
+        problems = methods.config_problems(_nofe(), str(workdir))
         assert len(problems) == 1 and str(afile) in problems[0] and message in problems[0]
     assert afile.read_text() == 'x'
 
@@ -219,8 +220,9 @@ def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):
 
 
 def test_the_checks_name_what_the_training_machinery_implements():
-    assert config_checks.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
-    assert tuple(config_checks.RECIPE_CONFIGS) == tuple(recipes.RECIPES)
+    assert nofe_options.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
+    for method in methods.METHODS.values():  # one record per method: its checks and its recipe
+        assert callable(method.recipe().train_and_evaluate) and callable(method.recipe().build_models)
 
 
 # The training machinery: seconds of imports that checking a config must not pay for.
@@ -245,9 +247,9 @@ def test_checking_every_shipped_config_imports_no_training_machinery(tmp_path):
     assert len(configs) >= 9
     (tmp_path / 'configs.pkl').write_bytes(pickle.dumps(configs))
     code = ('import pickle, sys\n'
-            'from nofe_jax.training import config_checks\n'
+            'from nofe_jax import methods\n'
             'for config in pickle.load(open(sys.argv[1], "rb")):\n'
-            '    config_checks.config_problems(config, sys.argv[2])\n')
+            '    methods.config_problems(config, sys.argv[2])\n')
     assert _training_machinery_imported_by(code, str(tmp_path / 'configs.pkl'), str(tmp_path / 'run')) == []
 
 

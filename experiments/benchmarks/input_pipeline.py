@@ -18,8 +18,8 @@ Measured side by side in one run, for each data set:
   the device as the loop does (`parallel.to_global`), with no model: `pipeline_batches`
   batches per round (0 = one epoch), round r iterating epoch r.
 - model: the loop's jitted train step (`steps.make_train_step`, the config's optimiser) of
-  the flat base model (`recipes/base.py`'s stage, on the generalist's train/optim settings),
-  the K-way generalist and the NofE (`recipes.nofe.generalist_stage` / `nofe_stage` over a
+  the flat base model (`methods/flat/recipe.py`'s stage, on the generalist's train/optim settings),
+  the K-way generalist and the NofE (`methods/nofe/recipe.py`: `generalist_stage` / `nofe_stage` over a
   random balanced partition) on a few batches already on the device, compiled first,
   `iterations` steps per round (`--stages` picks which of the three).
 - base fed: the flat base model's train step on the batches of epoch r as the loop gets
@@ -59,10 +59,10 @@ from experiments.configs import fashion_mnist_nofe
 from nofe_jax import parallel
 from nofe_jax.data import sources
 from nofe_jax.grouping import specialties
+from nofe_jax.methods.nofe import recipe as nofe_recipe
 from nofe_jax.models import registry
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import common
-from nofe_jax.training.recipes import nofe as nofe_recipe
+from nofe_jax.training import run as run_lib
 
 DATASETS = ('idx', 'image_folder')
 MODEL_STAGES = ('base', 'generalist', 'nofe')
@@ -99,12 +99,12 @@ def data_config(dataset: str, config_args: str, batch_size: int, image_root: str
     return config
 
 
-def build_stages(run: common.Run, seed: int) -> dict[str, loop.Stage]:
+def build_stages(run: run_lib.Run, seed: int) -> dict[str, loop.Stage]:
     """The flat base model, the generalist and the NofE stages, as their recipes build them."""
     config, num_classes = run.config, run.dataset.num_classes
     partition = specialties.random_balanced(num_classes, config.nofe.num_experts, np.random.default_rng(seed))
     flat = loop.Stage(name='base', model=registry.build_base(config.model.name, num_classes,
-                                                             **common.model_overrides(config)),
+                                                             **run_lib.model_overrides(config)),
                       task=tasks.ClassificationTask(num_classes), train_config=config.generalist.train,
                       optim_config=config.generalist.optim)
     subsets = nofe_recipe.count_subsets(run)
@@ -159,7 +159,7 @@ def measure(dataset: str, config_args: str = '', batch_size: int = 0, image_root
     """One row: pipeline and model images/s on `dataset`, their ratio and the verdict."""
     config = data_config(dataset, config_args, batch_size, image_root)
     with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(io.StringIO()):
-        run = common.prepare_run(config, workdir)
+        run = run_lib.prepare_run(config, workdir)
         stages = {name: stage for name, stage in build_stages(run, seed).items() if name in model_stages}
         runners = {name: loop._Runner(stage, run.dataset, run.normalization, config)  # pylint: disable=W0212
                    for name, stage in stages.items()}

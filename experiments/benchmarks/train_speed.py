@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from experiments import benchmarks, describe
+from nofe_jax.methods.nofe.task import ExpertTask
 from nofe_jax.models import experts, registry
 from nofe_jax.training import steps, tasks
 from nofe_jax.training.state import create_train_state
@@ -62,7 +63,7 @@ def build_pair(name: str, num_classes: int, num_experts: int, batch_size: int) -
     grouping = {'class_slots': slots, 'class_to_specialty': slots // layout.c_max}
     return {
         'base': _timed_step(base, tasks.ClassificationTask(num_classes), {}, image_shape, batch_size, ()),
-        'nofe': _timed_step(registry.build_nofe(name, layout), tasks.ExpertTask(num_classes), grouping,
+        'nofe': _timed_step(registry.build_nofe(name, layout), ExpertTask(num_classes), grouping,
                             image_shape, batch_size, (slots,)),
     }
 

@@ -5,7 +5,7 @@ r"""Share of the NofE generalist stage's time spent in specialty updates, per CI
       --json_out=/tmp/share.json
 
 For every model the generalist stage is built as `cifar100_nofe.py:model=<m>` builds it
-(`recipes.common.prepare_run`, `recipes.nofe.generalist_stage`, the loop's `_Runner`), with the data
+(`training.run.prepare_run`, `methods.nofe.recipe.generalist_stage`, the loop's `_Runner`), with the data
 swapped for synthetic 32x32x3 images of 100 classes (`subset_size` or more of them; CIFAR-100
 is not on the offline machines). Measured side by side in one run:
 
@@ -20,7 +20,7 @@ is not on the offline machines). Measured side by side in one run:
   `predict_batches` (4) eval batches of S are timed and the time is scaled up to all of them
   (every eval batch, the last one padded, has the same shape, so the time per batch is the
   same; on 2 busy CPU cores resnet56_c100 takes 15-40 s per batch of 500); 0 predicts all of S.
-- assign: the real hook (`recipes.nofe.make_specialty_update`: count matrix, kappa, the
+- assign: the real hook (`methods.nofe.recipe.make_specialty_update`: count matrix, kappa, the
   config's `nofe.balance` on the counts with the stay bonus, change summary, specialties.json)
   on planted predictions for S, since a freshly initialised generalist is at chance and the
   hook would skip the assignment: `signal` of each class's images go to a preferred specialty
@@ -57,9 +57,9 @@ from experiments.configs import cifar100_nofe
 from nofe_jax import parallel
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import specialties
+from nofe_jax.methods.nofe import recipe as nofe_recipe
 from nofe_jax.training import durations, loop
-from nofe_jax.training.recipes import common
-from nofe_jax.training.recipes import nofe as nofe_recipe
+from nofe_jax.training import run as run_lib
 
 CIFAR100_TRAIN_SIZE = 50_000  # the update period is resolved on the real training set
 CIFAR100_CLASSES = 100
@@ -126,7 +126,7 @@ def measure(model: str, num_experts: int = 10, balance: str = 'fully_balanced', 
     config = cifar_config(model, num_experts, balance, subset_size)
     nc, tc = config.nofe, config.generalist.train
     with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(io.StringIO()):
-        run = common.prepare_run(config, workdir)
+        run = run_lib.prepare_run(config, workdir)
         rng = np.random.default_rng(seed)
         initial = specialties.random_balanced(CIFAR100_CLASSES, nc.num_experts, rng)
         subsets = nofe_recipe.count_subsets(run)

@@ -1,10 +1,14 @@
 """Defaults shared by every config: each field is set here once.
 
-Paper configs override what they need; nothing here is computed from another
-field (command-line overrides would leave it stale) — code derives.
+Each method's own options are set once with the method (``nofe_jax/methods/<name>/options.py``)
+and added here by ``add_method``. Paper configs override what they need; nothing here is computed
+from another field
+(command-line overrides would leave it stale) — code derives.
 Durations are strings with a unit: '30 epochs', '500 steps', '10000 examples'.
 """
 import ml_collections
+
+from nofe_jax import methods
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -71,124 +75,39 @@ def optim_config() -> ml_collections.ConfigDict:
     ))
 
 
-def nofe_config() -> ml_collections.ConfigDict:
-    """Network of Experts options (spec/nofe.md)."""
-    return ml_collections.ConfigDict(dict(
-        num_experts=10,               # K
-        specialties='learned',        # learned | spectral | random | wordnet | file
-        balance='fully_balanced',     # fully_balanced | elasso | greedy | optimal_balanced
-        elasso_lam=1000.0,            # stated for |S| = 10,000 (the paper's); scaled by |S| / 10,000
-        elasso_sweeps=0,              # 0 = until no class moves (capped); the release does 1
-        update_every='1 epoch',       # specialty re-assignment period of the generalist (> 0)
-        update_warmup='50000 examples',  # no re-assignment before this (the release's first update)
-        min_kappa=0.1,                # skip an update while the generalist's kappa on S is below this
-        stay_margin=1.0,              # a class moves only if it gains > margin * sqrt(its count on S)
-        subset_size=10000,            # |S|: training images predicted per update
-        subset_source='train',        # train: a fresh random S per update (paper) | holdout: a fixed S
-                                      # never trained on in stage 1 (also feeds spectral's confusion)
-        spectral_balanced=True,       # spectral: clusters under fully_balanced's capacities
-        partition_file='',            # specialties='file': one specialty id per class per line
-        init='generalist',            # trunk of the NofE: generalist | scratch
-        generalist_head='base',       # base (release): the base model's head, experts start random |
-                                      # branch: one expert branch, every expert starts from its layers
-        branch_init='release',        # AlexNet-C100/Quick experts' fresh conv4: release N(0, 0.01^2) |
-                                      # msra (He): keeps the trunk features' scale
-    ))
+# Each method's own options and their defaults live with the method (nofe_jax/methods/<name>/
+# options.py), set there once; these name them for the configs.
+nofe_config = methods.METHODS['nofe'].defaults      # Network of Experts
+dmde_config = methods.METHODS['dmde'].defaults      # Deep Mixture of Diverse Experts
+deepme_config = methods.METHODS['deepme'].defaults  # DeepME
 
 
-def add_nofe(config: ml_collections.ConfigDict) -> None:
-    """Turns a base config into a NofE one: options + generalist and experts stages.
-
-    The top-level train/optim blocks go: no NofE stage reads them, so an override such as
-    --config.train.duration fails as unknown instead of being silently ignored.
-    """
-    config.recipe = 'nofe'
-    config.nofe = nofe_config()
-    config.generalist = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
-    config.experts = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
-    del config['train'], config['optim']
-
-
-def dmde_config() -> ml_collections.ConfigDict:
-    """Deep Mixture of Diverse Experts options (spec/dmde.md)."""
-    return ml_collections.ConfigDict(dict(
-        ontology='semantic',          # semantic (WordNet LCH) | visual (a flat model's features,
-                                      # trained first) | coarse (the dataset's superclasses) | random
-        num_categories=10,            # category nodes (coarse: the dataset's number)
-        class_table='',               # the class -> synset / superclass table the semantic and
-                                      # coarse ontologies read ('' = the dataset's name; 'wnid':
-                                      # the class names are WordNet ids, read from WordNet)
-        group_size=50,                # M: classes per task group
-        overlap=0.5,                  # windows move by M * (1 - overlap); 1/(1-overlap) an integer
-        not_in_group_weight=0.0,      # share of a group's data term on not-in-group images
-                                      # (0: one class's share, 1 / (M + 1))
-        multitask=True,               # w_k = w_0 + v_k with the trace and Laplacian terms |
-                                      # False: a plain softmax per group (Table II's "no MT")
-        mu=1.0,                       # weight of the cross-entropy
-        delta1=1e-4,                  # weight of tr(W W^T)
-        delta2=1e-3,                  # weight of tr(W L W^T) / 2 (L: visual-similarity Laplacian)
-        similarity_update_every='1 epoch',  # S and L recomputed from the current networks
-        similarity_subset_size=1000,  # training images whose features give S
-        fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
-        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect, spec/dmde.md)
-        phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
-                                      # (spec 1e-6: Eq. 7's ratio then wrecks fine-tuning, README)
-        base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
-                                      # mode, no gradient, no decay), the spec's freeze_base
-    ))
-
-
-def _add_two_stage_recipe(config: ml_collections.ConfigDict, recipe: str,
-                          options: ml_collections.ConfigDict, stages: tuple[str, str]) -> None:
-    """``recipe``'s options under ``config[recipe]`` and a train/optim block per stage; the
-    top-level train/optim go (no stage reads them, so an override of them fails as unknown)."""
-    config.recipe = recipe
-    config[recipe] = options
-    for stage in stages:
+def add_method(config: ml_collections.ConfigDict, name: str) -> None:
+    """Turns a base config into one of method ``name``: its options + a train/optim block per
+    stage. The top-level train/optim blocks go: no stage of the method reads them, so an override
+    such as --config.train.duration fails as unknown instead of being silently ignored."""
+    method = methods.METHODS[name]
+    config.recipe = method.name
+    if method.option_block:
+        config[method.option_block] = method.defaults()
+    for stage in method.stage_blocks:
         config[stage] = ml_collections.ConfigDict({'train': train_config(), 'optim': optim_config()})
     del config['train'], config['optim']
 
 
+def add_nofe(config: ml_collections.ConfigDict) -> None:
+    """Turns a base config into a NofE one: options + generalist and experts stages."""
+    add_method(config, 'nofe')
+
+
 def add_dmde(config: ml_collections.ConfigDict) -> None:
     """Turns a base config into a DMDE one: options + bases and fusion stages."""
-    _add_two_stage_recipe(config, 'dmde', dmde_config(), ('bases', 'fusion'))
-
-
-def deepme_config() -> ml_collections.ConfigDict:
-    """DeepME options (spec/deepme.md)."""
-    return ml_collections.ConfigDict(dict(
-        class_table='',               # the class -> synset table giving Theta ('' = the dataset's
-                                      # name; 'wnid': the class names are WordNet ids)
-        groups='ssc',                 # ssc (soft spectral clustering of Theta) | random (NoSSC:
-                                      # the same sizes over randomly relabelled classes)
-        num_groups=15,                # T (the paper's ImageNet-10K value)
-        membership_threshold=0.3,     # delta: a class joins every group it has this membership in
-        fuzzifier=0.0,                # fuzzy c-means m; 0 = the dimension-aware default
-                                      # (clustering.default_fuzzifier; the spec's m=2 collapses)
-        mu=1.0,                       # weight of the cross-entropy
-        lambda1=1e-4,                 # weight of tr(W W^T)
-        lambda2=1e-3,                 # weight of tr(W L(Omega) W^T) / 2 (visual, recomputed)
-        lambda3=1e-3,                 # weight of tr(W L(Theta) W^T) / 2 (semantic, fixed)
-        similarity_update_every='1 epoch',  # Omega recomputed from the current networks
-        similarity_subset_size=1000,  # training images whose features give Omega
-        gate='learned',               # learned (an MLP) | equal (NoGate: 1 / sqrt(T) each)
-        gate_input='first',           # the gate MLP reads base network 0's features | all: every
-                                      # base network's, concatenated
-        gate_hidden=256,              # the gate MLP's hidden units
-        consistency='l1',             # l1 (on confidences) | hamming (thresholded, no gradient)
-        consistency_weight=1.0,       # weight of the consistency term of Eq. 4
-        alpha=1.0,                    # weight of the margin hinge of Eq. 4
-        beta=0.1,                     # its margin
-        mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
-                                      # Eq. 4 as written: its unit-L2 gate sticks at one group, README)
-        base_lr_mult=0.0,             # gate stage: the bases' lr multiplier; 0 = frozen (the
-                                      # paper), > 0 = fine-tuned end to end (spec's finetune_bases)
-    ))
+    add_method(config, 'dmde')
 
 
 def add_deepme(config: ml_collections.ConfigDict) -> None:
     """Turns a base config into a DeepME one: options + bases and gate stages."""
-    _add_two_stage_recipe(config, 'deepme', deepme_config(), ('bases', 'gate'))
+    add_method(config, 'deepme')
 
 
 # DeepME configs' `ablation` argument: the paper's ablations of DeepME itself (flat and dmde, the

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sps
 
+from nofe_jax import validation
 from nofe_jax.grouping import clustering
 
 ELASSO_MAX_SWEEPS = 100
@@ -23,8 +24,8 @@ ELASSO_REFERENCE_SUBSET_SIZE = 10_000
 
 
 def check_num_groups(num_classes: int, num_groups: int) -> None:
-    """Raises ValueError unless 1 <= num_groups <= num_classes."""
-    if not 1 <= num_groups <= num_classes:
+    """Raises ValueError unless 1 <= num_groups <= num_classes (``validation.fits_classes``)."""
+    if not validation.fits_classes(num_groups, num_classes):
         raise ValueError(
             f'num_groups (K) must be between 1 and the number of classes C={num_classes}, '
             f'got K={num_groups}. Choose K <= C (the paper uses K in {{2, 5, 10, 20, 50}} '

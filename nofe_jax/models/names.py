@@ -11,10 +11,10 @@ GENERALIST_HEADS = ('base', 'branch')
 # Fillers of the experts' fresh conv (`nofe.branch_init`) and the models whose branch takes one.
 BRANCH_INITS = ('release', 'msra')
 BRANCH_INIT_MODELS = ('alexnet_c100', 'alexnet_quick_c100')
-# DMDE's N-way classifier input (`dmde.fusion`, models/mixture.py): stacking function Eq. 7 or
+# DMDE's N-way classifier input (`dmde.fusion`, methods/dmde/model.py): stacking function Eq. 7 or
 # Eq. 12 of the group networks' probabilities, or their concatenated features (early fusion).
 FUSIONS = ('eq7', 'stack2', 'early')
-# DeepME's gate (`deepme.gate`, models/mixture.py: GatedMixture): a learned MLP, or equal weights
+# DeepME's gate (`deepme.gate`, methods/deepme/model.py: GatedMixture): a learned MLP, or equal weights
 # (the paper's NoGate ablation).
 GATES = ('learned', 'equal')
 # What the learned gate reads (`deepme.gate_input`): base network 0's features, or all of theirs.

@@ -7,7 +7,8 @@ several points may be listed (``'step:30,hook:1'``), the first reached wins. The
   hook        a host-side hook (e.g. a specialty update) has computed its result, not yet applied
   checkpoint  an asynchronous checkpoint save has started and is still being written
 
-Counts are per process, so a restarted run counts from 1 again. Unset (always, outside
+Counts are per process, so a restarted run counts from 1 again. The variable is read once per
+process, at the first point reached (the loop reaches one every step). Unset (always, outside
 the tests and ``experiments/benchmarks/kill_soak.py``), ``reached`` only counts.
 """
 import collections
@@ -18,6 +19,7 @@ ENV_VAR = 'NOFE_KILL_AT'
 POINTS = ('step', 'hook', 'checkpoint')
 
 _reached: collections.Counter = collections.Counter()
+_targets: dict[str, int] | None = None  # parsed from the environment at the first ``reached``
 
 
 def parse(spec: str) -> dict[str, int]:
@@ -34,7 +36,9 @@ def parse(spec: str) -> dict[str, int]:
 
 def reached(point: str) -> None:
     """Counts ``point``; SIGKILLs this process if ``NOFE_KILL_AT`` names this occurrence."""
+    global _targets
+    if _targets is None:
+        _targets = parse(os.environ.get(ENV_VAR, ''))
     _reached[point] += 1
-    spec = os.environ.get(ENV_VAR)
-    if spec and parse(spec).get(point) == _reached[point]:
+    if _targets.get(point) == _reached[point]:
         os.kill(os.getpid(), signal.SIGKILL)

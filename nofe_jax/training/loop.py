@@ -25,9 +25,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nofe_jax import checkpoints, parallel, reporting, validation
+from nofe_jax import parallel, reporting, validation
 from nofe_jax.data import pipeline, sources
-from nofe_jax.training import config_checks, durations, faults, health, optim, steps, tasks
+from nofe_jax.training import checkpoints, config_checks, durations, faults, health, optim, steps, tasks
 from nofe_jax.training.state import TrainState, create_train_state
 
 
@@ -109,7 +109,7 @@ class Stage:
     """One trained model: what to train, on which grouping, with which hooks."""
     name: str
     model: nn.Module
-    task: Any
+    task: tasks.Task
     train_config: ml_collections.ConfigDict
     optim_config: ml_collections.ConfigDict
     grouping: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -121,6 +121,10 @@ class Stage:
     train_indices: np.ndarray | None = None
     # The config block holding train_config/optim_config ('' = top level), named in messages.
     config_block: str = ''
+    # {dotted config field: value} the stage's checkpoints fit only (shapes of its grouping arrays
+    # and networks, meaning of its outputs): resuming with another value is refused, naming the
+    # field. ``training.run.run_stage`` adds the method's fields (``Method.fingerprint_fields``).
+    fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -133,6 +137,11 @@ class StageResult:
     wall_time_s: float
     top1_label: str  # what final['test/top1'] measures, e.g. 'specialty top-1 (5-way)'
     predict: Predict  # the trained state's named outputs on training examples
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The trained model's variables: {'params': ..., and its other collections}."""
+        return {'params': self.state.params, **self.state.model_state}
 
 
 def reduce_metrics(sums: dict[str, tuple]) -> dict[str, float]:
@@ -159,11 +168,11 @@ def config_field(stage: Stage, name: str) -> str:
 
 def learning_rate_fields(stage: Stage) -> str:
     """The config fields that set ``stage``'s learning rate, with their values."""
-    oc, prefix = stage.optim_config, config_field(stage, 'optim')
-    rate = f'{prefix}.lr={oc.lr}'
-    if oc.schedule == 'piecewise' and oc.boundary_lrs:
-        rate += f', {prefix}.boundary_lrs={tuple(oc.boundary_lrs)}'
-    return f'{rate} ({prefix}.schedule={oc.schedule!r}, {prefix}.warmup={oc.warmup!r})'
+    optim_config, prefix = stage.optim_config, config_field(stage, 'optim')
+    rate = f'{prefix}.lr={optim_config.lr}'
+    if optim_config.schedule == 'piecewise' and optim_config.boundary_lrs:
+        rate += f', {prefix}.boundary_lrs={tuple(optim_config.boundary_lrs)}'
+    return f'{rate} ({prefix}.schedule={optim_config.schedule!r}, {prefix}.warmup={optim_config.warmup!r})'
 
 
 def non_finite_error(stage: Stage, what: str, step: int) -> NonFiniteLossError:
@@ -199,29 +208,11 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
         raise non_finite_error(stage, 'parameters became NaN or Inf', int(jax.device_get(state.step)))
 
 
-# Config fields a stage's checkpoint fits only (shapes, meaning of the outputs). Anything else,
-# e.g. the duration, the periods or the learning rate, may change when a run is resumed.
-_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
-                       'nofe.num_experts', 'nofe.generalist_head', 'dmde.ontology',
-                       'dmde.num_categories', 'dmde.group_size', 'dmde.overlap', 'dmde.multitask',
-                       'dmde.fusion', 'data.source')
-
-
-def checkpoint_fingerprint(stage: Stage, config: ml_collections.ConfigDict, dataset,
-                           input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """What a checkpoint of ``stage`` records of its config, to refuse resuming another."""
-    return {'stage': stage.name, **{path: _config_value(config, path) for path in _FINGERPRINT_FIELDS},
-            'dataset': dataset.name, 'num_classes': dataset.num_classes,
-            'input_shape': [int(d) for d in input_shape]}
-
-
-def _config_value(config: ml_collections.ConfigDict, path: str):
-    """The field at dotted ``path``, or None where the config has no such block (a base run's nofe)."""
-    for name in path.split('.'):
-        if name not in config:
-            return None
-        config = config[name]
-    return config
+def checkpoint_fingerprint(stage: Stage, dataset, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a checkpoint of ``stage`` records of its config and data, to refuse resuming another:
+    the stage's own ``fingerprint`` (config fields), its name, the data's classes and input shape."""
+    return {'stage': stage.name, **stage.fingerprint, 'dataset': dataset.name,
+            'num_classes': dataset.num_classes, 'input_shape': [int(d) for d in input_shape]}
 
 
 class _Runner:
@@ -233,21 +224,21 @@ class _Runner:
         self.preprocess = config.data.preprocess
         self.mesh = parallel.data_mesh()
         self.batch_sharding = parallel.batch_sharded(self.mesh)
-        tc = stage.train_config
-        validation.raise_problems(config_checks.train_config_problems(tc, config_field(stage, 'train')))
-        parallel.check_batch_size(tc.batch_size, self.mesh, 'batch_size')
+        train_config = stage.train_config
+        validation.raise_problems(config_checks.train_config_problems(train_config, config_field(stage, 'train')))
+        parallel.check_batch_size(train_config.batch_size, self.mesh, 'batch_size')
         # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
-        self.eval_batch_size = parallel.padded_batch_size(tc.eval_batch_size, self.mesh)
+        self.eval_batch_size = parallel.padded_batch_size(train_config.eval_batch_size, self.mesh)
         self.train_source = (dataset.train if stage.train_indices is None
                              else sources.SubsetSource(dataset.train, stage.train_indices))
-        self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), tc.batch_size)
+        self.steps_per_epoch = pipeline.steps_per_epoch(len(self.train_source), train_config.batch_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f'batch_size={tc.batch_size} is larger than the training set '
+            raise ValueError(f'batch_size={train_config.batch_size} is larger than the training set '
                              f'({len(self.train_source)} examples).')
-        self.total_steps = self.to_steps(tc.duration)
+        self.total_steps = self.to_steps(train_config.duration)
         self.schedule = optim.learning_rate_schedule(
             stage.optim_config, total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch, batch_size=tc.batch_size)
+            steps_per_epoch=self.steps_per_epoch, batch_size=train_config.batch_size)
         repl = parallel.replicated(self.mesh)
         self.train_step = jax.jit(steps.make_train_step(stage.task),
                                   donate_argnums=0, out_shardings=repl)
@@ -263,10 +254,10 @@ class _Runner:
         return {'process_index': jax.process_index(), 'process_count': jax.process_count()}
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
-        tc = self.stage.train_config
+        train_config = self.stage.train_config
         # Preprocess the next batches on a host thread while the device runs the step.
         return pipeline.prefetch(pipeline.train_batches(
-            self.train_source, tc.batch_size, epoch=epoch, seed=self.config.seed,
+            self.train_source, train_config.batch_size, epoch=epoch, seed=self.config.seed,
             preprocess=self.preprocess, normalization=self.normalization, **self.process_kwargs()))
 
     def eval_batches(self, source, indices=None) -> Iterator[dict]:
@@ -328,13 +319,15 @@ class _Runner:
 
 
 def run_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
-              workdir: str, writer: reporting.MetricWriter) -> StageResult:
+              workdir: str, writer: reporting.MetricWriter, later_examples: int = 0) -> StageResult:
     """Trains ``stage`` to its duration (resuming if a checkpoint exists) and evaluates it.
 
+    ``later_examples``: what the run's stages after this one will train on, for the ETA.
     Raises ``TrainingStopped`` after saving a checkpoint if SIGTERM or SIGINT arrives.
     """
     with stop_signals() as received:
-        result = _train_stage(stage, dataset, normalization, config, workdir, writer, received)
+        result = _StageTraining(stage, dataset, normalization, config, workdir, writer, received,
+                                later_examples).train()
     if received:  # after the last step's check: the stage is complete and saved
         raise TrainingStopped(received[0], stage.name, int(jax.device_get(result.state.step)))
     return result
@@ -374,120 +367,152 @@ class GroupingArrays:
         self.device = self._to_device(self.host)
 
 
-def _train_stage(stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
-                 workdir: str, writer: reporting.MetricWriter, stop: list[int]) -> StageResult:
-    start_time = time.perf_counter()
-    runner = _Runner(stage, dataset, normalization, config)
-    tc = stage.train_config
-    sample = runner.model_input()
-    state = runner.init_state(sample)
-    host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
-    fingerprint = checkpoint_fingerprint(stage, config, dataset, sample.shape[1:])
-    meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
-    meta.setdefault('health', [])
-    ckpt = checkpoints.StageCheckpoints(workdir, stage.name, max_to_keep=tc.keep_checkpoints)
-    if ckpt.latest_step() is not None:
-        restored = ckpt.restore(state, host_grouping, fingerprint)
-        for line in restored.set_aside:
-            print(f'[{stage.name}] WARNING: {line}', flush=True)
-        state, meta, host_grouping = restored.state, restored.meta, restored.grouping
-        print(f'[{stage.name}] resumed from step {int(state.step)} ({ckpt.directory})')
-    meta['fingerprint'] = fingerprint
-    grouping = GroupingArrays(host_grouping, runner.device_grouping)
-    step = int(jax.device_get(state.step))
-    progress = reporting.Progress(runner.total_steps, tc.batch_size, stage.name)
-    log = lambda s, scalars: writer.write(s, scalars, stage=stage.name,
-                                          epoch=round(s / runner.steps_per_epoch, 4))
-    period, period_start = [], step
-    final: dict[str, float] = {}
-    # The training loss is judged over the log period holding the end of the first epoch.
-    learning_check_step = min(runner.steps_per_epoch, runner.total_steps)
+class _StageTraining:
+    """One stage trained from its start (or its latest checkpoint) to its end: the state, the
+    grouping arrays and metadata, the current log period, and the periodic actions over them."""
 
-    def warn(found: str | None) -> None:
-        if found is not None and found not in (w['message'] for w in meta['health']):
-            print(f'[{stage.name}] WARNING: {found}', flush=True)
-            meta['health'].append({'step': step, 'message': found})
+    def __init__(self, stage: Stage, dataset, normalization, config: ml_collections.ConfigDict,
+                 workdir: str, writer: reporting.MetricWriter, stop: list[int], later_examples: int):
+        self.start_time = time.perf_counter()
+        self.stage, self.dataset, self.config, self.writer, self.stop = stage, dataset, config, writer, stop
+        self.runner = runner = _Runner(stage, dataset, normalization, config)
+        train_config = stage.train_config
+        sample = runner.model_input()
+        state = runner.init_state(sample)
+        host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
+        fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
+        meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
+        meta.setdefault('health', [])
+        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
+                                                 max_to_keep=train_config.keep_checkpoints)
+        if self.ckpt.latest_step() is not None:
+            restored = self.ckpt.restore(state, host_grouping, fingerprint)
+            for line in restored.set_aside:
+                reporting.log(f'[{stage.name}] WARNING: {line}')
+            state, meta, host_grouping = restored.state, restored.meta, restored.grouping
+            reporting.log(f'[{stage.name}] resumed from step {int(state.step)} ({self.ckpt.directory})')
+        meta['fingerprint'] = fingerprint
+        self.state, self.meta = state, meta
+        self.grouping = GroupingArrays(host_grouping, runner.device_grouping)
+        self.step = int(jax.device_get(state.step))
+        self.progress = reporting.Progress(runner.total_steps, train_config.batch_size, stage.name,
+                                           later_examples)
+        self.period: list[dict] = []  # the step metrics since the last log
+        self.period_start = self.step
+        self.final: dict[str, float] = {}
+        # The training loss is judged over the log period holding the end of the first epoch.
+        self.learning_check_step = min(runner.steps_per_epoch, runner.total_steps)
 
-    def evaluate(last: bool) -> dict[str, float]:
-        metrics, histograms = runner.evaluate(state, grouping.device, dataset.test)
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        self.writer.write(step, scalars, stage=self.stage.name,
+                          epoch=round(step / self.runner.steps_per_epoch, 4))
+
+    def warn(self, found: str | None) -> None:
+        """Prints and records a health warning, once per message."""
+        if found is not None and found not in (w['message'] for w in self.meta['health']):
+            reporting.log(f'[{self.stage.name}] WARNING: {found}')
+            self.meta['health'].append({'step': self.step, 'message': found})
+
+    def evaluate(self, last: bool) -> dict[str, float]:
+        metrics, histograms = self.runner.evaluate(self.state, self.grouping.device, self.dataset.test)
         if last and histograms is not None:  # a model may pass through a collapsed phase early
-            warn(health.collapse_warning(*histograms))
+            self.warn(health.collapse_warning(*histograms))
         return {f'test/{k}': v for k, v in metrics.items()}
 
-    def log_period() -> None:
-        nonlocal period, period_start
-        _check_finite(stage, [m['objective'] for m in period], period_start)
-        sums = jax.tree.map(lambda *xs: sum(xs), *period)
+    def log_period(self) -> None:
+        stage, runner, step = self.stage, self.runner, self.step
+        _check_finite(stage, [m['objective'] for m in self.period], self.period_start)
+        sums = jax.tree.map(lambda *xs: sum(xs), *self.period)
         scalars = {f'train/{k}': v for k, v in reduce_metrics(jax.device_get(sums)).items()}
         scalars['train/lr'] = float(runner.schedule(step - 1))
-        rate = progress.report(step, step / runner.steps_per_epoch,
-                               {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
-        if np.isfinite(rate):  # the first period includes compilation
+        rate = self.progress.report(step, step / runner.steps_per_epoch,
+                                    {'loss': scalars['train/loss'], 'top1': scalars['train/top1']})
+        if np.isfinite(rate):  # NaN for a period of the first step only (its compilation)
             scalars['train/images_per_s'] = rate
-        log(step, scalars)
-        if period_start < learning_check_step <= step:
-            warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
-        period, period_start = [], step
+        self.log(step, scalars)
+        if self.period_start < self.learning_check_step <= step:
+            self.warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
+        self.period, self.period_start = [], step
 
-    def run_hook(hook: Hook) -> None:
-        ctx = HookContext(step=step, epoch=step / runner.steps_per_epoch, state=state,
-                          grouping=grouping.host, meta=meta,
-                          rng=np.random.default_rng([config.seed, step]),
-                          predict=functools.partial(runner.predict, state, grouping.device),
-                          log=lambda scalars: log(step, scalars))
+    def run_hook(self, hook: Hook) -> None:
+        step = self.step
+        ctx = HookContext(step=step, epoch=step / self.runner.steps_per_epoch, state=self.state,
+                          grouping=self.grouping.host, meta=self.meta,
+                          rng=np.random.default_rng([self.config.seed, step]),
+                          predict=functools.partial(self.runner.predict, self.state,
+                                                    self.grouping.device),
+                          log=lambda scalars: self.log(step, scalars))
         new_grouping = hook.fn(ctx)
         faults.reached('hook')
         if new_grouping is not None:
-            grouping.update(new_grouping)
+            self.grouping.update(new_grouping)
 
-    def evaluate_and_log() -> None:
-        nonlocal final
-        final = evaluate(step == runner.total_steps)
-        log(step, final)
-        print(f'[{stage.name}] step {step}: ' + ' '.join(f'{k}={v:.4f}' for k, v in final.items()),
-              flush=True)
+    def evaluate_and_log(self) -> None:
+        self.final = self.evaluate(self.step == self.runner.total_steps)
+        self.log(self.step, self.final)
+        reporting.log(f'[{self.stage.name}] step {self.step}: '
+                      + ' '.join(f'{k}={v:.4f}' for k, v in self.final.items()))
 
-    def save() -> None:
-        nonlocal start_time
-        meta['wall_time_s'] += time.perf_counter() - start_time
-        start_time = time.perf_counter()
-        ckpt.save(state, grouping.host, meta)
+    def save(self) -> None:
+        self.meta['wall_time_s'] += time.perf_counter() - self.start_time
+        self.start_time = time.perf_counter()
+        self.ckpt.save(self.state, self.grouping.host, self.meta)
         faults.reached('checkpoint')
 
-    every = runner.to_steps
-    actions = (
-        Periodic('log', every(tc.log_every), log_period),
-        *(Periodic(f'hook {h.name}', every(h.every), functools.partial(run_hook, h),
-                   start=every(h.start), at_end=False, needs_finite=True) for h in stage.hooks),
-        Periodic('eval', every(tc.eval_every), evaluate_and_log),
-        Periodic('checkpoint', every(tc.checkpoint_every), save, on_stop=True, needs_finite=True),
-    )
-    while step < runner.total_steps:
-        epoch = step // runner.steps_per_epoch
-        batches = itertools.islice(runner.train_batches(epoch), step % runner.steps_per_epoch, None)
-        for batch in batches:
-            state, metrics = runner.train_step(
-                state, parallel.to_global(batch, runner.batch_sharding), grouping.device)
-            faults.reached('step')
-            period.append(metrics)
-            step += 1
-            last = step == runner.total_steps
-            for action in actions:
-                if action.due(step, last, bool(stop)):
-                    if action.needs_finite:
-                        check_state_finite(stage, state, [m['objective'] for m in period],
-                                           period_start)
-                    action.run()
-            if stop:
-                ckpt.close()
-                raise TrainingStopped(stop[0], stage.name, step)
-            if last:
-                break
+    def actions(self) -> tuple[Periodic, ...]:
+        """What runs between steps, in this order: log, hooks, eval, checkpoint."""
+        every, train_config = self.runner.to_steps, self.stage.train_config
+        return (
+            Periodic('log', every(train_config.log_every), self.log_period),
+            *(Periodic(f'hook {h.name}', every(h.every), functools.partial(self.run_hook, h),
+                       start=every(h.start), at_end=False, needs_finite=True)
+              for h in self.stage.hooks),
+            Periodic('eval', every(train_config.eval_every), self.evaluate_and_log),
+            Periodic('checkpoint', every(train_config.checkpoint_every), self.save, on_stop=True,
+                     needs_finite=True),
+        )
 
-    if not final:  # resumed after the last step: evaluate the restored state
-        final = evaluate(True)
-    ckpt.close()
-    meta['wall_time_s'] += time.perf_counter() - start_time
-    return StageResult(state=state, grouping=grouping.host, meta=meta, final=final,
-                       wall_time_s=meta['wall_time_s'], top1_label=stage.task.top1_label,
-                       predict=functools.partial(runner.predict, state, grouping.device))
+    def run_actions(self, actions: tuple[Periodic, ...], last: bool) -> None:
+        """The actions due after the current step; their time is not training time (but the log's)."""
+        for action in actions:
+            if action.due(self.step, last, bool(self.stop)):
+                began = time.perf_counter()
+                if action.needs_finite:
+                    check_state_finite(self.stage, self.state,
+                                       [m['objective'] for m in self.period], self.period_start)
+                action.run()
+                if action.name != 'log':
+                    self.progress.exclude(time.perf_counter() - began)
+
+    def train(self) -> StageResult:
+        """Steps to the stage's end (raising ``TrainingStopped`` on a stop signal), then the result."""
+        runner, actions, clock_started = self.runner, self.actions(), False
+        while self.step < runner.total_steps:
+            epoch = self.step // runner.steps_per_epoch
+            batches = itertools.islice(runner.train_batches(epoch),
+                                       self.step % runner.steps_per_epoch, None)
+            for batch in batches:
+                self.state, metrics = runner.train_step(
+                    self.state, parallel.to_global(batch, runner.batch_sharding), self.grouping.device)
+                faults.reached('step')
+                self.period.append(metrics)
+                self.step += 1
+                if not clock_started:  # the rate starts after the first step's compilation
+                    jax.block_until_ready(metrics)
+                    self.progress.start_clock(self.step)
+                    clock_started = True
+                last = self.step == runner.total_steps
+                self.run_actions(actions, last)
+                if self.stop:
+                    self.ckpt.close()
+                    raise TrainingStopped(self.stop[0], self.stage.name, self.step)
+                if last:
+                    break
+        if not self.final:  # resumed after the last step: evaluate the restored state
+            self.final = self.evaluate(True)
+        self.ckpt.close()
+        self.meta['wall_time_s'] += time.perf_counter() - self.start_time
+        return StageResult(state=self.state, grouping=self.grouping.host, meta=self.meta,
+                           final=self.final, wall_time_s=self.meta['wall_time_s'],
+                           top1_label=self.stage.task.top1_label,
+                           predict=functools.partial(runner.predict, self.state, self.grouping.device))

@@ -1,33 +1,22 @@
 """Tasks: how a model's outputs meet the labels.
 
-The steps and the loop know nothing of what a model's outputs mean; they ask the stage's task.
-A new method brings a task (and a model) and reuses both. For a batch, a step calls:
-
-  model_kwargs(grouping)        extra model inputs (the NofE's class slots)
-  targets(labels, grouping)     what the outputs are trained on: class or specialty ids [B],
-                                or per group [B, G] for methods with overlapping task groups
-  loss(logits, out, targets, params, grouping)
-                                the scalar objective: the data term and any regularisers
-  metrics(logits, out, targets, labels, grouping, mask)
-                                (sum, count) pairs, in training and evaluation; every task reports
-                                'loss' (its mean cross-entropy, which the health check compares
-                                with ln(num_targets)) and 'top1'
-  evaluation_metrics(...)       same arguments; whole-split measures added at evaluation only
-  predictions(logits, out, grouping, names)
-                                named outputs for host-side updates ('top1', 'probabilities',
-                                'features'), only those asked for
+The steps and the loop know nothing of what a model's outputs mean; they ask the stage's task
+(``Task``, below, says what a task provides). A new method brings a task (in its own
+``methods/<name>/task.py``) and a model, and reuses both; the tasks here are the ones several
+methods share: ``ClassificationTask`` (every flat softmax) and ``GroupTask`` (the stacked group
+networks of DMDE and DeepME).
 
 ``grouping`` holds device arrays that may change between epochs without changing shapes
 (a class -> specialty map, slot tables, loss weights), so changing them never recompiles.
 """
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from nofe_jax.models import mixture
+from nofe_jax.models import group_networks
 from nofe_jax.training import losses
 
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -35,6 +24,42 @@ Grouping = dict[str, jax.Array]
 
 # Evaluation entry: (predicted, true) target histograms [num_targets], for the health check.
 PREDICTION_HISTOGRAMS = 'prediction_histograms'
+
+
+class Task(Protocol):
+    """What a stage's steps ask of its task, for a batch (all jax, traced inside the step)."""
+
+    @property
+    def num_targets(self) -> int:
+        """Outputs of the softmax the loss trains (the health check's chance level is ln of this)."""
+
+    @property
+    def top1_label(self) -> str:
+        """What this task's top-1 measures, e.g. 'top-1 (10-way)', for the summary."""
+
+    def model_kwargs(self, grouping: Grouping) -> dict[str, Any]:
+        """Extra model inputs (the NofE's class slots, the group tables)."""
+
+    def targets(self, labels: jax.Array, grouping: Grouping) -> jax.Array:
+        """What the outputs are trained on: class or specialty ids [B], or per group [B, G]."""
+
+    def loss(self, logits: jax.Array, out: dict[str, jax.Array], targets: jax.Array, params: Any,
+             grouping: Grouping) -> jax.Array:
+        """The scalar objective: the data term and any regularisers."""
+
+    def metrics(self, logits: jax.Array, out: dict[str, jax.Array], targets: jax.Array,
+                labels: jax.Array, grouping: Grouping, mask: jax.Array) -> Metrics:
+        """(sum, count) pairs, in training and evaluation; every task reports 'loss' (its mean
+        cross-entropy, which the health check compares with ln(num_targets)) and 'top1'."""
+
+    def evaluation_metrics(self, logits: jax.Array, out: dict[str, jax.Array], targets: jax.Array,
+                           labels: jax.Array, grouping: Grouping, mask: jax.Array) -> Metrics:
+        """Whole-split measures added at evaluation only (same arguments as ``metrics``)."""
+
+    def predictions(self, logits: jax.Array, out: dict[str, jax.Array], grouping: Grouping,
+                    names: Sequence[str]) -> dict[str, jax.Array]:
+        """Named outputs for host-side updates ('top1', 'probabilities', 'features'), only those
+        asked for."""
 
 
 def classification_metrics(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> Metrics:
@@ -112,28 +137,6 @@ class ClassificationTask:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExpertTask(ClassificationTask):
-    """The NofE's softmax over C gathered from the K branches; adds routing metrics.
-
-    specialty_top1: the argmax's specialty is the true specialty ("routed
-    right"); within_specialty_top1: top-1 among the examples routed right
-    ("expert right"), so top1 = specialty_top1 * within_specialty_top1.
-    """
-
-    def model_kwargs(self, grouping):
-        return {'class_slots': grouping['class_slots']}
-
-    def metrics(self, logits, out, targets, labels, grouping, mask):
-        class_to_specialty = grouping['class_to_specialty']
-        predicted = jnp.argmax(logits, axis=-1)
-        routed = (class_to_specialty[predicted] == class_to_specialty[labels]).astype(jnp.float32)
-        correct = (predicted == labels).astype(jnp.float32)
-        return {**super().metrics(logits, out, targets, labels, grouping, mask),
-                'specialty_top1': (jnp.sum(routed * mask), jnp.sum(mask)),
-                'within_specialty_top1': (jnp.sum(correct * mask), jnp.sum(routed * mask))}
-
-
-@dataclasses.dataclass(frozen=True)
 class GroupTask:
     """G stacked group networks, each a softmax over its m_max class slots (DMDE stage 1: and a
     last not-in-group output; DeepME's base networks: without one), trained at once on per-group
@@ -176,7 +179,7 @@ class GroupTask:
         return grouping['class_targets'][labels]
 
     def _masked(self, logits: jax.Array, grouping: Grouping) -> jax.Array:
-        return mixture.mask_padded_slots(logits, grouping['slot_mask'])
+        return group_networks.mask_padded_slots(logits, grouping['slot_mask'])
 
     def _inside_outside(self, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[B, G] weights of (image, group) pairs whose target is a class slot / not-in-group."""
@@ -201,7 +204,7 @@ class GroupTask:
     def loss(self, logits, out, targets, params, grouping) -> jax.Array:
         del out
         data = self._data_term(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
-        weights = mixture.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
+        weights = group_networks.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
         total = (self.mu * data + self.delta1 * losses.trace_penalty(weights)
                  + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
         if self.delta3:
@@ -236,83 +239,3 @@ class GroupTask:
         """Per group: 'top1' [B, G], 'probabilities' [B, G, outputs]; 'features' [B, G * d]
         (reshape to [B, G, d])."""
         return {name: PREDICTORS[name](self._masked(logits, grouping), out) for name in names}
-
-
-@dataclasses.dataclass(frozen=True)
-class FusionTask(ClassificationTask):
-    """DMDE stage 2: the N-way softmax over the stacked group networks; adds top-10."""
-
-    def model_kwargs(self, grouping):
-        return {'slot_classes': grouping['slot_classes'], 'slot_mask': grouping['slot_mask']}
-
-    def metrics(self, logits, out, targets, labels, grouping, mask):
-        return {**super().metrics(logits, out, targets, labels, grouping, mask),
-                'top10': losses.summed(losses.topk_correct(logits, targets, 10), mask)}
-
-
-@dataclasses.dataclass(frozen=True)
-class MixtureTask(ClassificationTask):
-    """DeepME's gated mixture over the T group networks (``mixture.GatedMixture``), Eq. 4:
-
-      mean over images of  sum_t phi_t loss_t / sum_t phi_t^2            (gate-weighted base losses)
-                         + consistency_weight * consistency              (groups sharing a class agree)
-                         + alpha * max(P(wrong) - P(true) + beta, 0)      (margin on the mixture P)
-
-    loss_t = -log p_t(true class), a group network giving 0 (the class is not in its group)
-    floored at ``probability_floor``. With unit-L2 weights, part 1 has a local minimum at every
-    one-hot gate (leaving e_t for a better group first raises sum_t phi_t loss_t), so a gate
-    that starts sending an image to a group holding its class keeps it there; the mixture's own
-    cross-entropy -log(F_y / sum F) (weight ``mixture_ce_weight``; 0 = Eq. 4 as written) pulls
-    toward the groups that hold the class from anywhere.
-    Grouping arrays: ``slot_classes``, ``slot_mask``, ``class_targets`` [C, T] (slot or -1),
-    ``pairs`` / ``pair_mask`` (``mixture.shared_class_pairs``). Metrics: the mixture's top-1/3/5,
-    gate_top1 (phi's largest weight is on a group holding the true class); at evaluation, per
-    group the in-group top-1 of its network (``group_top1``, the mean over groups).
-    """
-    consistency: str = 'l1'  # l1 | hamming (thresholded decisions, no gradient)
-    consistency_weight: float = 1.0
-    alpha: float = 1.0
-    beta: float = 0.1
-    mixture_ce_weight: float = 0.0
-    probability_floor: float = 1e-6
-
-    def model_kwargs(self, grouping):
-        return {'slot_classes': grouping['slot_classes'], 'slot_mask': grouping['slot_mask']}
-
-    def loss_terms(self, out, labels, grouping) -> dict[str, jax.Array]:
-        """The three parts of Eq. 4 per image, [B] each."""
-        probs, phi = out['group_probs'], out['phi']
-        true = losses.true_class_probability(probs, grouping['class_targets'][labels])
-        group_losses = -jnp.log(jnp.maximum(true, self.probability_floor))
-        consistency = (losses.consistency_l1 if self.consistency == 'l1' else losses.consistency_hamming)
-        return {'gated': losses.gate_weighted_loss(group_losses, phi),
-                'consistency': consistency(probs, grouping['pairs'], grouping['pair_mask']),
-                'hinge': losses.margin_hinge(out['mixture'], labels, self.beta)}
-
-    def loss(self, logits, out, targets, params, grouping):
-        del params
-        terms = self.loss_terms(out, targets, grouping)
-        return jnp.mean(terms['gated'] + self.consistency_weight * terms['consistency']
-                        + self.alpha * terms['hinge']
-                        + self.mixture_ce_weight * losses.cross_entropy(logits, targets))
-
-    def metrics(self, logits, out, targets, labels, grouping, mask):
-        terms = self.loss_terms(out, labels, grouping)
-        held = grouping['class_targets'][labels] >= 0  # [B, T]
-        gate_right = jnp.take_along_axis(held, jnp.argmax(out['phi'], axis=-1)[:, None], axis=-1)[:, 0]
-        return {**super().metrics(logits, out, targets, labels, grouping, mask),
-                'top3': losses.summed(losses.topk_correct(logits, targets, 3), mask),
-                'gate_top1': losses.summed(gate_right.astype(jnp.float32), mask),
-                **{f'loss_{name}': losses.summed(value, mask) for name, value in terms.items()}}
-
-    def evaluation_metrics(self, logits, out, targets, labels, grouping, mask):
-        slots = grouping['class_targets'][labels]
-        inside = (slots >= 0) * mask[:, None]
-        correct = losses.topk_correct(out['group_probs'], jnp.maximum(slots, 0), 1)
-        return {**super().evaluation_metrics(logits, out, targets, labels, grouping, mask),
-                'group_top1': (jnp.sum(correct * inside, 0), jnp.sum(inside, 0))}
-
-    def predictions(self, logits, out, grouping, names):
-        """Adds 'gate_weights' [B, T] (phi) to the PREDICTORS."""
-        return {name: out['phi'] if name == 'gate_weights' else PREDICTORS[name](logits, out)
-                for name in names}

@@ -5,7 +5,7 @@ import pytest
 
 from experiments.configs import cifar100_param_matched
 from nofe_jax.models import registry
-from nofe_jax.training.recipes import common
+from nofe_jax.training import run as run_lib
 
 CIFAR_MODELS = ("alexnet_c100", "alexnet_quick_c100", "vgg11_c100", "nin_c100", "resnet56_c100")
 # The release's C=100 base models and the K=10 NofE totals (tests/models/test_registry.py).
@@ -80,7 +80,7 @@ def test_config_smoke_variant_builds_the_matched_model():
     config = cifar100_param_matched.get_config("model=alexnet_c100,variant=deeper_wider,smoke")
     assert config.recipe == "base" and config.data.source == "synthetic"
     assert config.model.extra_layers == 1 and config.model.width_multiplier > 1
-    overrides = common.model_overrides(config)
+    overrides = run_lib.model_overrides(config)
     assert {k: overrides[k] for k in ("width_multiplier", "extra_layers")} == {
         "width_multiplier": config.model.width_multiplier, "extra_layers": 1}
     count = registry.base_parameter_count(config.model.name, config.data.synthetic_classes,
@@ -90,8 +90,8 @@ def test_config_smoke_variant_builds_the_matched_model():
 
 def test_model_overrides_skip_defaults():
     config = cifar100_param_matched.get_config("model=alexnet_c100,variant=deeper")
-    assert set(common.model_overrides(config)) == {"dtype", "extra_layers"}
+    assert set(run_lib.model_overrides(config)) == {"dtype", "extra_layers"}
     config.model.extra_layers = 0
-    assert set(common.model_overrides(config)) == {"dtype"}
+    assert set(run_lib.model_overrides(config)) == {"dtype"}
     # tiny_cnn has no width/depth options and still builds from the defaults.
-    registry.build_base("tiny_cnn", 10, **common.model_overrides(config))
+    registry.build_base("tiny_cnn", 10, **run_lib.model_overrides(config))

@@ -10,8 +10,9 @@ import numpy as np
 import optax
 
 from experiments.configs import quickstart
+from nofe_jax import methods
 from nofe_jax.models import registry
-from nofe_jax.training import recipes, steps, tasks
+from nofe_jax.training import steps, tasks
 from nofe_jax.training.state import create_train_state
 
 
@@ -38,7 +39,7 @@ def test_bfloat16_nofe_learns_digits(tmp_path):
     config.model.dtype = 'bfloat16'
     config.generalist.train.duration = '2 epochs'
     config.experts.train.duration = '3 epochs'
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     # float32 reaches about 0.97 with the full 10 + 20 epochs (bf16 with these 2 + 3: 0.98); chance 0.1.
     assert summary['final']['test/top1'] > 0.85, summary['final']
     assert not summary['health_warnings']

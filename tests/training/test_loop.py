@@ -18,10 +18,10 @@ import optax
 import pytest
 
 from experiments.configs import common
-from nofe_jax import checkpoints, reporting
+from nofe_jax import reporting
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import registry
-from nofe_jax.training import loop, steps, tasks
+from nofe_jax.training import checkpoints, loop, steps, tasks
 
 
 @pytest.fixture(scope='module')
@@ -191,10 +191,10 @@ def test_changing_the_grouping_never_recompiles(digits, tmp_path, monkeypatch):
 _DEVICE_SCRIPT = textwrap.dedent('''
     import json, sys
     from experiments.configs import quickstart
-    from nofe_jax.training import recipes
+    from nofe_jax import methods
     config = quickstart.get_config('base')
     config.train.update(duration='1 epochs', batch_size=32, eval_batch_size=256)
-    summary = recipes.train_and_evaluate(config, sys.argv[1])
+    summary = methods.train_and_evaluate(config, sys.argv[1])
     import jax
     print(json.dumps({'devices': jax.device_count(), **summary['final']}))
 ''')

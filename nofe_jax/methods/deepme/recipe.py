@@ -20,67 +20,34 @@ Both stages checkpoint their state and grouping arrays, so a killed run resumes 
 """
 import os
 
-import jax
 import ml_collections
 import numpy as np
 
 from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import clustering, semantic, task_groups
-from nofe_jax.models import mixture, registry
+from nofe_jax.grouping.layout import GroupLayout, group_layout, semantic_laplacians, shared_class_pairs
+from nofe_jax.methods import group_stages
+from nofe_jax.methods.deepme import options
+from nofe_jax.methods.deepme.model import build_models, check_num_groups, gated_mixture, group_networks
+from nofe_jax.methods.deepme.task import MixtureTask
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import common, groups
+from nofe_jax.training import run as run_lib
+
+__all__ = ['build_models', 'train_and_evaluate']
 
 
-def group_networks(config: ml_collections.ConfigDict, layout: mixture.GroupLayout
-                   ) -> mixture.GroupNetworks:
-    """The stacked base networks over ``layout``: the config's base model, one per group."""
-    base = registry.build_base(config.model.name, layout.num_outputs, **common.model_overrides(config))
-    return mixture.GroupNetworks(base, layout.num_groups, layout.m_max, split_classifier=False)
-
-
-def gated_mixture(config: ml_collections.ConfigDict, layout: mixture.GroupLayout,
-                  num_classes: int) -> mixture.GatedMixture:
-    dc = config.deepme
-    return mixture.GatedMixture(group_networks(config, layout), num_classes, gate=dc.gate,
-                                gate_input=dc.gate_input, gate_hidden=dc.gate_hidden, freeze_groups=dc.base_lr_mult == 0)
-
-
-def even_layout(config: ml_collections.ConfigDict, num_classes: int) -> mixture.GroupLayout:
-    """``num_groups`` disjoint groups of about C / T classes: the shapes ``experiments.describe``
-    counts (SSC's groups differ in size and overlap; the counts scale with the largest)."""
-    return mixture.group_layout(np.array_split(np.arange(num_classes), config.deepme.num_groups),
-                                num_classes)
-
-
-def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-    """{name: (model, extra apply args)}: the stacked base networks and the gated mixture."""
-    check_num_groups(config.deepme.num_groups, num_classes)
-    layout = even_layout(config, num_classes)
-    tables = (jax.ShapeDtypeStruct(layout.slot_classes.shape, np.int32),
-              jax.ShapeDtypeStruct(layout.slot_mask.shape, np.bool_))
-    return {'bases': (group_networks(config, layout), ()),
-            'gate': (gated_mixture(config, layout, num_classes), tables)}
-
-
-def check_num_groups(num_groups: int, num_classes: int) -> None:
-    if not 2 <= num_groups <= num_classes:
-        raise validation.ConfigError(
-            f'deepme.num_groups={num_groups} does not fit {num_classes} classes: choose 2 <= T <= '
-            f'{num_classes} (--config.deepme.num_groups=...).')
-
-
-def semantic_similarity(run: common.Run) -> np.ndarray:
+def semantic_similarity(run: run_lib.Run) -> np.ndarray:
     """[C, C] WordNet LCH of the classes (Theta), from the shipped table named by
     ``deepme.class_table`` (default: the dataset's name) or, 'wnid', from WordNet itself."""
     dataset, table = run.dataset, run.config.deepme.class_table or run.dataset.name
-    if table == groups.WNID_TABLE:
-        return groups.wordnet_similarity(dataset.class_names, 'deepme.class_table')
+    if table == group_stages.WNID_TABLE:
+        return group_stages.wordnet_similarity(dataset.class_names, 'deepme.class_table')
     try:
         theta = semantic.semantic_similarity(table)
     except ValueError as e:  # no shipped table under that name
         raise validation.ConfigError(f'deepme: no semantic class table {table!r} ({e}); set '
-                                     f"--config.deepme.class_table (or '{groups.WNID_TABLE}').") from e
+                                     f"--config.deepme.class_table (or '{group_stages.WNID_TABLE}').") from e
     if theta.shape != (dataset.num_classes,) * 2:
         raise validation.ConfigError(f'deepme.class_table {table!r} has {theta.shape[0]} classes, the data '
                                      f'{dataset.num_classes}; set --config.deepme.class_table.')
@@ -92,70 +59,70 @@ def soft_groups(theta: np.ndarray, config: ml_collections.ConfigDict,
     """(groups, memberships [C, T]): SSC of Theta (diagonal dropped, negatives clipped), each
     class in every group with membership >= the threshold and in its best; for ``groups='random'``
     the same sizes over randomly relabelled classes."""
-    dc = config.deepme
+    deepme = config.deepme
     affinity = np.maximum(theta, 0.0) * (1.0 - np.eye(theta.shape[0]))
-    memberships = clustering.soft_spectral_clustering(affinity, dc.num_groups, rng,
-                                                      m=dc.fuzzifier or None)
-    found = task_groups.ssc_groups(memberships, dc.membership_threshold)
-    if dc.groups == 'random':
+    memberships = clustering.soft_spectral_clustering(affinity, deepme.num_groups, rng,
+                                                      m=deepme.fuzzifier or None)
+    found = task_groups.ssc_groups(memberships, deepme.membership_threshold)
+    if deepme.groups == 'random':
         found = task_groups.random_groups_like(found, theta.shape[0], rng)
     return found, memberships
 
 
-def report_groups(run: common.Run, found: list[np.ndarray], memberships: np.ndarray) -> dict:
+def report_groups(run: run_lib.Run, found: list[np.ndarray], memberships: np.ndarray) -> dict:
     """Prints the groups, writes groups.json / groups.png; returns the summary entries."""
-    dc = run.config.deepme
-    title = (f'groups ({dc.groups}, T={dc.num_groups}, threshold {dc.membership_threshold}; '
+    deepme = run.config.deepme
+    title = (f'groups ({deepme.groups}, T={deepme.num_groups}, threshold {deepme.membership_threshold}; '
              f'mean largest membership {memberships.max(axis=1).mean():.3f}):')
-    members = groups.print_groups(title, found, run.dataset.class_names)
-    coverage = groups.write_group_reports(run, found, members,
-                                          memberships=np.round(memberships, 4).tolist())
-    print(f'  sizes {coverage["sizes"]}, {coverage["in_two_or_more"]} classes in two or more groups',
-          flush=True)
+    members = group_stages.print_groups(title, found, run.dataset.class_names)
+    coverage = group_stages.write_group_reports(run, found, members,
+                                                memberships=np.round(memberships, 4).tolist())
+    reporting.log(f'  sizes {coverage["sizes"]}, {coverage["in_two_or_more"]} classes in two or more '
+                  'groups')
     return {'task_groups': members, 'group_coverage': coverage,
             'mean_largest_membership': float(memberships.max(axis=1).mean())}
 
 
-def bases_stage(run: common.Run, layout: mixture.GroupLayout, theta: np.ndarray) -> loop.Stage:
+def bases_stage(run: run_lib.Run, layout: GroupLayout, theta: np.ndarray) -> loop.Stage:
     """The T stacked base networks, each a softmax over its group's classes."""
-    config, dc = run.config, run.config.deepme
-    task = tasks.GroupTask(layout.num_groups, layout.m_max, not_in_group_weight=0.0, mu=dc.mu,
-                           delta1=dc.lambda1, delta2=dc.lambda2, delta3=dc.lambda3,
+    config, deepme = run.config, run.config.deepme
+    task = tasks.GroupTask(layout.num_groups, layout.m_max, not_in_group_weight=0.0, mu=deepme.mu,
+                           delta1=deepme.lambda1, delta2=deepme.lambda2, delta3=deepme.lambda3,
                            not_in_group=False)
     grouping = {'class_targets': layout.class_targets(run.dataset.num_classes),
                 'slot_mask': layout.slot_mask,
                 'laplacian': np.zeros((layout.num_groups, layout.m_max, layout.m_max), np.float32)}
-    if dc.lambda3:
-        grouping['semantic_laplacian'] = groups.semantic_laplacians(theta, layout)
-    hooks = ((groups.make_similarity_update(run, layout, dc.similarity_update_every,
-                                            dc.similarity_subset_size),) if dc.lambda2 else ())
+    if deepme.lambda3:
+        grouping['semantic_laplacian'] = semantic_laplacians(theta, layout)
+    hooks = ((group_stages.make_similarity_update(run, layout, deepme.similarity_update_every,
+                                            deepme.similarity_subset_size),) if deepme.lambda2 else ())
     return loop.Stage(name='bases', model=group_networks(config, layout), task=task,
                       train_config=config.bases.train, optim_config=config.bases.optim,
                       grouping=grouping, hooks=hooks, config_block='bases',
                       meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
 
 
-def gate_stage(run: common.Run, layout: mixture.GroupLayout, bases: loop.StageResult) -> loop.Stage:
+def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:
     """The gated mixture over the trained bases, frozen or fine-tuned at ``base_lr_mult``."""
-    config, dc = run.config, run.config.deepme
+    config, deepme = run.config, run.config.deepme
     num_classes = run.dataset.num_classes
     optim_config = ml_collections.ConfigDict(config.gate.optim.to_dict())
-    optim_config.multipliers = (groups.bases_multiplier(dc.base_lr_mult), *optim_config.multipliers)
-    pairs, pair_mask = mixture.shared_class_pairs(layout, num_classes)
-    task = tasks.MixtureTask(num_classes, consistency=dc.consistency,
-                             consistency_weight=dc.consistency_weight, alpha=dc.alpha, beta=dc.beta,
-                             mixture_ce_weight=dc.mixture_ce)
+    optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
+    pairs, pair_mask = shared_class_pairs(layout, num_classes)
+    task = MixtureTask(num_classes, consistency=deepme.consistency,
+                             consistency_weight=deepme.consistency_weight, alpha=deepme.alpha, beta=deepme.beta,
+                             mixture_ce_weight=deepme.mixture_ce)
     return loop.Stage(
         name='gate', model=gated_mixture(config, layout, num_classes), task=task,
         train_config=config.gate.train, optim_config=optim_config,
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
                   'class_targets': layout.class_targets(num_classes), 'pairs': pairs,
                   'pair_mask': pair_mask},
-        init_variables=groups.copy_bases({'params': bases.state.params, **bases.state.model_state}),
+        init_variables=group_stages.copy_bases(bases.variables),
         config_block='gate', meta={'shared_class_pairs': int(pair_mask.sum())})
 
 
-def report_gate_weights(run: common.Run, gate: loop.StageResult, rng: np.random.Generator) -> None:
+def report_gate_weights(run: run_lib.Run, gate: loop.StageResult, rng: np.random.Generator) -> None:
     """gate_weights.png: the mean phi per true class over a random training subset."""
     num_train, num_classes = len(run.dataset.train), run.dataset.num_classes
     subset = pipeline.random_subset(num_train, min(run.config.deepme.similarity_subset_size, num_train), rng)
@@ -171,17 +138,17 @@ def report_gate_weights(run: common.Run, gate: loop.StageResult, rng: np.random.
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Semantic similarity -> SSC groups -> stacked base networks -> gated mixture (config validated)."""
-    run = common.prepare_run(config, workdir)
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
     num_classes = run.dataset.num_classes
     check_num_groups(config.deepme.num_groups, num_classes)
     rng = np.random.default_rng(config.seed)
     theta = semantic_similarity(run)
     found, memberships = soft_groups(theta, config, rng)
-    layout = mixture.group_layout(found, num_classes)
+    layout = group_layout(found, num_classes)
     report = report_groups(run, found, memberships)
     stages: dict[str, loop.StageResult] = {}
-    stages['bases'] = common.run_stage(run, bases_stage(run, layout, theta))
-    groups.report_similarities(run, layout, stages['bases'].grouping['laplacian'])
-    stages['gate'] = common.run_stage(run, gate_stage(run, layout, stages['bases']))
+    stages['bases'] = run_lib.run_stage(run, bases_stage(run, layout, theta))
+    group_stages.report_similarities(run, layout, stages['bases'].grouping['laplacian'])
+    stages['gate'] = run_lib.run_stage(run, gate_stage(run, layout, stages['bases']))
     report_gate_weights(run, stages['gate'], rng)
-    return common.finish(run, stages['gate'].final, stages, **report)
+    return run_lib.finish(run, stages['gate'].final, stages, **report)

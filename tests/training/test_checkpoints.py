@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from experiments.configs import quickstart
-from nofe_jax import checkpoints
-from nofe_jax.training import recipes
+from nofe_jax import methods
+from nofe_jax.training import checkpoints
 
 # Most tests here have orbax restore a checkpoint that is damaged or refused. A failed restore
 # leaves per-array read coroutines never awaited, and its background reads may still report to
@@ -33,7 +33,7 @@ def _config():
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp('finished')
-    return workdir, recipes.train_and_evaluate(_config(), str(workdir))
+    return workdir, methods.train_and_evaluate(_config(), str(workdir))
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_damaged_latest_checkpoint_is_kept_aside_and_the_previous_one_resumed(
     nofe_dir = workdir / 'checkpoints' / 'nofe'
     damage(str(nofe_dir / '42'))
     capsys.readouterr()
-    summary = recipes.train_and_evaluate(_config(), str(workdir))
+    summary = methods.train_and_evaluate(_config(), str(workdir))
     out = capsys.readouterr().out
     reports = [line for line in out.splitlines() if 'WARNING' in line]
     assert len(reports) == 1, out
@@ -81,7 +81,7 @@ def test_no_restorable_checkpoint_is_an_error_that_renames_nothing(workdir):
         _truncate_largest_file(str(nofe_dir / step))
     with pytest.raises(checkpoints.CheckpointError,
                        match=r'None of the 3 checkpoint\(s\) .* can be restored \(step 42: '):
-        recipes.train_and_evaluate(_config(), str(workdir))
+        methods.train_and_evaluate(_config(), str(workdir))
     assert sorted(os.listdir(nofe_dir)) == ['20', '40', '42']
 
 
@@ -90,13 +90,13 @@ def test_a_checkpoint_of_another_k_is_refused(workdir):
     config.nofe.num_experts = 4
     with pytest.raises(checkpoints.CheckpointError,
                        match=r'step 42 .* different config \(nofe\.num_experts=5 there, 4 now\)'):
-        recipes.train_and_evaluate(config, str(workdir))
+        methods.train_and_evaluate(config, str(workdir))
 
 
 def test_a_longer_duration_resumes_and_the_summary_counts_both_runs(workdir, finished_run):
     config = _config()
     config.experts.train.duration = '2 epochs'
-    summary = recipes.train_and_evaluate(config, str(workdir))
+    summary = methods.train_and_evaluate(config, str(workdir))
     assert checkpoints.StageCheckpoints(str(workdir), 'nofe').latest_step() == 84
     assert summary['restarts'] == 1
     first_run = finished_run[1]['total_wall_time_s']

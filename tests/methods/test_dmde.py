@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import cifar100_dmde, quickstart
-from nofe_jax.models import mixture, registry
-from nofe_jax.training import config_checks, losses, recipes, tasks
-from nofe_jax.training.recipes import dmde, groups
+from nofe_jax import methods
+from nofe_jax.grouping import layout as group_layout_lib
+from nofe_jax.methods import group_stages
+from nofe_jax.methods.dmde import model as dmde_model
+from nofe_jax.models import group_networks, registry
+from nofe_jax.training import losses, tasks
 
 
 def _random_weights(rng, groups=2, dim=5, slots=4):
@@ -37,7 +40,7 @@ def _group_params(weights, shared=None):
     kernel = jnp.concatenate([weights, jnp.zeros(weights.shape[:2] + (1,))], axis=-1)
     layer = {'kernel': kernel, 'bias': jnp.zeros(kernel.shape[::2])}
     if shared is not None:
-        layer[mixture.SHARED_WEIGHT] = shared
+        layer[group_networks.SHARED_WEIGHT] = shared
     return {'base': {'trunk': {}, 'head': {'ip1': layer}}}
 
 
@@ -47,7 +50,7 @@ def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_toget
     shared = rng.normal(size=(2, 5)).astype(np.float32)
     slot_mask = np.array([[True, True, True, False], [True, True, True, True]])
     effective = (weights + shared[..., None]) * slot_mask[:, None, :]
-    class_weights = jax.jit(lambda w: mixture.class_weights(_group_params(w, shared), slot_mask))
+    class_weights = jax.jit(lambda w: group_networks.class_weights(_group_params(w, shared), slot_mask))
     np.testing.assert_allclose(class_weights(weights), effective, rtol=1e-6)
     sim = np.zeros((2, 4, 4))
     sim[:, 0, 1] = sim[:, 1, 0] = 1.0  # classes in slots 0 and 1 are similar
@@ -77,7 +80,7 @@ def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_toget
 
 def test_group_task_weights_not_in_group_examples_and_scores_per_group():
     """Two groups of slots {0: class 0, 1: class 1} and {0: class 2}; m_max = 2, nig = 2."""
-    layout = mixture.group_layout([[0, 1], [2]], num_classes=3, not_in_group=True)
+    layout = group_layout_lib.group_layout([[0, 1], [2]], num_classes=3, not_in_group=True)
     grouping = {'class_targets': jnp.asarray(layout.class_targets(3)),
                 'slot_mask': jnp.asarray(layout.slot_mask)}
     task = tasks.GroupTask(2, 2, not_in_group_weight=0.25)
@@ -90,7 +93,7 @@ def test_group_task_weights_not_in_group_examples_and_scores_per_group():
     assert [float(x) for x in metrics['in_group_top1']] == [2.0, 2.0]   # padding masked: still right
     assert [float(x) for x in metrics['not_in_group_top1']] == [1.0, 2.0]
     assert [float(x) for x in metrics['top1']] == [3.0, 4.0]
-    masked_ce = jax.jit(lambda logits: losses.cross_entropy(mixture.mask_padded_slots(logits, grouping['slot_mask']),
+    masked_ce = jax.jit(lambda logits: losses.cross_entropy(group_networks.mask_padded_slots(logits, grouping['slot_mask']),
                                                             targets))
     ce = np.asarray(masked_ce(logits))
     expected = np.mean([0.75 * ce[0, 0] + 0.25 * ce[1, 0], 0.75 * ce[1, 1] + 0.25 * ce[0, 1]])
@@ -100,22 +103,22 @@ def test_group_task_weights_not_in_group_examples_and_scores_per_group():
 
 def test_stacking_functions_by_hand():
     """Classes 0, 1 in group 0; classes 1, 2 in group 1 (class 1 in both)."""
-    layout = mixture.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
+    layout = group_layout_lib.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
     probs = jnp.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]])  # [B, G, m_max + 1], last: not in group
-    eq7 = mixture.stack_eq7(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6)
+    eq7 = dmde_model.stack_eq7(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6)
     np.testing.assert_allclose(eq7, [[0.5 * 4, 0.3 * 4 + 0.1 * 0.25, 0.1 * 0.25]], rtol=1e-5)
-    s2 = mixture.stack2(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6, lambda_overlap=0.5)
+    s2 = dmde_model.stack2(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6, lambda_overlap=0.5)
     np.testing.assert_allclose(s2, [[0.5 * 0.5 * 0.2, 0.5 * (0.3 * 0.2 + 0.1 * 0.8), 0.5 * 0.1 * 0.8]],
                                rtol=1e-5)
-    clamped = mixture.stack_eq7(jnp.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]), layout.slot_classes,
+    clamped = dmde_model.stack_eq7(jnp.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]), layout.slot_classes,
                                 layout.slot_mask, 3, eps=0.01)
     np.testing.assert_allclose(clamped, [[99.0, 0.0, 0.0]], rtol=1e-5)
 
 
 def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradients():
-    layout = mixture.group_layout([[0, 1, 2], [2, 3], [4]], num_classes=5, not_in_group=True)
+    layout = group_layout_lib.group_layout([[0, 1, 2], [2, 3], [4]], num_classes=5, not_in_group=True)
     base = registry.build_base('tiny_cnn', layout.num_outputs)
-    stacked = mixture.GroupNetworks(base, layout.num_groups, layout.m_max)
+    stacked = group_networks.GroupNetworks(base, layout.num_groups, layout.m_max)
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
     variables = jax.jit(lambda x: stacked.init(jax.random.key(1), x, train=False))(x)
     params = jax.tree.map(lambda p: np.asarray(p) + 0.01, variables['params'])  # a nonzero w_0
@@ -125,7 +128,7 @@ def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradient
         for g in range(layout.num_groups):
             one = jax.tree.map(lambda p: p[g], params['base'])
             layer = dict(one['head']['ip1'])
-            shared = layer.pop(mixture.SHARED_WEIGHT)
+            shared = layer.pop(group_networks.SHARED_WEIGHT)
             layer['kernel'] = layer['kernel'].at[:, :layout.m_max].add(shared[:, None])
             one = {**one, 'head': {'ip1': layer}}
             outputs.append(base.apply({'params': one}, x, train=False)[0])
@@ -136,7 +139,7 @@ def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradient
     loss = lambda f: lambda p: jnp.sum(jnp.sin(f(p)))
     grads = jax.jit(jax.grad(loss(together)))(params), jax.jit(jax.grad(loss(separate)))(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *grads)
-    assert np.max(np.abs(grads[0]['base']['head']['ip1'][mixture.SHARED_WEIGHT])) > 0
+    assert np.max(np.abs(grads[0]['base']['head']['ip1'][group_networks.SHARED_WEIGHT])) > 0
 
 
 def _final_params(workdir, stage):
@@ -148,7 +151,7 @@ def _final_params(workdir, stage):
 def quickstart_dmde(tmp_path_factory):
     config = quickstart.get_config('smoke,dmde')
     workdir = tmp_path_factory.mktemp('dmde')
-    return config, workdir, recipes.train_and_evaluate(config, str(workdir))
+    return config, workdir, methods.train_and_evaluate(config, str(workdir))
 
 
 def test_the_quickstart_dmde_learns_and_reports(quickstart_dmde):
@@ -168,7 +171,7 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(bases), jax.tree.leaves(fine_tuned)))
     frozen_config = quickstart.get_config('smoke,dmde')
     frozen_config.dmde.base_lr_mult = 0.0
-    recipes.train_and_evaluate(frozen_config, str(workdir / 'frozen'))
+    methods.train_and_evaluate(frozen_config, str(workdir / 'frozen'))
     frozen = _final_params(workdir / 'frozen', 'fusion')['groups']
     jax.tree.map(np.testing.assert_array_equal, bases, frozen)
 
@@ -176,7 +179,7 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
 def test_bad_dmde_settings_get_one_line_each():
     config = quickstart.get_config('dmde')
     config.dmde.update(overlap=0.4, fusion='late', ontology='wordnet')
-    problems = config_checks.config_problems(config, '/tmp/dmde_bad')
+    problems = methods.config_problems(config, '/tmp/dmde_bad')
     assert any("dmde.fusion='late'" in p for p in problems)
     assert any("dmde.ontology='wordnet'" in p for p in problems)
     assert any('1 / (1 - overlap) must be an integer' in p for p in problems)
@@ -189,7 +192,7 @@ def test_describe_lists_the_dmde_models():
     assert set(result) == {'bases', 'fusion'}
     # M=25 at overlap 0.5: 9 windows of 22-23 classes; each AlexNet-C100 base has 23 + 1 outputs
     # and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
-    layout = dmde.balanced_layout(config, 100)
+    layout = dmde_model.balanced_layout(config, 100)
     assert (layout.num_groups, layout.m_max) == (9, 23)
     one = registry.base_parameter_count('alexnet_c100', 24)
     assert result['bases']['params'] == 9 * (one + 1024)
@@ -199,14 +202,14 @@ def test_describe_lists_the_dmde_models():
 def test_a_visual_ontology_trains_a_flat_model_first(tmp_path):
     config = quickstart.get_config('smoke,dmde')
     config.dmde.ontology = 'visual'
-    summary = recipes.train_and_evaluate(config, str(tmp_path))
+    summary = methods.train_and_evaluate(config, str(tmp_path))
     assert list(summary['stages']) == ['visual_base', 'bases', 'fusion']
     assert sorted(c for category in summary['categories'] for c in category) == sorted(summary['class_names'])
 
 
 def test_class_similarity_leaves_absent_classes_out():
     features = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    sim = groups.class_similarity(features, np.array([0, 1, 1]), np.array([0, 1, 5]))
+    sim = group_layout_lib.class_similarity(features, np.array([0, 1, 1]), np.array([0, 1, 5]))
     mean1 = (np.array([0.0, 1.0]) + np.array([1.0, 1.0]) / np.sqrt(2)) / 2  # class 1's unit features
     np.testing.assert_allclose(sim[:2, :2], [[1.0, mean1[0]], [mean1[0], mean1 @ mean1]], rtol=1e-6)
     np.testing.assert_array_equal(sim[2], 0.0)
@@ -217,8 +220,8 @@ def test_image_folders_named_by_wordnet_ids_get_a_semantic_ontology_from_wordnet
     from nofe_jax import validation
     from nofe_jax.grouping import ontology
     names = ['n02084071', 'n02958343', 'n02121808', 'n04490091']  # dog, car, cat, truck
-    lch = groups.wordnet_similarity(names, 'dmde.class_table')
+    lch = group_stages.wordnet_similarity(names, 'dmde.class_table')
     categories = ontology.spectral_categories(lch, 2, np.random.default_rng(0))
     assert categories[0] == categories[2] and categories[1] == categories[3] != categories[0]
     with pytest.raises(validation.ConfigError, match="class_table='wnid' needs WordNet ids"):
-        groups.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')
+        group_stages.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')

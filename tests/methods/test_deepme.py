@@ -12,31 +12,34 @@ import numpy as np
 import pytest
 
 from experiments.configs import cifar100_deepme, fashion_mnist_deepme, quickstart
-from nofe_jax.models import mixture, registry
-from nofe_jax.training import config_checks, losses, recipes, tasks
-from nofe_jax.training.recipes import deepme, groups
+from nofe_jax import methods
+from nofe_jax.grouping import layout as group_layout_lib
+from nofe_jax.methods.deepme import model as deepme_model
+from nofe_jax.methods.deepme import task as deepme_task
+from nofe_jax.models import group_networks, registry
+from nofe_jax.training import losses, tasks
 
 # Three groups over 5 classes: class 0 in groups 0 and 1, class 2 in groups 1 and 2.
 GROUPS = [np.array([0, 1]), np.array([0, 2, 3]), np.array([2, 4])]
 
 
 def _layout():
-    return mixture.group_layout(GROUPS, 5)
+    return group_layout_lib.group_layout(GROUPS, 5)
 
 
 def test_shared_class_pairs_by_hand():
-    pairs, mask = mixture.shared_class_pairs(_layout(), 5)
+    pairs, mask = group_layout_lib.shared_class_pairs(_layout(), 5)
     # (group, slot, group, slot): class 0 is slot 0 of groups 0 and 1; class 2 slot 1 of group 1
     # and slot 0 of group 2.
     assert sorted(map(tuple, pairs.tolist())) == [(0, 0, 1, 0), (1, 1, 2, 0)]
     assert mask.all()
-    none, none_mask = mixture.shared_class_pairs(mixture.group_layout([[0, 1], [2, 3]], 4), 4)
+    none, none_mask = group_layout_lib.shared_class_pairs(group_layout_lib.group_layout([[0, 1], [2, 3]], 4), 4)
     assert none.shape == (1, 4) and not none_mask.any()
 
 
 def test_gate_weights_are_non_negative_with_unit_l2_norm():
     logits = np.asarray(jax.random.normal(jax.random.key(0), (7, 4))) * 5
-    phi = np.asarray(jax.jit(mixture.gate_weights)(logits))
+    phi = np.asarray(jax.jit(deepme_model.gate_weights)(logits))
     np.testing.assert_allclose(np.sum(phi ** 2, axis=-1), 1.0, rtol=1e-6)
     assert float(phi.min()) >= 0
     # The order of the gate's logits is kept.
@@ -46,8 +49,8 @@ def test_gate_weights_are_non_negative_with_unit_l2_norm():
 def test_the_log_mixture_equals_the_mixture_and_does_not_underflow():
     layout = _layout()
     log_values = np.asarray(jax.random.normal(jax.random.key(6), (2, 3, 3))) * 3
-    scatter = jax.jit(lambda v: mixture.scatter_to_classes(jnp.exp(v), layout.slot_classes, layout.slot_mask, 5))
-    log_scatter = jax.jit(lambda v: mixture.log_scatter_to_classes(v, layout.slot_classes, layout.slot_mask, 5))
+    scatter = jax.jit(lambda v: group_networks.scatter_to_classes(jnp.exp(v), layout.slot_classes, layout.slot_mask, 5))
+    log_scatter = jax.jit(lambda v: deepme_model.log_scatter_to_classes(v, layout.slot_classes, layout.slot_mask, 5))
     direct = np.asarray(scatter(log_values))
     np.testing.assert_allclose(log_scatter(log_values), np.log(direct), rtol=1e-5)
     # exp(-500) is 0 in float32; its log is still -500 + log(number of terms).
@@ -88,7 +91,7 @@ def _mixture(gate='learned', freeze=True):
     config.deepme.gate = gate
     layout = _layout()
     base = registry.build_base('tiny_cnn', layout.num_outputs)
-    return layout, mixture.GatedMixture(mixture.GroupNetworks(base, 3, layout.m_max, split_classifier=False),
+    return layout, deepme_model.GatedMixture(group_networks.GroupNetworks(base, 3, layout.m_max, split_classifier=False),
                                         5, gate=gate, freeze_groups=freeze)
 
 
@@ -123,16 +126,16 @@ def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
     x = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
     labels = jnp.array([0, 1, 2, 3, 4, 0])
     logits, out = _init_and_apply(model, layout, x, seed=4)
-    pairs, pair_mask = mixture.shared_class_pairs(layout, 5)
+    pairs, pair_mask = group_layout_lib.shared_class_pairs(layout, 5)
     grouping = {'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
                 'class_targets': jnp.asarray(layout.class_targets(5)), 'pairs': pairs, 'pair_mask': pair_mask}
-    eq4 = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=0.0)
+    eq4 = deepme_task.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=0.0)
     terms = jax.tree.map(np.asarray, jax.jit(eq4.loss_terms)(out, labels, grouping))
     eq4_loss = np.asarray(jax.jit(eq4.loss)(logits, out, labels, {}, grouping))
     np.testing.assert_allclose(eq4_loss,
                                np.mean(terms['gated'] + 0.5 * terms['consistency'] + 2.0 * terms['hinge']),
                                rtol=1e-6)
-    with_ce = tasks.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=1.0)
+    with_ce = deepme_task.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=1.0)
     np.testing.assert_allclose(np.asarray(jax.jit(with_ce.loss)(logits, out, labels, {}, grouping)) - eq4_loss,
                                np.mean(jax.jit(losses.cross_entropy)(logits, labels)), rtol=1e-5)
     # Part 1 by hand: an image's loss in a group not holding its class is -log(floor).
@@ -153,7 +156,7 @@ def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
     np.testing.assert_array_equal(targets, [[0, 0, -1], [1, -1, -1], [-1, -1, 1]])
     logits = jax.random.normal(jax.random.key(5), (3, 3, 3))
     grouping = {'slot_mask': jnp.asarray(layout.slot_mask), 'laplacian': np.zeros((3, 3, 3), np.float32)}
-    masked = np.asarray(jax.jit(mixture.mask_padded_slots)(logits, grouping['slot_mask']))
+    masked = np.asarray(jax.jit(group_networks.mask_padded_slots)(logits, grouping['slot_mask']))
     ce = lambda b, g: -np.asarray(jax.nn.log_softmax(masked[b, g]))[targets[b, g]]
     # Group 0 holds images 0 and 1, group 1 image 0, group 2 image 2: the mean of their means.
     expected = np.mean([(ce(0, 0) + ce(1, 0)) / 2, ce(0, 1), ce(2, 2)])
@@ -166,7 +169,7 @@ def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
 def test_semantic_laplacians_restrict_theta_to_each_group():
     theta = np.arange(25, dtype=float).reshape(5, 5)
     theta = (theta + theta.T) / 10
-    laplacians = groups.semantic_laplacians(theta, _layout())
+    laplacians = group_layout_lib.semantic_laplacians(theta, _layout())
     sub = theta[np.ix_([0, 2, 3], [0, 2, 3])] * (1 - np.eye(3))
     np.testing.assert_allclose(laplacians[1], np.diag(sub.sum(1)) - sub, rtol=1e-6)
     np.testing.assert_array_equal(laplacians[0, 2], 0)  # group 0 has two classes: slot 2 is padding
@@ -176,7 +179,7 @@ def test_semantic_laplacians_restrict_theta_to_each_group():
 def quickstart_deepme(tmp_path_factory):
     config = quickstart.get_config('smoke,deepme')
     workdir = tmp_path_factory.mktemp('deepme')
-    return config, workdir, recipes.train_and_evaluate(config, str(workdir))
+    return config, workdir, methods.train_and_evaluate(config, str(workdir))
 
 
 def _final_params(workdir, stage):
@@ -203,7 +206,7 @@ def test_frozen_bases_stay_bit_identical_and_end_to_end_ones_change(quickstart_d
     jax.tree.map(np.testing.assert_array_equal, bases, _final_params(workdir, 'gate')['groups'])
     config = quickstart.get_config('smoke,deepme')
     config.deepme.base_lr_mult = 0.1
-    recipes.train_and_evaluate(config, str(workdir / 'end_to_end'))
+    methods.train_and_evaluate(config, str(workdir / 'end_to_end'))
     tuned = _final_params(workdir / 'end_to_end', 'gate')['groups']
     # The same bases stage (same config and seed) trained first; the gate stage changed them.
     jax.tree.map(np.testing.assert_array_equal, bases, _final_params(workdir / 'end_to_end', 'bases'))
@@ -236,7 +239,7 @@ def test_bad_deepme_settings_get_one_line_each():
     config = quickstart.get_config('deepme')
     config.deepme.update(gate='softmax', groups='kmeans', membership_threshold=0.0, fuzzifier=1.0,
                          consistency='l2')
-    problems = config_checks.config_problems(config, '/tmp/deepme_bad')
+    problems = methods.config_problems(config, '/tmp/deepme_bad')
     for expected in ("deepme.gate='softmax'", "deepme.groups='kmeans'", 'deepme.membership_threshold=0.0',
                      'deepme.fuzzifier=1.0', "deepme.consistency='l2'"):
         assert sum(expected in p for p in problems) == 1, (expected, problems)
@@ -248,7 +251,7 @@ def test_describe_lists_the_deepme_models():
     result = describe.describe(config)
     assert set(result) == {'bases', 'gate'}
     # T=10 even groups of 10 classes for the counts; each AlexNet-C100 base has 10 outputs.
-    layout = deepme.even_layout(config, 100)
+    layout = deepme_model.even_layout(config, 100)
     assert (layout.num_groups, layout.m_max) == (10, 10)
     assert result['bases']['params'] == 10 * registry.base_parameter_count('alexnet_c100', 10)
     gate_input = 1024  # base network 0's classifier input

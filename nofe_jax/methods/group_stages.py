@@ -1,6 +1,6 @@
-"""What the recipes with task groups (DMDE, DeepME) share: each group's visual similarity and its
-Laplacian, the similarity hook, the semantic similarity of the classes, copying trained base
-networks into a model over them, and the groups' reports."""
+"""What the methods with task groups (DMDE, DeepME) share: the hook that recomputes each group's
+visual-similarity Laplacian (the numpy math is ``grouping.layout``'s), the WordNet similarity of
+the classes, copying trained base networks into a model over them, and the groups' reports."""
 import os
 from collections.abc import Sequence
 
@@ -8,10 +8,10 @@ import numpy as np
 
 from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
-from nofe_jax.grouping import semantic, similarity, task_groups
-from nofe_jax.models import mixture
+from nofe_jax.grouping import semantic, task_groups
+from nofe_jax.grouping.layout import GroupLayout, group_classes, group_laplacians
 from nofe_jax.training import loop
-from nofe_jax.training.recipes import common
+from nofe_jax.training import run as run_lib
 
 BASES = r'^groups/'  # the base networks' parameters inside a model over them
 # A class table whose class names are WordNet ids (an ImageNet-style image folder): LCH is
@@ -20,45 +20,7 @@ WNID_TABLE = 'wnid'
 PRINTED_NAMES_PER_GROUP = 12
 
 
-def class_similarity(features: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """[M, M] class-mean cosine similarity of ``classes``, clipped at 0 (an affinity, so its
-    Laplacian is positive semi-definite); rows and columns of classes absent from ``labels`` are 0."""
-    present = np.isin(classes, labels)
-    result = np.zeros((classes.size, classes.size))
-    if present.any():
-        found = similarity.class_mean_cosine_similarity(features, labels, classes[present])
-        result[np.ix_(present, present)] = np.maximum(found, 0.0)
-    return result
-
-
-def group_classes(layout: mixture.GroupLayout, group: int) -> np.ndarray:
-    return layout.slot_classes[group][layout.slot_mask[group]]
-
-
-def restricted_laplacians(layout: mixture.GroupLayout, similarity_of) -> np.ndarray:
-    """[G, m_max, m_max] float32 Laplacians of ``similarity_of(group, classes)`` per group
-    (padding 0)."""
-    laplacians = np.zeros((layout.num_groups, layout.m_max, layout.m_max), np.float32)
-    for g in range(layout.num_groups):
-        classes = group_classes(layout, g)
-        laplacians[g, :classes.size, :classes.size] = similarity.laplacian(similarity_of(g, classes))
-    return laplacians
-
-
-def group_laplacians(features: np.ndarray, labels: np.ndarray,
-                     layout: mixture.GroupLayout) -> np.ndarray:
-    """Laplacians of each group's visual similarity, from features [N, G, d] of each group's own
-    network."""
-    return restricted_laplacians(layout, lambda g, classes: class_similarity(features[:, g], labels, classes))
-
-
-def semantic_laplacians(semantic_similarity: np.ndarray, layout: mixture.GroupLayout) -> np.ndarray:
-    """Laplacians of the [C, C] semantic similarity restricted to each group (diagonal dropped)."""
-    affinity = np.maximum(semantic_similarity, 0.0) * (1.0 - np.eye(semantic_similarity.shape[0]))
-    return restricted_laplacians(layout, lambda g, classes: affinity[np.ix_(classes, classes)])
-
-
-def make_similarity_update(run: common.Run, layout: mixture.GroupLayout, every: str,
+def make_similarity_update(run: run_lib.Run, layout: GroupLayout, every: str,
                            subset_size: int) -> loop.Hook:
     """The bases' hook: features of a random training subset -> each group's visual Laplacian."""
     num_train = len(run.dataset.train)
@@ -106,15 +68,15 @@ def wordnet_similarity(class_names: Sequence[str], field: str) -> np.ndarray:
 def print_groups(title: str, groups: Sequence[np.ndarray], class_names: Sequence[str]) -> list[list[str]]:
     """Prints the task groups by class name; returns them."""
     members = [[class_names[c] for c in g] for g in groups]
-    print(title, flush=True)
+    reporting.log(title)
     for g, group in enumerate(members):
         more = len(group) - PRINTED_NAMES_PER_GROUP
-        print(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
-              + (f' (+{more} more)' if more > 0 else ''), flush=True)
+        reporting.log(f'  {g}: {", ".join(group[:PRINTED_NAMES_PER_GROUP])}'
+                      + (f' (+{more} more)' if more > 0 else ''))
     return members
 
 
-def write_group_reports(run: common.Run, groups: Sequence[np.ndarray], members: list[list[str]],
+def write_group_reports(run: run_lib.Run, groups: Sequence[np.ndarray], members: list[list[str]],
                         **extra) -> dict:
     """groups.json (``extra``, the groups by class name, coverage) and groups.png; returns the
     coverage."""
@@ -125,7 +87,7 @@ def write_group_reports(run: common.Run, groups: Sequence[np.ndarray], members: 
     return coverage
 
 
-def report_similarities(run: common.Run, layout: mixture.GroupLayout, laplacians: np.ndarray) -> None:
+def report_similarities(run: run_lib.Run, layout: GroupLayout, laplacians: np.ndarray) -> None:
     """similarities.png: each group's visual similarity of the last update (S_ab = -L_ab, a != b)."""
     sims, names = [], []
     for g in range(layout.num_groups):

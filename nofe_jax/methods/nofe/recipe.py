@@ -11,17 +11,21 @@ resumes inside either stage.
 import dataclasses
 import os
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from nofe_jax import reporting, validation
 from nofe_jax.data import pipeline
 from nofe_jax.grouping import confusion, semantic, specialties
+from nofe_jax.methods.nofe import options
+from nofe_jax.methods.nofe.model import (build_models, check_num_experts, copy_generalist,
+                                         generalist_model, nofe_model)
+from nofe_jax.methods.nofe.task import ExpertTask
 from nofe_jax.models import experts, registry
 from nofe_jax.training import loop, tasks
-from nofe_jax.training.recipes import common
+from nofe_jax.training import run as run_lib
+
+__all__ = ['build_models', 'train_and_evaluate']
 
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 # Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
@@ -40,14 +44,6 @@ def empty_specialties_warning(assignment: np.ndarray, num_experts: int, source: 
             f'the network of experts has {used} experts, one per non-empty specialty.')
 
 
-def check_num_experts(num_experts: int, num_classes: int) -> None:
-    """K must leave every specialty at least one class."""
-    if not 1 <= num_experts <= num_classes:
-        raise validation.ConfigError(
-            f'nofe.num_experts={num_experts} does not fit {num_classes} classes: '
-            f'choose 1 <= K <= {num_classes} (--config.nofe.num_experts=...).')
-
-
 def specialty_accuracy(labels: np.ndarray, predicted: np.ndarray,
                        class_to_specialty: np.ndarray) -> float:
     """Fraction of examples the generalist puts in their class's specialty."""
@@ -59,10 +55,10 @@ def specialty_names(assignment: np.ndarray, class_names, num_experts: int) -> li
     return [[class_names[c] for c in np.flatnonzero(assignment == k)] for k in range(num_experts)]
 
 
-def _assign_options(nc: ml_collections.ConfigDict, current: np.ndarray, subset_size: int) -> dict:
-    if nc.balance == 'elasso':
-        return {'lam': specialties.scaled_elasso_lam(nc.elasso_lam, subset_size),
-                'sweeps': nc.elasso_sweeps or None, 'init': current}
+def _assign_options(nofe: ml_collections.ConfigDict, current: np.ndarray, subset_size: int) -> dict:
+    if nofe.balance == 'elasso':
+        return {'lam': specialties.scaled_elasso_lam(nofe.elasso_lam, subset_size),
+                'sweeps': nofe.elasso_sweeps or None, 'init': current}
     return {}
 
 
@@ -84,50 +80,50 @@ class CountSubsets:
             self.num_train, self.size, rng)
 
 
-def count_subsets(run: common.Run) -> CountSubsets:
+def count_subsets(run: run_lib.Run) -> CountSubsets:
     """``nofe.subset_source``: 'holdout' sets aside a fixed random S of ``subset_size`` images.
 
     Only sources that count predictions (learned, spectral) set anything aside.
     """
-    nc, num_train = run.config.nofe, len(run.dataset.train)
-    if nc.subset_source == 'train' or nc.specialties not in COUNTED_SOURCES:
-        return CountSubsets(num_train, nc.subset_size, None)
-    if nc.subset_size >= num_train:
+    nofe, num_train = run.config.nofe, len(run.dataset.train)
+    if nofe.subset_source == 'train' or nofe.specialties not in COUNTED_SOURCES:
+        return CountSubsets(num_train, nofe.subset_size, None)
+    if nofe.subset_size >= num_train:
         raise validation.ConfigError(
-            f'nofe.subset_size={nc.subset_size} leaves no training images for stage 1 with '
+            f'nofe.subset_size={nofe.subset_size} leaves no training images for stage 1 with '
             f'subset_source=holdout ({num_train} training images); lower it.')
-    holdout = pipeline.random_subset(num_train, nc.subset_size,
+    holdout = pipeline.random_subset(num_train, nofe.subset_size,
                                      np.random.default_rng([_HOLDOUT_STREAM, run.config.seed]))
-    return CountSubsets(num_train, nc.subset_size, holdout)
+    return CountSubsets(num_train, nofe.subset_size, holdout)
 
 
-def make_specialty_update(run: common.Run, subsets: CountSubsets) -> loop.Hook:
+def make_specialty_update(run: run_lib.Run, subsets: CountSubsets) -> loop.Hook:
     """The stage-1 hook: predict S, count M, reassign (unless M carries no signal), log, record."""
-    nc, num_classes = run.config.nofe, run.dataset.num_classes
+    nofe, num_classes = run.config.nofe, run.dataset.num_classes
 
     def update(ctx: loop.HookContext):
         current = ctx.grouping['class_to_specialty']
         predicted = ctx.predict(subsets.draw(ctx.rng))
         labels, predicted = predicted['label'], predicted['top1']
-        counts = confusion.count_matrix(labels, predicted, num_classes, nc.num_experts)
+        counts = confusion.count_matrix(labels, predicted, num_classes, nofe.num_experts)
         kappa = specialties.specialty_kappa(counts, current)
         # Counts from a generalist at chance are noise: re-assigning from them reshuffles its
         # targets every update, and it never learns any (the alternation traps itself).
-        skipped = kappa < nc.min_kappa
+        skipped = kappa < nofe.min_kappa
         new = current if skipped else specialties.assign(
-            nc.balance, specialties.with_stay_bonus(counts, current, nc.stay_margin), ctx.rng,
-            **_assign_options(nc, current, labels.size))
-        change = specialties.describe_change(current, new, nc.num_experts)
+            nofe.balance, specialties.with_stay_bonus(counts, current, nofe.stay_margin), ctx.rng,
+            **_assign_options(nofe, current, labels.size))
+        change = specialties.describe_change(current, new, nofe.num_experts)
         accuracy = specialty_accuracy(labels, predicted, current)
         ctx.log({'specialties/moved': change['moved'],
                  'specialties/generalist_specialty_top1': accuracy,
                  'specialties/kappa': kappa, 'specialties/skipped': float(skipped),
                  'specialties/empty': sum(s == 0 for s in change['sizes'])})
         outcome = (f'skipped, the generalist is near chance on S (kappa {kappa:.3f} < '
-                   f'min_kappa {nc.min_kappa})' if skipped else
+                   f'min_kappa {nofe.min_kappa})' if skipped else
                    f'{change["moved"]} classes moved, sizes {change["sizes"]}')
-        print(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {outcome}; '
-              f'specialty acc on S {accuracy:.4f}, kappa {kappa:.3f}', flush=True)
+        reporting.log(f'[generalist] specialty update at epoch {ctx.epoch:.2f}: {outcome}; '
+                      f'specialty acc on S {accuracy:.4f}, kappa {kappa:.3f}')
         ctx.meta.setdefault('history', []).append({
             'step': ctx.step, 'epoch': ctx.epoch, 'moved': change['moved'],
             'sizes': change['sizes'], 'specialty_top1': accuracy, 'kappa': kappa,
@@ -135,13 +131,13 @@ def make_specialty_update(run: common.Run, subsets: CountSubsets) -> loop.Hook:
         write_specialties_json(run, ctx.meta['history'])
         return {'class_to_specialty': new.astype(np.int32)}
 
-    return loop.Hook('specialty_update', nc.update_every, update, start=nc.update_warmup)
+    return loop.Hook('specialty_update', nofe.update_every, update, start=nofe.update_warmup)
 
 
 HISTORY_SUMMARY_KEYS = ('step', 'epoch', 'moved', 'sizes', 'specialty_top1', 'kappa', 'skipped')
 
 
-def write_specialties_json(run: common.Run, history: list[dict]) -> None:
+def write_specialties_json(run: run_lib.Run, history: list[dict]) -> None:
     """specialties.json: the class names of every specialty after every update (or of the fixed source)."""
     k = run.config.nofe.num_experts
     reporting.write_json(os.path.join(run.workdir, 'specialties.json'), [
@@ -151,19 +147,19 @@ def write_specialties_json(run: common.Run, history: list[dict]) -> None:
         for h in history])
 
 
-def report_partition(run: common.Run, assignment: np.ndarray, history: list[dict]) -> dict:
+def report_partition(run: run_lib.Run, assignment: np.ndarray, history: list[dict]) -> dict:
     """Prints the partition, writes specialties.json/png; returns its summary entries (incl. NMI)."""
-    nc, dataset = run.config.nofe, run.dataset
-    names = specialty_names(assignment, dataset.class_names, nc.num_experts)
-    print(f'specialties ({nc.specialties}, K={nc.num_experts}):', flush=True)
+    nofe, dataset = run.config.nofe, run.dataset
+    names = specialty_names(assignment, dataset.class_names, nofe.num_experts)
+    reporting.log(f'specialties ({nofe.specialties}, K={nofe.num_experts}):')
     for k, members in enumerate(names):
         shown = ', '.join(members[:PRINTED_NAMES_PER_SPECIALTY]) or '(empty)'
         more = len(members) - PRINTED_NAMES_PER_SPECIALTY
-        print(f'  {k}: {shown}' + (f' (+{more} more)' if more > 0 else ''), flush=True)
+        reporting.log(f'  {k}: {shown}' + (f' (+{more} more)' if more > 0 else ''))
     if not history:  # a fixed source: one entry, so every source leaves the same files
         write_specialties_json(run, [{'step': 0, 'epoch': 0.0, 'assignment': assignment.tolist()}])
     reporting.plot_specialties(os.path.join(run.workdir, 'specialties.png'), assignment,
-                               dataset.class_names, nc.num_experts,
+                               dataset.class_names, nofe.num_experts,
                                np.asarray(history[-1]['counts']) if history else None)
     entries = {'specialties': [s for s in names if s]}
     if dataset.class_groupings:
@@ -173,50 +169,22 @@ def report_partition(run: common.Run, assignment: np.ndarray, history: list[dict
             for name, truth in dataset.class_groupings.items()}
         entries['random_partition_nmi'] = {
             name: float(np.mean([specialties.partition_nmi(
-                specialties.random_balanced(dataset.num_classes, nc.num_experts, rng), truth)
+                specialties.random_balanced(dataset.num_classes, nofe.num_experts, rng), truth)
                 for _ in range(RANDOM_NMI_DRAWS)]))
             for name, truth in dataset.class_groupings.items()}
-        print('NMI of the specialties with ' + ', '.join(
+        reporting.log('NMI of the specialties with ' + ', '.join(
             f'{name}: {value:.3f} (random balanced: {entries["random_partition_nmi"][name]:.3f})'
-            for name, value in entries['specialty_nmi'].items()), flush=True)
+            for name, value in entries['specialty_nmi'].items()))
     return entries
 
 
-def _branch_overrides(config: ml_collections.ConfigDict) -> dict:
-    """Expert-branch constructor overrides from ``config.nofe`` (the release's fillers pass none)."""
-    return {} if config.nofe.branch_init == 'release' else {'branch_init': config.nofe.branch_init}
-
-
-def generalist_model(config: ml_collections.ConfigDict):
-    """The K-way generalist ``config`` trains (its head: ``nofe.generalist_head``)."""
-    nc = config.nofe
-    branch = _branch_overrides(config) if nc.generalist_head == 'branch' else {}
-    return registry.generalist(config.model.name, nc.num_experts, head=nc.generalist_head,
-                               **common.model_overrides(config), **branch)
-
-
-def nofe_model(config: ml_collections.ConfigDict, layout: experts.ExpertLayout):
-    """The network of experts over ``layout``."""
-    return registry.build_nofe(config.model.name, layout, **common.model_overrides(config),
-                               **_branch_overrides(config))
-
-
-def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
-    """{name: (model, extra apply args)} of the models this recipe trains: the K-way generalist and
-    the network of experts over a balanced layout (c_max = ceil(C / K))."""
-    check_num_experts(config.nofe.num_experts, num_classes)
-    layout = experts.expert_layout(np.arange(num_classes) % config.nofe.num_experts)
-    slots = jax.ShapeDtypeStruct(layout.class_slots.shape, jnp.int32)
-    return {'generalist': (generalist_model(config), ()), 'nofe': (nofe_model(config, layout), (slots,))}
-
-
-def generalist_stage(run: common.Run, initial: np.ndarray, learn: bool,
+def generalist_stage(run: run_lib.Run, initial: np.ndarray, learn: bool,
                      subsets: CountSubsets) -> loop.Stage:
     """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
-    config, nc = run.config, run.config.nofe
+    config, nofe = run.config, run.config.nofe
     return loop.Stage(
         name='generalist', model=generalist_model(config),
-        task=tasks.ClassificationTask(nc.num_experts, target_map='class_to_specialty',
+        task=tasks.ClassificationTask(nofe.num_experts, target_map='class_to_specialty',
                                       target_name='specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
@@ -224,64 +192,39 @@ def generalist_stage(run: common.Run, initial: np.ndarray, learn: bool,
         train_indices=subsets.stage1_train_indices, config_block='generalist')
 
 
-def fixed_specialties(run: common.Run, rng: np.random.Generator, stages: dict,
+def fixed_specialties(run: run_lib.Run, rng: np.random.Generator, stages: dict,
                       subsets: CountSubsets) -> np.ndarray:
     """The partition of a non-learned specialty source."""
-    nc, num_classes = run.config.nofe, run.dataset.num_classes
-    if nc.specialties == 'random':
-        return specialties.random_balanced(num_classes, nc.num_experts, rng)
-    if nc.specialties == 'file':
+    nofe, num_classes = run.config.nofe, run.dataset.num_classes
+    if nofe.specialties == 'random':
+        return specialties.random_balanced(num_classes, nofe.num_experts, rng)
+    if nofe.specialties == 'file':
         try:
-            return specialties.load_partition(nc.partition_file, num_classes)
+            return specialties.load_partition(nofe.partition_file, num_classes)
         except ValueError as e:  # the number of ids does not match the classes of the data
             raise validation.ConfigError(f'nofe.partition_file: {e}') from e
-    if nc.specialties == 'wordnet':
+    if nofe.specialties == 'wordnet':
         wordnet = semantic.prepare_wordnet()
         synsets = semantic.class_synsets(run.dataset.name, wordnet)
-        return specialties.wordnet_specialties(synsets, nc.num_experts)
+        return specialties.wordnet_specialties(synsets, nofe.num_experts)
     # spectral: a flat base model first, then its confusion on S.
-    stage = loop.Stage(name='spectral_base',
-                       model=registry.build_base(run.config.model.name, num_classes,
-                                                 **common.model_overrides(run.config)),
-                       task=tasks.ClassificationTask(num_classes),
-                       train_config=run.config.generalist.train,
-                       optim_config=run.config.generalist.optim,
-                       train_indices=subsets.stage1_train_indices, config_block='generalist')
-    result = common.run_stage(run, stage)
+    result = run_lib.run_stage(run, run_lib.flat_stage(run, 'spectral_base', 'generalist',
+                                                       subsets.stage1_train_indices))
     stages['spectral_base'] = result
     predicted = result.predict(subsets.draw(rng))
     matrix = confusion.confusion_matrix(predicted['label'], predicted['top1'], num_classes)
-    return specialties.spectral_specialties(matrix, nc.num_experts, rng,
-                                            balanced=nc.spectral_balanced)
+    return specialties.spectral_specialties(matrix, nofe.num_experts, rng,
+                                            balanced=nofe.spectral_balanced)
 
 
-def copy_generalist(generalist_variables: dict, branch_layers: frozenset[str] = frozenset()):
-    """An ``init_variables`` hook: the generalist's trunk replaces the fresh one, and each layer of
-    its branch named in ``branch_layers`` (``generalist_head='branch'``) is copied into every expert."""
-    def init(fresh: dict) -> dict:
-        out = {collection: dict(tree) for collection, tree in fresh.items()}
-        for collection, tree in generalist_variables.items():
-            if 'trunk' in tree:
-                out.setdefault(collection, {})['trunk'] = tree['trunk']
-            shared = {layer: v for layer, v in tree.get('branch', {}).items() if layer in branch_layers}
-            if shared:
-                stacked = dict(out[collection]['experts']['branch'])
-                for layer, variables in shared.items():
-                    stacked[layer] = jax.tree.map(lambda g, f: jnp.broadcast_to(g, f.shape).astype(f.dtype),
-                                                  variables, stacked[layer])
-                out[collection]['experts'] = {**out[collection]['experts'], 'branch': stacked}
-        return out
-    return init
-
-
-def nofe_stage(run: common.Run, assignment: np.ndarray, init_from) -> tuple[loop.Stage, experts.ExpertLayout]:
+def nofe_stage(run: run_lib.Run, assignment: np.ndarray, init_from) -> tuple[loop.Stage, experts.ExpertLayout]:
     """Trunk + K stacked branches over the final partition (empty specialties dropped)."""
     config = run.config
     layout = experts.expert_layout(assignment)
     warm_layers = (registry.branch_hidden_layers(config.model.name)
                    if config.nofe.generalist_head == 'branch' else frozenset())
     stage = loop.Stage(
-        name='nofe', model=nofe_model(config, layout), task=tasks.ExpertTask(run.dataset.num_classes),
+        name='nofe', model=nofe_model(config, layout), task=ExpertTask(run.dataset.num_classes),
         train_config=config.experts.train, optim_config=config.experts.optim,
         grouping={'class_slots': layout.class_slots,
                   'class_to_specialty': (layout.class_slots // layout.c_max).astype(np.int32)},
@@ -293,31 +236,31 @@ def nofe_stage(run: common.Run, assignment: np.ndarray, init_from) -> tuple[loop
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Generalist (learning the specialties) then the network of experts (config validated)."""
-    nc = config.nofe
-    run = common.prepare_run(config, workdir)
+    nofe = config.nofe
+    run = run_lib.prepare_run(config, workdir, options.METHOD)
     num_classes = run.dataset.num_classes
-    check_num_experts(nc.num_experts, num_classes)
+    check_num_experts(nofe.num_experts, num_classes)
     rng = np.random.default_rng(config.seed)
     stages: dict[str, loop.StageResult] = {}
-    learn = nc.specialties == 'learned'
+    learn = nofe.specialties == 'learned'
     subsets = count_subsets(run)
-    initial = (specialties.random_balanced(num_classes, nc.num_experts, rng) if learn
+    initial = (specialties.random_balanced(num_classes, nofe.num_experts, rng) if learn
                else fixed_specialties(run, rng, stages, subsets))
     assignment, history, generalist_variables = initial, [], None
-    if learn or nc.init == 'generalist':
-        result = common.run_stage(run, generalist_stage(run, initial, learn, subsets))
+    if learn or nofe.init == 'generalist':
+        result = run_lib.run_stage(run, generalist_stage(run, initial, learn, subsets))
         stages['generalist'] = result
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
-        generalist_variables = {'params': result.state.params, **result.state.model_state}
+        generalist_variables = result.variables
     partition = report_partition(run, assignment, history)
-    warning = empty_specialties_warning(assignment, nc.num_experts, nc.specialties)
+    warning = empty_specialties_warning(assignment, nofe.num_experts, nofe.specialties)
     if warning:
-        print(f'WARNING: {warning}', flush=True)
-    stage, layout = nofe_stage(run, assignment, generalist_variables if nc.init == 'generalist' else None)
-    result = common.run_stage(run, stage)
+        reporting.log(f'WARNING: {warning}')
+    stage, layout = nofe_stage(run, assignment, generalist_variables if nofe.init == 'generalist' else None)
+    result = run_lib.run_stage(run, stage)
     stages['nofe'] = result
-    return common.finish(run, result.final, stages, **partition,
+    return run_lib.finish(run, result.final, stages, **partition,
                        num_experts=layout.num_experts, specialty_warnings=[warning] if warning else [],
                        specialty_sizes=[int(s) for s in layout.sizes],
                        specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}

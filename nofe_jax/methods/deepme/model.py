@@ -1,0 +1,124 @@
+"""DeepME's model: ``GatedMixture``, the gate network weighing the stacked group networks per
+image, with its unit-L2 gate weights; and the builders from a config."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nofe_jax import validation
+from nofe_jax.grouping.layout import GroupLayout, group_layout
+from nofe_jax.models import layers, registry
+from nofe_jax.models.group_networks import GroupNetworks, mask_padded_slots, run_groups, scatter_to_classes
+from nofe_jax.training import run as run_lib
+
+
+def log_gate_weights(gate_logits: jax.Array) -> jax.Array:
+    """log phi [B, T]: phi has unit L2 norm per image (DeepME Eq. 3) and is non-negative, the
+    softmax of the gate's logits L2-normalised. (A plain g / ||g|| may turn negative, and a
+    negative weight on a base loss rewards that base for being wrong.) In log space, so a
+    saturated gate still has a gradient."""
+    log_softmax = jax.nn.log_softmax(gate_logits.astype(jnp.float32), axis=-1)
+    return log_softmax - 0.5 * jax.nn.logsumexp(2.0 * log_softmax, axis=-1, keepdims=True)
+
+
+def gate_weights(gate_logits: jax.Array) -> jax.Array:
+    """phi [B, T] (``log_gate_weights``)."""
+    return jnp.exp(log_gate_weights(gate_logits))
+
+
+def log_scatter_to_classes(log_values: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array,
+                           num_classes: int) -> jax.Array:
+    """[B, C]: log of ``scatter_to_classes(exp(log_values))``, without underflow (each class's
+    terms shifted by their largest). Every class must be in a group (else its log is -inf)."""
+    batch = log_values.shape[0]
+    values = jnp.where(slot_mask, log_values, -jnp.inf).reshape(batch, -1)
+    index = slot_classes.reshape(-1)
+    peak = jnp.full((batch, num_classes), -jnp.inf, values.dtype).at[:, index].max(values)
+    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    total = jnp.zeros((batch, num_classes), values.dtype).at[:, index].add(jnp.exp(values - peak[:, index]))
+    return jnp.log(total) + peak
+
+
+class GatedMixture(nn.Module):
+    """DeepME's mixture: F(x) = sum_t phi_t(x) f_t(x), f_t the group networks' softmax scattered
+    into the N classes (zero outside the group), phi the gate's weights (``gate_weights``) or,
+    ``gate='equal'`` (the NoGate ablation), 1 / sqrt(T) each.
+
+    The gate is an MLP on the first group network's features (``gate_input='first'``, the spec's
+    default) or on all of theirs concatenated (``'all'``), layer-normalised, without gradient
+    into the networks (spec/deepme.md: the frozen trunk features of a base network). Returns log(F / sum F) as the
+    logits (the mixture's own decision; its cross-entropy is the 'loss' metric) and, in the
+    intermediates, the group probabilities and phi the DeepME loss reads. Frozen group networks
+    (``freeze_groups``) run in eval mode without gradient.
+    """
+
+    groups: GroupNetworks
+    num_classes: int
+    gate: str = 'learned'  # learned | equal
+    gate_input: str = 'first'  # first: base network 0's features | all: every base network's
+    gate_hidden: int = 256
+    freeze_groups: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
+                 train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        group_logits, out = run_groups(self.groups, x, train=train, frozen=self.freeze_groups)
+        log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
+        probs = jnp.exp(log_probs)
+        batch, num_groups = probs.shape[:2]
+        features = out['features'][:, 0] if self.gate_input == 'first' else out['features']
+        features = jax.lax.stop_gradient(features).reshape(batch, -1).astype(jnp.float32)
+        if self.gate == 'equal':
+            log_phi = jnp.full((batch, num_groups), -0.5 * jnp.log(num_groups), jnp.float32)
+        else:
+            glorot = nn.initializers.glorot_normal()
+            # A trained network's features come at any scale; unnormalised, they saturate the
+            # gate's softmax within a few steps (on digits: every image sent to one group for good).
+            normalised = nn.LayerNorm(name='gate_norm')(features)
+            hidden = nn.relu(layers.dense(self.gate_hidden, init=glorot, name='gate_hidden')(normalised))
+            log_phi = log_gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+        phi = jnp.exp(log_phi)
+        mixture = scatter_to_classes(phi[..., None] * probs, slot_classes, slot_mask, self.num_classes)
+        # log(F / sum F), sum F = sum_t phi_t: the mixture's normalised log-probabilities.
+        logits = (log_scatter_to_classes(log_phi[..., None] + log_probs, slot_classes, slot_mask,
+                                         self.num_classes)
+                  - jax.nn.logsumexp(log_phi, axis=-1, keepdims=True))
+        return logits, {'features': features, 'group_probs': probs, 'phi': phi, 'mixture': mixture,
+                        'group_logits': group_logits}
+
+
+def group_networks(config: ml_collections.ConfigDict, layout: GroupLayout
+                   ) -> GroupNetworks:
+    """The stacked base networks over ``layout``: the config's base model, one per group."""
+    base = registry.build_base(config.model.name, layout.num_outputs, **run_lib.model_overrides(config))
+    return GroupNetworks(base, layout.num_groups, layout.m_max, split_classifier=False)
+
+
+def gated_mixture(config: ml_collections.ConfigDict, layout: GroupLayout,
+                  num_classes: int) -> GatedMixture:
+    deepme = config.deepme
+    return GatedMixture(group_networks(config, layout), num_classes, gate=deepme.gate,
+                                gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden, freeze_groups=deepme.base_lr_mult == 0)
+
+
+def even_layout(config: ml_collections.ConfigDict, num_classes: int) -> GroupLayout:
+    """``num_groups`` disjoint groups of about C / T classes: the shapes ``experiments.describe``
+    counts (SSC's groups differ in size and overlap; the counts scale with the largest)."""
+    return group_layout(np.array_split(np.arange(num_classes), config.deepme.num_groups),
+                                num_classes)
+
+
+def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+    """{name: (model, extra apply args)}: the stacked base networks and the gated mixture."""
+    check_num_groups(config.deepme.num_groups, num_classes)
+    layout = even_layout(config, num_classes)
+    tables = (jax.ShapeDtypeStruct(layout.slot_classes.shape, np.int32),
+              jax.ShapeDtypeStruct(layout.slot_mask.shape, np.bool_))
+    return {'bases': (group_networks(config, layout), ()),
+            'gate': (gated_mixture(config, layout, num_classes), tables)}
+
+
+def check_num_groups(num_groups: int, num_classes: int) -> None:
+    """T groups (at least 2, for the gate to choose) must fit the C classes."""
+    validation.check_fits_classes('deepme.num_groups', num_groups, num_classes, symbol='T', low=2)

@@ -1,0 +1,74 @@
+"""Resuming a workdir after changing an option that shapes a method's grouping or networks is
+refused with one line naming the option, for every method; never a silent restore of the old
+grouping arrays or weights (issue 22: DeepME's options were missing from the fingerprint)."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from experiments.configs import quickstart
+from nofe_jax import methods
+from nofe_jax.training import checkpoints
+
+REPO = __file__.rsplit('/tests/', 1)[0]
+
+# Orbax may leave a refused restore's reads unawaited (see tests/training/test_checkpoints.py).
+pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+
+# (quickstart variant, option, new value, the option's value in the finished run as printed).
+CHANGES = [
+    # The flat model's own fields are the shared ones: other data of the very same shapes.
+    ('smoke,base', 'data.source', 'synthetic', "'digits'"),
+    ('smoke', 'nofe.num_experts', 4, '5'),
+    ('smoke', 'nofe.specialties', 'random', "'learned'"),
+    ('smoke,dmde', 'dmde.group_size', 3, '4'),
+    ('smoke,dmde', 'dmde.ontology', 'semantic', "'random'"),
+    ('smoke,deepme', 'deepme.groups', 'random', "'ssc'"),
+    ('smoke,deepme', 'deepme.num_groups', 4, '3'),
+]
+
+
+def _changed(variant: str, field: str, value):
+    config = quickstart.get_config(variant)
+    block, name = field.split('.')
+    config[block][name] = value
+    if field == 'data.source':  # synthetic images and classes shaped like the digits
+        config.data.update(synthetic_shape=(8, 8, 1), synthetic_classes=10)
+    return config
+
+
+@pytest.mark.parametrize('variant, field, value, before', CHANGES)
+def test_resuming_after_changing_a_shaping_option_is_refused_naming_it(
+        variant, field, value, before, trained_run, tmp_path):
+    finished = trained_run(quickstart.get_config(variant))
+    workdir = tmp_path / 'run'
+    shutil.copytree(finished.workdir, workdir)
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        methods.train_and_evaluate(_changed(variant, field, value), str(workdir))
+    message = str(refused.value)
+    assert '\n' not in message
+    assert 'was written by a different config (' in message
+    assert f'{field}={before} there, {value!r} now' in message
+
+
+def test_every_method_declares_its_fingerprint_fields():
+    for method in methods.METHODS.values():
+        assert all(field.startswith(f'{method.option_block}.') for field in method.fingerprint_fields)
+        if method.option_block:
+            assert method.fingerprint_fields, method.name
+
+
+def test_the_command_line_refuses_a_changed_deepme_grouping_in_one_line(trained_run, tmp_path):
+    finished = trained_run(quickstart.get_config('smoke,deepme'))
+    workdir = tmp_path / 'run'
+    shutil.copytree(finished.workdir, workdir)
+    out = subprocess.run([sys.executable, '-m', 'experiments.run',
+                          '--config=experiments/configs/quickstart.py:smoke,deepme',
+                          f'--workdir={workdir}', '--config.deepme.groups=random'],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: The checkpoint at step '), out.stderr[-3000:]
+    assert "deepme.groups='ssc' there, 'random' now" in last
