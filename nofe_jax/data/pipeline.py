@@ -337,7 +337,9 @@ def _made_in_order(make: Callable[[int], dict[str, np.ndarray]], steps: range,
                             worker_init_fn=functools.partial(_init_worker, parent=os.getpid())))
     iterator = iter(batches)
     try:
-        yield from iterator
+        for batch in iterator:
+            # Plain arrays over the workers' shared memory (no copy; freed with the last view).
+            yield {key: np.asarray(value) for key, value in batch.items()}
     finally:  # an abandoned epoch (the end of a stage, a stop) stops its workers now
         iterator.close()
 
