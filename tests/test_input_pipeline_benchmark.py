@@ -41,6 +41,8 @@ def test_imagenet_like_benchmark_tiny(tmp_path, capsys):
     per_core = 1000 / result['cpu_ms_per_image_one_core']
     assert result['images_per_s_per_core'] == pytest.approx(per_core)
     assert result['cores_to_feed_model'] == int(np.ceil(3000 / per_core))
+    assert result['decode_ms_per_image'] > 0 and result['augment_ms_per_image'] > 0
+    assert result['thread_ceiling_images_per_s'] == pytest.approx(1000 / result['augment_ms_per_image'])
     assert json.loads(out.read_text()) == result
     printed = capsys.readouterr().out.strip().splitlines()
     assert json.loads(printed[-1]) == result

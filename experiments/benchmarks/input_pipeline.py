@@ -47,16 +47,19 @@ JPEGs, and how many cores does a host need to feed a model?
 
 writes `num_images` synthetic JPEGs with ImageNet's size distribution (long side 500 for most,
 others 300..800 wide or tall, aspect 4:3 / 3:2 / 1:1; smooth colour fields plus grain, quality
-90: about 500x375 and 110 KB on average) once into `--cache_dir`, then reads them as an
+90: about 485x385 and 100 KB on average) once into `--cache_dir`, then reads them as an
 ImageNet config does (`imagenet10k_deepme.py`: an image folder resized to 256, random 224
 crops and mirrors; `sources.ImageFolderSource`, `pipeline.train_batches` behind
 `pipeline.prefetch`) with the thread (num_workers 0; the folder's 8 decoding threads) and
 with 1 and 2 worker processes (`--workers`), in alternating rounds, one epoch each. Reported
 per reader: seconds to the first batch (worker start-up), images/s after it (median over
-rounds), and the CPU seconds the reader's processes spent per image over that stretch, whence
-images/s per core and the cores a host needs to feed `--model_images_per_s`. On a machine
-shared with other work the CPU time per image is the steadier figure: wall-clock rates there
-depend on what else runs.
+rounds, the first batch of each worker left out) and over the whole epoch. A reader that
+decodes serially in one thread gives the CPU time per image, whence images/s per core and the
+cores a host needs to feed `--model_images_per_s`; that time is split into decoding (which the
+thread reader spreads over its threads) and batch augmentation (which it runs in its one
+prefetch thread: the thread's ceiling on any number of cores). The synthetic images are
+somewhat smaller than ImageNet's (about 485x385, 103 KB). On a machine shared with other work
+the CPU times are the steadier figures: wall-clock rates there depend on what else runs.
 """
 import argparse
 import contextlib
@@ -351,6 +354,30 @@ def reader_round(root: str, num_workers: int, batch_size: int, resize: int, crop
     return round_
 
 
+def cost_split(root: str, batch_size: int, resize: int, crop: int, seed: int) -> dict[str, float]:
+    """CPU ms per image of decoding + resizing (`source.get`, which the thread reader spreads over
+    its decoding threads) and of the batch augmentation (`apply_preprocess`, which it runs in its
+    one prefetch thread), one thread, one epoch. 1000 / the latter bounds the thread reader's
+    images/s on any number of cores."""
+    source = sources.ImageFolderSource(root, image_size=resize, num_threads=1)
+    preprocess = pipeline.Preprocess(mean='per_channel', scale=1.0 / 255.0, crop=crop, flip=True)
+    normalization = pipeline.Normalization(mean=np.asarray([124.0, 116.0, 104.0], np.float32),
+                                           std=np.ones((), np.float32))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(source))
+    decode = augment = 0.0
+    count = len(source) // batch_size * batch_size
+    for start in range(0, count, batch_size):
+        t0 = time.process_time()
+        images, _ = source.get(order[start:start + batch_size])
+        t1 = time.process_time()
+        offsets = np.stack([rng.integers(0, resize - crop + 1, batch_size)] * 2, 1)
+        pipeline.apply_preprocess(images, preprocess, normalization, offsets, rng.random(batch_size) < 0.5)
+        t2 = time.process_time()
+        decode, augment = decode + t1 - t0, augment + t2 - t1
+    return {'decode_ms_per_image': 1000 * decode / count, 'augment_ms_per_image': 1000 * augment / count}
+
+
 def run_imagenet_like(cache_dir: str, num_images: int = 500, workers: Sequence[int] = (0, 1, 2),
                       batch_size: int = 32, resize: int = 256, crop: int = 224, rounds: int = 3,
                       model_images_per_s: float = 3000.0, scale: float = 1.0,
@@ -368,6 +395,7 @@ def run_imagenet_like(cache_dir: str, num_images: int = 500, workers: Sequence[i
     for r in range(rounds):  # alternating, so background load hits every reader alike
         for name, round_ in readers.items():
             measured[name].append(round_(r))
+    split = cost_split(root, batch_size, resize, crop, seed)
     core = statistics.median(m['cpu_ms_per_image'] for m in measured['1 core (serial)'])
     per_core = 1000 / max(core, 1e-6)
     rows = []
@@ -381,7 +409,8 @@ def run_imagenet_like(cache_dir: str, num_images: int = 500, workers: Sequence[i
         row['over_thread'] = row['images_per_s'] / rows[1]['images_per_s']
     return {'case': 'imagenet_like', 'folder': root, 'num_images': num_images, **folder_stats(root),
             'batch_size': batch_size, 'resize': resize, 'crop': crop, 'rounds': rounds,
-            'cpu_ms_per_image_one_core': core, 'images_per_s_per_core': per_core,
+            'cpu_ms_per_image_one_core': core, 'images_per_s_per_core': per_core, **split,
+            'thread_ceiling_images_per_s': 1000 / max(split['augment_ms_per_image'], 1e-6),
             'model_images_per_s': model_images_per_s,
             'cores_to_feed_model': math.ceil(model_images_per_s / per_core),
             'cpu_count': os.cpu_count(), 'load_average_1min': os.getloadavg()[0], 'rows': rows}
@@ -404,7 +433,12 @@ def format_imagenet_like(result: dict[str, Any]) -> str:
     lines += ['', f"One core decodes and augments {result['images_per_s_per_core']:.0f} img/s "
                   f"({result['cpu_ms_per_image_one_core']:.1f} CPU ms per image): feeding "
                   f"{result['model_images_per_s']:g} img/s takes {result['cores_to_feed_model']} cores "
-                  f"(as many workers), plus what the training process itself uses."]
+                  f"(as many workers), plus what the training process itself uses.",
+              f"Of each image's cost, decoding + resizing takes {result['decode_ms_per_image']:.1f} ms "
+              f"(spread over the thread reader's decoding threads) and the batch augmentation "
+              f"{result['augment_ms_per_image']:.1f} ms (in its one prefetch thread): the thread "
+              f"cannot pass {result['thread_ceiling_images_per_s']:.0f} img/s on any number of cores; "
+              f"workers do both in parallel."]
     return '\n'.join(lines)
 
 
