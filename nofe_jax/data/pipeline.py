@@ -139,21 +139,36 @@ def _draw_augmentation(rng: np.random.Generator, n: int, preprocess: Preprocess,
 def apply_preprocess(images: np.ndarray, preprocess: Preprocess, normalization: Normalization,
                      offsets: np.ndarray | None = None, flips: np.ndarray | None = None) -> np.ndarray:
     """uint8 [b,H,W,C] -> float32 [b,H',W',C]: resize, normalise, pad, crop, flip, BGR."""
-    x = _resize_batch(images, preprocess.resize).astype(np.float32)
-    x = (x - normalization.mean) / normalization.std * np.float32(preprocess.scale)
-    if preprocess.pad:
-        p = preprocess.pad
-        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    if offsets is not None:
-        crop = np.arange(preprocess.crop)
-        rows = (offsets[:, 0:1] + crop)[:, :, None]  # [b, crop, 1]
-        cols = (offsets[:, 1:2] + crop)[:, None, :]  # [b, 1, crop]
-        x = x[np.arange(len(x))[:, None, None], rows, cols]
-    if flips is not None:
-        x = np.where(flips[:, None, None, None], x[:, :, ::-1], x)
+    x = _resize_batch(images, preprocess.resize)
+    if not preprocess.pad and np.ndim(normalization.mean) <= 1 and np.ndim(normalization.std) <= 1:
+        # Normalising is per element and the same at every pixel, so cropping and mirroring the
+        # uint8 images first gives the same floats at a fraction of the cost.
+        x = _crop_and_flip(x, preprocess.crop, offsets, flips)
+        x = _normalized(x, preprocess, normalization)
+    else:
+        x = _normalized(x, preprocess, normalization)
+        if preprocess.pad:
+            p = preprocess.pad
+            x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        x = _crop_and_flip(x, preprocess.crop, offsets, flips)
     if preprocess.bgr:
         x = x[..., ::-1]
     return np.ascontiguousarray(x, np.float32)
+
+
+def _normalized(x: np.ndarray, preprocess: Preprocess, normalization: Normalization) -> np.ndarray:
+    return (x.astype(np.float32) - normalization.mean) / normalization.std * np.float32(preprocess.scale)
+
+
+def _crop_and_flip(x: np.ndarray, crop: int, offsets: np.ndarray | None,
+                   flips: np.ndarray | None) -> np.ndarray:
+    """Each image's crop x crop window at offsets[i] (None: all of it), mirrored where flips[i]."""
+    if offsets is not None:
+        x = np.stack([image[top:top + crop, left:left + crop] for image, (top, left) in zip(x, offsets)])
+    if flips is not None and flips.any():
+        x = x.copy() if offsets is None else x
+        x[flips] = x[flips, :, ::-1]
+    return x
 
 
 def ten_crop_views(images: np.ndarray, preprocess: Preprocess, normalization: Normalization) -> np.ndarray:
