@@ -37,7 +37,7 @@ def test_imagenet_like_benchmark_tiny(tmp_path, capsys):
     assert [row['reader'] for row in result['rows']] == ['1 core (serial)', 'thread', '1 worker']
     for row in result['rows']:
         assert row['images_per_s'] > 0 and row['epoch_images_per_s'] > 0 and row['first_batch_s'] > 0
-    assert result['rows'][1]['over_thread'] == 1.0 and 'cpu_ms_per_image' not in result['rows'][2]
+    assert result['rows'][1]['over_thread'] == 1.0 and result['rows'][2]['cpu_ms_per_image'] >= 0
     per_core = 1000 / result['cpu_ms_per_image_one_core']
     assert result['images_per_s_per_core'] == pytest.approx(per_core)
     assert result['cores_to_feed_model'] == int(np.ceil(3000 / per_core))

@@ -53,7 +53,8 @@ crops and mirrors; `sources.ImageFolderSource`, `pipeline.train_batches` behind
 `pipeline.prefetch`) with the thread (num_workers 0; the folder's 8 decoding threads) and
 with 1 and 2 worker processes (`--workers`), in alternating rounds, one epoch each. Reported
 per reader: seconds to the first batch (worker start-up), images/s after it (median over
-rounds, the first batch of each worker left out) and over the whole epoch. A reader that
+rounds, the first batch of each worker left out) and over the whole epoch, and the CPU time
+per image left in the training process (with workers: receiving the batches). A reader that
 decodes serially in one thread gives the CPU time per image, whence images/s per core and the
 cores a host needs to feed `--model_images_per_s`; that time is split into decoding (which the
 thread reader spreads over its threads) and batch augmentation (which it runs in its one
@@ -326,7 +327,8 @@ def reader_round(root: str, num_workers: int, batch_size: int, resize: int, crop
     """round(r) -> one epoch (epoch r) of decode + resize + random crop + flip, read as the loop
     reads it: seconds to the first batch, images/s once every worker has delivered its first
     batch (the steady rate: the start-up and what the workers made meanwhile are left out),
-    images/s over the whole epoch, and CPU ms per image of this process (the thread readers)."""
+    images/s over the whole epoch, and the CPU ms per image this (the training) process spent:
+    all of the work for the thread readers, receiving the batches for the worker readers."""
     source = sources.ImageFolderSource(root, image_size=resize, num_threads=decode_threads,
                                        num_workers=num_workers)
     preprocess = pipeline.Preprocess(mean='per_channel', scale=1.0 / 255.0, crop=crop, flip=True)
@@ -401,8 +403,6 @@ def run_imagenet_like(cache_dir: str, num_images: int = 500, workers: Sequence[i
     rows = []
     for (name, values), w in zip(measured.items(), [None, *workers]):
         median = {key: statistics.median(m[key] for m in values) for key in values[0]}
-        if w:  # this process only waits; the work and its CPU time are the workers'
-            del median['cpu_ms_per_image']
         rows.append({'reader': name, 'num_workers': w, **median,
                      'images_per_s_all_rounds': [m['images_per_s'] for m in values]})
     for row in rows:
@@ -424,12 +424,13 @@ def format_imagenet_like(result: dict[str, Any]) -> str:
              f"median of {result['rounds']} alternating rounds of one epoch; {result['cpu_count']} cores, "
              f"1-min load average {result['load_average_1min']:.1f} at the end",
              '',
-             '| reader | first batch s | img/s (steady) | / thread | img/s (epoch) | CPU ms / img |',
+             '| reader | first batch s | img/s (steady) | / thread | img/s (epoch) '
+             '| trainer CPU ms / img |',
              '|---|---:|---:|---:|---:|---:|']
     for r in result['rows']:
-        cpu = f"{r['cpu_ms_per_image']:.1f}" if 'cpu_ms_per_image' in r else '-'
         lines.append(f"| {r['reader']} | {r['first_batch_s']:.2f} | {r['images_per_s']:.0f} | "
-                     f"{r['over_thread']:.2f} | {r['epoch_images_per_s']:.0f} | {cpu} |")
+                     f"{r['over_thread']:.2f} | {r['epoch_images_per_s']:.0f} | "
+                     f"{r['cpu_ms_per_image']:.1f} |")
     lines += ['', f"One core decodes and augments {result['images_per_s_per_core']:.0f} img/s "
                   f"({result['cpu_ms_per_image_one_core']:.1f} CPU ms per image): feeding "
                   f"{result['model_images_per_s']:g} img/s takes {result['cores_to_feed_model']} cores "
