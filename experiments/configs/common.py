@@ -19,6 +19,12 @@ def data_config() -> ml_collections.ConfigDict:
         data_dir='',              # tfds data_dir / IDX folder / image-folder root ('' = default)
         path='',                  # .npz file
         image_size=0,             # image folders: resize to this square size (0 = keep)
+        num_workers=0,            # image folders / on-demand tfds: processes decoding and augmenting
+                                  # batches (0 = one host thread, which 8 decoding threads feed);
+                                  # about one per spare core on a host that has them (ImageNet: one
+                                  # core does ~200 img/s); 0 on 2 cores, where workers measured
+                                  # slower (benchmarks/input_pipeline.py --case=imagenet_like) and
+                                  # start in seconds per epoch; in-memory data always uses the thread
         train_split='train',
         test_split='test',
         synthetic_shape=(32, 32, 3),

@@ -43,8 +43,46 @@ class DatasetNotFoundError(FileNotFoundError):
     """The requested data is not on this machine; the message says how to provide it."""
 
 
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+# Set in the pipeline's worker processes: there each worker is one core's worth of decoding, so
+# sources decode a batch in the worker's own thread instead of a thread pool.
+_decode_serially = False
+
+
+def decode_serially() -> None:
+    """Makes every source in this process decode in the calling thread (pipeline workers)."""
+    global _decode_serially
+    _decode_serially = True
+
+
+class _DecodingPool:
+    """A thread pool created on first use and left out of pickles (worker processes make theirs)."""
+
+    def __init__(self, num_threads: int):
+        self.num_threads = num_threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        if _decode_serially or self.num_threads <= 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.num_threads)
+        return list(self._pool.map(fn, items))
+
+    def __getstate__(self) -> dict:
+        return {'num_threads': self.num_threads, '_pool': None}
+
+
 class ArraySource(abc.ABC):
     """A random-access split: uint8 images [n,H,W,C] and int32 labels [n] by index."""
+
+    # Worker processes `pipeline` decodes and augments this source's batches in (0: one host
+    # thread). Sources that decode files take it from config.data.num_workers; in-memory
+    # arrays keep 0, as copying them into workers is slower than the thread.
+    num_workers: int = 0
 
     @abc.abstractmethod
     def __len__(self) -> int:
@@ -96,6 +134,10 @@ class SubsetSource(ArraySource):
         return self.indices.size
 
     @property
+    def num_workers(self) -> int:
+        return self.source.num_workers
+
+    @property
     def labels(self) -> np.ndarray:
         return self.source.labels[self.indices]
 
@@ -135,7 +177,7 @@ class ImageFolderSource(ArraySource):
     """root/<class>/<image file> tree, decoded with PIL on access (never all in memory)."""
 
     def __init__(self, root: str, image_size: int = 0, class_names: Sequence[str] | None = None,
-                 channels: int | None = None, num_threads: int = 8):
+                 channels: int | None = None, num_threads: int = 8, num_workers: int = 0):
         if not os.path.isdir(root):
             raise DatasetNotFoundError(f'image folder {root!r} does not exist')
         found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -161,8 +203,9 @@ class ImageFolderSource(ArraySource):
             with Image.open(paths[0]) as first:
                 channels = 1 if first.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F') else 3
         self.channels = channels
+        self.num_workers = num_workers
         # PIL releases the GIL while decoding, so threads give real parallelism.
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=num_threads)
+        self._pool = _DecodingPool(num_threads)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -172,14 +215,18 @@ class ImageFolderSource(ArraySource):
         return self._labels
 
     def _load(self, path: str) -> np.ndarray:
-        with Image.open(path) as image:
-            image = _fit_size(_to_rgb_or_gray(image, self.channels), self.image_size)
-            array = np.asarray(image, np.uint8)
+        try:
+            with Image.open(path) as image:
+                image = _fit_size(_to_rgb_or_gray(image, self.channels), self.image_size)
+                array = np.asarray(image, np.uint8)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            # PIL's own messages ('image file is truncated') do not say which file.
+            raise UnreadableImageError(f'cannot decode image {path}: {type(e).__name__}: {e}') from e
         return array[..., None] if array.ndim == 2 else array
 
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         indices = np.asarray(indices)
-        images = list(self._pool.map(self._load, [self.paths[i] for i in indices]))
+        images = self._pool.map(self._load, [self.paths[i] for i in indices])
         return _stack(images, self.root), self._labels[indices]
 
     def image_shape(self) -> tuple[int, int, int]:
@@ -191,15 +238,16 @@ class TfdsArraySource(ArraySource):
     """A tfds split read on demand through `tfds.data_source` (array_record files)."""
 
     def __init__(self, data_source, label_source, image_key: str, label_key: str, image_size: int = 0,
-                 num_threads: int = 8):
+                 num_threads: int = 8, num_workers: int = 0):
         self._source = data_source
         self._label_source = label_source  # same records with the image left undecoded
         self._image_key = image_key
         self._label_key = label_key
         self.image_size = image_size
         self._labels: np.ndarray | None = None
+        self.num_workers = num_workers
         # Reading and decoding one record per thread overlaps I/O and PIL/TF decoding.
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=num_threads)
+        self._pool = _DecodingPool(num_threads)
 
     def __len__(self) -> int:
         return len(self._source)
@@ -214,7 +262,7 @@ class TfdsArraySource(ArraySource):
         return self._labels
 
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        records = list(self._pool.map(self._source.__getitem__, [int(i) for i in np.asarray(indices)]))
+        records = self._pool.map(self._source.__getitem__, [int(i) for i in np.asarray(indices)])
         images = [resize_image(np.asarray(r[self._image_key], np.uint8), self.image_size) for r in records]
         labels = np.asarray([r[self._label_key] for r in records], np.int32)
         return _stack(images, 'tfds'), labels
@@ -368,15 +416,17 @@ def image_folder_problem(root: str) -> str | None:
             'with the same class folders; pass --config.data.data_dir=<root>')
 
 
-def load_image_folder_dataset(root: str, image_size: int = 0) -> Dataset:
-    """root/train/<class>/* and root/test (or val, validation)/<class>/*, decoded on access."""
+def load_image_folder_dataset(root: str, image_size: int = 0, num_workers: int = 0) -> Dataset:
+    """root/train/<class>/* and root/test (or val, validation)/<class>/*, decoded on access
+    (in ``num_workers`` worker processes of the pipeline; 0: one host thread)."""
     problem = image_folder_problem(root)
     if problem:
         raise DatasetNotFoundError(problem)
     train_dir, test_dirs = _image_folder_splits(root)
     test_dir = next(d for d in test_dirs if os.path.isdir(d))
-    train = ImageFolderSource(train_dir, image_size)
-    test = ImageFolderSource(test_dir, image_size, class_names=train.class_names, channels=train.channels)
+    train = ImageFolderSource(train_dir, image_size, num_workers=num_workers)
+    test = ImageFolderSource(test_dir, image_size, class_names=train.class_names, channels=train.channels,
+                             num_workers=num_workers)
     return Dataset(name=os.path.basename(os.path.normpath(root)), train=train, test=test,
                    class_names=list(train.class_names), image_shape=train.image_shape(),
                    num_classes=len(train.class_names), synthetic=False,
@@ -511,8 +561,12 @@ def tfds_name_problem(name: str) -> str | None:
 
 
 def load_tfds_dataset(name: str, data_dir: str = '', train_split: str = 'train', test_split: str = 'test',
-                      image_size: int = 0) -> Dataset:
-    """A prepared tensorflow-datasets dataset; never downloads, fails fast if the data is absent."""
+                      image_size: int = 0, num_workers: int = 0) -> Dataset:
+    """A prepared tensorflow-datasets dataset; never downloads, fails fast if the data is absent.
+
+    Splits read on demand are decoded in ``num_workers`` pipeline worker processes (0: a thread);
+    splits loaded into memory always use the thread.
+    """
     import tensorflow_datasets as tfds  # tfds (and TensorFlow behind tfds.load) only on this path.
 
     problem = tfds_name_problem(name)
@@ -562,7 +616,8 @@ def load_tfds_dataset(name: str, data_dir: str = '', train_split: str = 'train',
             source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
             label_source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False,
                                             decoders={image_key: tfds.decode.SkipDecoding()})
-            return TfdsArraySource(source, label_source, image_key, label_key, image_size)
+            return TfdsArraySource(source, label_source, image_key, label_key, image_size,
+                                   num_workers=num_workers)
         description = f'{where}, read on demand (array_record)'
     image_shape = (image_size, image_size, static_shape[-1]) if image_size else static_shape
 
@@ -574,10 +629,11 @@ def load_tfds_dataset(name: str, data_dir: str = '', train_split: str = 'train',
 # ----------------------------------------------------------------------------- dispatch
 
 _LOADERS: dict[str, Callable[[ml_collections.ConfigDict], Dataset]] = {
-    'tfds': lambda c: load_tfds_dataset(c.name, c.data_dir, c.train_split, c.test_split, c.image_size),
+    'tfds': lambda c: load_tfds_dataset(c.name, c.data_dir, c.train_split, c.test_split, c.image_size,
+                                        c.num_workers),
     'idx': lambda c: load_idx_dataset(c.data_dir),
     'npz': lambda c: load_npz_dataset(c.path),
-    'image_folder': lambda c: load_image_folder_dataset(c.data_dir, c.image_size),
+    'image_folder': lambda c: load_image_folder_dataset(c.data_dir, c.image_size, c.num_workers),
     # The digits split is fixed (seed 0) so every experiment seed sees the same test set.
     'digits': lambda c: load_digits_dataset(),
     'synthetic': lambda c: synthetic_dataset(c.synthetic_shape, c.synthetic_classes,
@@ -601,7 +657,8 @@ def data_problems(config: ml_collections.ConfigDict) -> list[str]:
     if problem:
         return [problem]
     problems = [_PROBLEMS[config.source](config) if config.source in _PROBLEMS else None,
-                validation.range_problem('data.image_size', config.image_size, low=0, integer=True)]
+                validation.range_problem('data.image_size', config.image_size, low=0, integer=True),
+                validation.range_problem('data.num_workers', config.num_workers, low=0, integer=True)]
     if config.source == 'synthetic':
         problems += [validation.range_problem(f'data.{field}', config[field], low=1, integer=True)
                      for field in ('synthetic_classes', 'synthetic_train_size', 'synthetic_test_size')]

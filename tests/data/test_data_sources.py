@@ -14,7 +14,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(dict(
         source='synthetic', name='', data_dir='', path='', image_size=0, train_split='train',
         test_split='test', synthetic_shape=(8, 8, 3), synthetic_classes=4, synthetic_train_size=40,
-        synthetic_test_size=12, seed=0))
+        synthetic_test_size=12, seed=0, num_workers=0))
     config.update(overrides)
     return config
 

@@ -18,7 +18,7 @@ def tfds_config(data_dir, name='cifar100') -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         source='tfds', name=name, data_dir=str(data_dir), path='', image_size=0, train_split='train',
         test_split='test', synthetic_shape=(8, 8, 3), synthetic_classes=4, synthetic_train_size=8,
-        synthetic_test_size=8, seed=0))
+        synthetic_test_size=8, seed=0, num_workers=0))
 
 
 def fake_prepare(data_dir, name: str, sizes: dict[str, int], file_format: str = 'tfrecord') -> None:
