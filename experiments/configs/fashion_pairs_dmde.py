@@ -50,4 +50,6 @@ def tuples_dmde_config(arg: str | None, items: int, config_name: str):
     fashion_pairs.configure_stage(config.bases, args['base_epochs'], model, 'flat')
     fashion_pairs.configure_stage(config.fusion, args['fusion_epochs'], model, 'flat')
     config.fusion.optim.lr /= FUSION_LR_DIVISOR
+    if args['smoke'] and items >= 3:  # 1,000 classes: two disjoint groups keep the smoke a smoke
+        config.dmde.update(group_size=500, overlap=0.0)
     return fashion_pairs.maybe_smoke(config, args['smoke'], items, ('bases', 'fusion'))
