@@ -179,11 +179,15 @@ def machine() -> dict:
             cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    import jax  # the sweep's own process never trains: jax only to name the backend
+    # Asked of a short-lived process: jax in the sweep's own would hold the accelerator (and, on a
+    # GPU, preallocate its memory) while the runs need it.
+    probe = subprocess.run([sys.executable, '-c', 'import jax; print(jax.default_backend(), '
+                            'len(jax.devices()), jax.__version__)'], capture_output=True, text=True)
+    backend, devices, version = (probe.stdout.split() + ['?'] * 3)[:3]
     return {'cpu': cpu, 'cores': os.cpu_count(),
             'affinity_cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
-            'jax_backend': jax.default_backend(), 'jax_devices': len(jax.devices()),
-            'jax_version': jax.__version__, 'host': platform.node(), 'python': platform.python_version()}
+            'jax_backend': backend, 'jax_devices': devices, 'jax_version': version,
+            'host': platform.node(), 'python': platform.python_version()}
 
 
 # Metrics shown in sweep.md, in this order when a run has them (sweep.json holds every one).
