@@ -16,7 +16,8 @@ safe at any moment: the runner's own SIGTERM handling (a checkpoint at the next 
 applies to every run, a run's crash or NaN leaves the sweep going on to the next, no memory or
 compiled programs pile up over dozens of runs, and a killed sweep leaves nothing behind but
 workdirs the next invocation resumes. SIGTERM or Ctrl-C to the sweep is passed to the running
-run, which checkpoints before the sweep exits.
+run, which checkpoints before the sweep exits; if the sweep itself is SIGKILLed, the run gets
+SIGTERM from the kernel (Linux PR_SET_PDEATHSIG), so no orphan trains on beside a rerun.
 
 After the runs (and with ``--aggregate_only`` without training) it writes ``<workdir>/sweep.md``
 and ``<workdir>/sweep.json``: per variant and metric the mean ± standard deviation over seeds
@@ -286,6 +287,16 @@ def _duration(seconds: float) -> str:
     return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the sweep dies, even by SIGKILL (Linux), so a run
+    never goes on orphaned beside the one a rerun of the sweep starts in its workdir."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Forwarder:
     """Passes SIGTERM / SIGINT on to the running child, and remembers that one came."""
 
@@ -334,7 +345,8 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
             start = time.time()
             with open(os.path.join(run.workdir, 'sweep_run.log'), 'a') as out:
                 forwarder.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                                    env=env, cwd=REPO)
+                                                    env=env, cwd=REPO,
+                                                    preexec_fn=_stop_with_parent)
                 code = forwarder.child.wait()
                 forwarder.child = None
             took = time.time() - start
