@@ -287,14 +287,26 @@ def _duration(seconds: float) -> str:
     return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the sweep dies, even by SIGKILL (Linux), so a run
-    never goes on orphaned beside the one a rerun of the sweep starts in its workdir."""
-    try:
-        import ctypes
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+# What the child runs instead of `-m experiments.run` (same arguments): first it asks the kernel for
+# SIGTERM when the sweep dies, even by SIGKILL (Linux PR_SET_PDEATHSIG), so a run never goes on
+# orphaned beside the one a rerun of the sweep starts in its workdir. Done in the child after exec,
+# not in a preexec_fn: Python code between fork and exec can deadlock a multithreaded parent.
+_BOOTSTRAP = """import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit('experiments.sweep: the sweep is gone; not starting the run.')
+runpy.run_module('experiments.run', run_name='__main__', alter_sys=True)
+"""
+
+
+def child_argv(command: Sequence[str]) -> list[str]:
+    """``run_command``'s ``python -m experiments.run ...`` as the bootstrap above runs it."""
+    assert list(command[1:3]) == ['-m', 'experiments.run'], command
+    return [command[0], '-c', _BOOTSTRAP, str(os.getpid()), *command[3:]]
 
 
 class _Forwarder:
@@ -344,9 +356,8 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
                 + shlex.join(cmd[1:]), flush=True)
             start = time.time()
             with open(os.path.join(run.workdir, 'sweep_run.log'), 'a') as out:
-                forwarder.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                                    env=env, cwd=REPO,
-                                                    preexec_fn=_stop_with_parent)
+                forwarder.child = subprocess.Popen(child_argv(cmd), stdout=out, stderr=subprocess.STDOUT,
+                                                    env=env, cwd=REPO)
                 code = forwarder.child.wait()
                 forwarder.child = None
             took = time.time() - start
