@@ -24,7 +24,7 @@ Images per class: pairs 150 train / 30 test (15,000 / 3,000 images). Tuples 12 t
 epochs) trains at about 170 images/s on 2 otherwise idle CPU cores (measured: 173 img/s over its
 first 100 steps), so 12 x 12,000 training images take 14 min, plus 6 evaluations of the 10,000
 test images: about the 15 minutes per run that lets a 3-seed sweep of several variants run in a
-night on such a machine (20 per class measured 23 min). fashion_tuples.py's docstring has the
+night on such a machine (20 per class: 23 min at that rate). fashion_tuples.py's docstring has the
 measured run. 10 test tuples per class is the test split's limit (10 x 100 classes per item and
 position = the 1,000 test images of each item).
 """
