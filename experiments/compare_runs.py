@@ -2,7 +2,10 @@ r"""A Markdown table of finished runs, one row per workdir, from their summary.j
 
   python -m experiments.compare_runs /tmp/fp_base /tmp/fp_nofe /tmp/fp_random
 
-Columns: test top-1, specialty and within-specialty accuracy (NofE runs), wall time (of
+Columns: recipe, model, test top-1, each recipe's own accuracies (NofE: specialty and
+within-specialty; DMDE: its base networks' in-group and not-in-group accuracy; DeepME: its base
+networks' in-group accuracy and the gate's, the share of images whose largest gate weight is on a
+group holding their class; '—' where a recipe has none), wall time (of
 all the runs of a resumed workdir, with their count), classes moved per specialty update
 ('s' marks an update skipped at chance), the NMI of the final specialties with every known
 grouping of the classes (random balanced partitions' in brackets), and any health warning.
@@ -26,6 +29,11 @@ def _wall_time(summary: dict) -> str:
     return f'{minutes:.1f} min' + (f' ({restarts + 1} runs)' if restarts else '')
 
 
+def _bases(summary: dict, key: str) -> str:
+    """A test accuracy of the first stage of DMDE and DeepME (their stacked base networks)."""
+    return _percent(summary.get('stages', {}).get('bases', {}).get('final') or {}, key)
+
+
 def summary_row(workdir: str) -> str:
     """One Markdown row for the run in ``workdir``."""
     with open(os.path.join(workdir, 'summary.json')) as f:
@@ -36,15 +44,18 @@ def summary_row(workdir: str) -> str:
     nmi = '; '.join(f'{name} {value:.3f} ({summary["random_partition_nmi"][name]:.3f})'
                     for name, value in summary.get('specialty_nmi', {}).items()) or '—'
     warnings = len(summary.get('health_warnings', []))
-    cells = [os.path.basename(os.path.normpath(workdir)), _percent(final, 'test/top1'),
+    cells = [os.path.basename(os.path.normpath(workdir)), summary.get('recipe', '—'),
+             summary.get('model', '—'), _percent(final, 'test/top1'),
              _percent(final, 'test/specialty_top1'), _percent(final, 'test/within_specialty_top1'),
-             _wall_time(summary), moved, nmi,
+             _bases(summary, 'test/in_group_top1'), _bases(summary, 'test/not_in_group_top1'),
+             _percent(final, 'test/gate_top1'), _wall_time(summary), moved, nmi,
              f'{warnings} warning(s)' if warnings else 'none']
     return '| ' + ' | '.join(cells) + ' |'
 
 
-HEADER = ('| run | test top-1 | specialty acc | within-specialty | wall time | classes moved per update '
-          '| NMI with true groupings (random) | health |\n|---|---|---|---|---|---|---|---|')
+HEADER = ('| run | recipe | model | test top-1 | specialty acc | within-specialty | in-group acc (bases) '
+          '| not-in-group acc (bases) | gate acc | wall time | classes moved per update '
+          '| NMI with true groupings (random) | health |\n' + '|---' * 13 + '|')
 
 
 def main(argv: Sequence[str]) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from experiments.configs import (cifar100_base, cifar100_deepme, cifar100_dmde, cifar100_nofe,
                                  cifar100_param_matched, fashion_mnist_base, fashion_mnist_deepme,
-                                 fashion_mnist_dmde, fashion_mnist_nofe, fashion_pairs, imagenet_nofe,
-                                 quickstart)
+                                 fashion_mnist_dmde, fashion_mnist_nofe, fashion_pairs, fashion_tuples,
+                                 fashion_tuples_dmde, imagenet_nofe, quickstart)
 from nofe_jax.data.sources import DatasetNotFoundError
 from nofe_jax import methods
 from nofe_jax.training import checkpoints
@@ -31,6 +31,8 @@ SMOKES = {
     'imagenet_nofe': (imagenet_nofe, 'smoke', True),
     'fashion_pairs': (fashion_pairs, 'smoke', True),
     'fashion_pairs_alexnet_base': (fashion_pairs, 'smoke,base,model=alexnet_c100', True),
+    'fashion_tuples': (fashion_tuples, 'smoke', True),
+    'fashion_tuples_dmde': (fashion_tuples_dmde, 'smoke', True),
     'cifar100_dmde': (cifar100_dmde, 'smoke', True),
     'fashion_mnist_dmde': (fashion_mnist_dmde, 'smoke', True),
     'cifar100_deepme': (cifar100_deepme, 'smoke', True),

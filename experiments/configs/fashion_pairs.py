@@ -59,21 +59,49 @@ def configure_stage(stage, epochs: int, model: str, role: str) -> None:
                        weight_decay=weight_decay)
 
 
+# The benchmark each number of items builds (experiments/build_fashion_pairs.py --items=N).
+DEFAULT_PATHS = {2: '/tmp/fashion_pairs.npz', 3: '/tmp/fashion_tuples.npz'}
+
+
+def image_shape(items: int) -> tuple[int, int, int]:
+    """The shape of one tuple image: `items` 28x28 garments side by side."""
+    return (28, 28 * items, 1)
+
+
+def num_classes(items: int) -> int:
+    return 10 ** items
+
+
+def benchmark_args(items: int) -> dict:
+    """The arguments every config of the `items`-garment benchmark takes, with their defaults."""
+    return {'model': 'tiny_cnn', 'path': DEFAULT_PATHS[items], 'smoke': False}
+
+
+def configure_data(config, model: str, path: str, pad: int = 0) -> None:
+    """The tuples .npz at `path`, per-channel mean, `model`'s input std; no flips (a mirrored
+    tuple is a different class)."""
+    config.model.name = model
+    config.data.update(source='npz', path=path)
+    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0, pad=pad)
+
+
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, {'model': 'tiny_cnn', 'base': False, 'k': 10,
+    return tuples_config(arg, items=2, config_name='fashion_pairs.py')
+
+
+def tuples_config(arg: str | None, items: int, config_name: str):
+    """The flat model or NofE on the `items`-garment benchmark (fashion_pairs.py's arguments)."""
+    args = common.parse_args(arg, {**benchmark_args(items), 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
                                    'subset': 'holdout', 'head': 'base', 'branch_init': 'release',
-                                   'pad': 0, 'generalist_epochs': 4, 'expert_epochs': 8,
-                                   'path': '/tmp/fashion_pairs.npz', 'smoke': False})
-    model = checked_model(args['model'], 'fashion_pairs.py')
+                                   'pad': 0, 'generalist_epochs': 4, 'expert_epochs': 8})
+    model = checked_model(args['model'], config_name)
     config = common.get_config()
-    config.model.name = model
-    config.data.update(source='npz', path=args['path'])
-    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0, pad=args['pad'])
+    configure_data(config, model, args['path'], args['pad'])
     total = args['generalist_epochs'] + args['expert_epochs']
     if args['base']:
         configure_stage(config, total, model, 'flat')
-        return _maybe_smoke(config, args, ('',))
+        return maybe_smoke(config, args['smoke'], items, ('',))
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
@@ -81,12 +109,17 @@ def get_config(arg: str | None = None):
                        subset_size=2000, update_every='0.5 epochs', update_warmup='1 epoch')
     configure_stage(config.generalist, args['generalist_epochs'], model, 'generalist')
     configure_stage(config.experts, args['expert_epochs'], model, 'experts')
-    return _maybe_smoke(config, args, ('generalist', 'experts'))
+    return maybe_smoke(config, args['smoke'], items, ('generalist', 'experts'))
 
 
-def _maybe_smoke(config, args, stage_names):
-    if args['smoke']:
-        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100, stage_names=stage_names)
+def maybe_smoke(config, smoke: bool, items: int, stage_names: tuple[str, ...]):
+    """`config` shrunk to a smoke run on synthetic images of the benchmark's shape (if `smoke`)."""
+    if smoke:
+        common.make_smoke(config, image_shape=image_shape(items), num_classes=num_classes(items),
+                          stage_names=stage_names)
         if 'nofe' in config:
             config.nofe.subset_size = 100
+        for recipe in ('dmde', 'deepme'):
+            if recipe in config:
+                config[recipe].similarity_subset_size = 250
     return config

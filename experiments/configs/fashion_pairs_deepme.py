@@ -12,14 +12,13 @@ number. Measured (README "Results"): groups=5,base_epochs=4,gate_epochs=2 gives 
 19 min on 2 CPU cores (NoGate 10.07%; the flat tiny CNN: 67.73% after 6 epochs).
 """
 from experiments.configs import common, fashion_pairs, fashion_pairs_dmde
-from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
+from experiments.configs.fashion_mnist_base import checked_model
 from experiments.configs.fashion_mnist_deepme import GATE_LR
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 10, 'model': 'tiny_cnn',
-                                   'base_epochs': 8, 'gate_epochs': 4,
-                                   'path': '/tmp/fashion_pairs.npz', 'smoke': False})
+    args = common.parse_args(arg, {**common.DEEPME_ARGS, **fashion_pairs.benchmark_args(2),
+                                   'groups': 10, 'base_epochs': 8, 'gate_epochs': 4})
     ablation = common.checked_ablation(args['ablation'], 'fashion_pairs_deepme.py')
     model, epochs = args['model'], (args['base_epochs'], args['gate_epochs'])
     shared = f'model={model},path={args["path"]}' + (',smoke' if args['smoke'] else '')
@@ -30,15 +29,9 @@ def get_config(arg: str | None = None):
         return fashion_pairs_dmde.get_config(f'base_epochs={epochs[0]},fusion_epochs={epochs[1]},{shared}')
     checked_model(model, 'fashion_pairs_deepme.py')
     config = common.get_config()
-    config.model.name = model
-    config.data.update(source='npz', path=args['path'])
-    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0)
+    fashion_pairs.configure_data(config, model, args['path'])
     common.configure_deepme(config, args, 'fashion_pairs')
     fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat')
     fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat')
     config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)
-    if args['smoke']:
-        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
-                          stage_names=('bases', 'gate'))
-        config.deepme.similarity_subset_size = 250
-    return config
+    return fashion_pairs.maybe_smoke(config, args['smoke'], 2, ('bases', 'gate'))

@@ -13,31 +13,43 @@ overlap=0.0,base_epochs=4,fusion_epochs=2 gives 64.40% in 6 min on 2 CPU cores, 
 64.27% in 42 min (the flat tiny CNN: 67.73% after 6 epochs, the NofE 68.00%).
 """
 from experiments.configs import common, fashion_pairs
-from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
+from experiments.configs.fashion_mnist_base import checked_model
 from experiments.configs.fashion_mnist_dmde import FUSION_LR_DIVISOR
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, {'overlap': 0.5, 'group_size': 50, 'categories': 10,
-                                   'ontology': 'semantic', 'fusion': 'eq7', 'multitask': True,
-                                   'freeze': False, 'model': 'tiny_cnn', 'base_epochs': 8,
-                                   'fusion_epochs': 4, 'path': '/tmp/fashion_pairs.npz',
-                                   'smoke': False})
-    model = checked_model(args['model'], 'fashion_pairs_dmde.py')
+    return tuples_dmde_config(arg, items=2, config_name='fashion_pairs_dmde.py')
+
+
+# Per benchmark: (group_size M, the semantic ontology's class table).
+DMDE_DEFAULTS = {2: (50, 'fashion_pairs'), 3: (200, '')}
+
+
+def tuples_dmde_config(arg: str | None, items: int, config_name: str):
+    """DMDE on the `items`-garment benchmark; tuples (items >= 3) take ``ontology=left`` too:
+    the classes in label order, which runs through the left items (fashion_tuples_dmde.py)."""
+    group_size, class_table = DMDE_DEFAULTS[items]
+    args = common.parse_args(arg, {**fashion_pairs.benchmark_args(items), 'overlap': 0.5,
+                                   'group_size': group_size, 'categories': 10,
+                                   'ontology': 'semantic' if items == 2 else 'left',
+                                   'fusion': 'eq7', 'multitask': True, 'freeze': False,
+                                   'base_epochs': 8, 'fusion_epochs': 4})
+    model = checked_model(args['model'], config_name)
     config = common.get_config()
-    config.model.name = model
-    config.data.update(source='npz', path=args['path'])
-    config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0)
+    fashion_pairs.configure_data(config, model, args['path'])
     common.add_dmde(config)
-    config.dmde.update(ontology=args['ontology'], num_categories=args['categories'],
+    ontology, categories = args['ontology'], args['categories']
+    if ontology == 'left':
+        if items < 3:
+            raise ValueError(f'{config_name}: ontology=left is for the tuples (items >= 3).')
+        ontology, categories = 'random', 1  # one category: the windows run in label order
+    config.dmde.update(ontology=ontology, num_categories=categories,
                        group_size=args['group_size'], overlap=args['overlap'],
                        fusion=args['fusion'], multitask=args['multitask'],
-                       base_lr_mult=0.0 if args['freeze'] else 0.01, class_table='fashion_pairs')
+                       base_lr_mult=0.0 if args['freeze'] else 0.01, class_table=class_table)
     fashion_pairs.configure_stage(config.bases, args['base_epochs'], model, 'flat')
     fashion_pairs.configure_stage(config.fusion, args['fusion_epochs'], model, 'flat')
     config.fusion.optim.lr /= FUSION_LR_DIVISOR
-    if args['smoke']:
-        common.make_smoke(config, image_shape=(28, 56, 1), num_classes=100,
-                          stage_names=('bases', 'fusion'))
-        config.dmde.similarity_subset_size = 250
-    return config
+    if args['smoke'] and items >= 3:  # 1,000 classes: two disjoint groups keep the smoke a smoke
+        config.dmde.update(group_size=500, overlap=0.0)
+    return fashion_pairs.maybe_smoke(config, args['smoke'], items, ('bases', 'fusion'))
