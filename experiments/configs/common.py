@@ -72,7 +72,7 @@ def optim_config() -> ml_collections.ConfigDict:
 
 
 def nofe_config() -> ml_collections.ConfigDict:
-    """Network of Experts options (spec/nofe.md)."""
+    """Network of Experts options (docs/methods.md, "Network of Experts")."""
     return ml_collections.ConfigDict(dict(
         num_experts=10,               # K
         specialties='learned',        # learned | spectral | random | wordnet | file
@@ -110,7 +110,7 @@ def add_nofe(config: ml_collections.ConfigDict) -> None:
 
 
 def dmde_config() -> ml_collections.ConfigDict:
-    """Deep Mixture of Diverse Experts options (spec/dmde.md)."""
+    """Deep Mixture of Diverse Experts options (docs/methods.md, "Deep Mixture of Diverse Experts")."""
     return ml_collections.ConfigDict(dict(
         ontology='semantic',          # semantic (WordNet LCH) | visual (a flat model's features,
                                       # trained first) | coarse (the dataset's superclasses) | random
@@ -130,11 +130,12 @@ def dmde_config() -> ml_collections.ConfigDict:
         similarity_update_every='1 epoch',  # S and L recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give S
         fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
-        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect, spec/dmde.md)
+        lambda_overlap=1.0,           # stack2's weight (in Eq. 7 it has no effect)
         phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
-                                      # (spec 1e-6: Eq. 7's ratio then wrecks fine-tuning, README)
+                                      # (the paper's 1e-6: Eq. 7's ratio then wrecks fine-tuning,
+                                      # docs/methods.md "Fusion stage")
         base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
-                                      # mode, no gradient, no decay), the spec's freeze_base
+                                      # mode, no gradient, no decay)
     ))
 
 
@@ -155,7 +156,7 @@ def add_dmde(config: ml_collections.ConfigDict) -> None:
 
 
 def deepme_config() -> ml_collections.ConfigDict:
-    """DeepME options (spec/deepme.md)."""
+    """DeepME options (docs/methods.md, "DeepME")."""
     return ml_collections.ConfigDict(dict(
         class_table='',               # the class -> synset table giving Theta ('' = the dataset's
                                       # name; 'wnid': the class names are WordNet ids)
@@ -164,7 +165,7 @@ def deepme_config() -> ml_collections.ConfigDict:
         num_groups=15,                # T (the paper's ImageNet-10K value)
         membership_threshold=0.3,     # delta: a class joins every group it has this membership in
         fuzzifier=0.0,                # fuzzy c-means m; 0 = the dimension-aware default
-                                      # (clustering.default_fuzzifier; the spec's m=2 collapses)
+                                      # (clustering.default_fuzzifier; the textbook m=2 collapses)
         mu=1.0,                       # weight of the cross-entropy
         lambda1=1e-4,                 # weight of tr(W W^T)
         lambda2=1e-3,                 # weight of tr(W L(Omega) W^T) / 2 (visual, recomputed)
@@ -180,9 +181,10 @@ def deepme_config() -> ml_collections.ConfigDict:
         alpha=1.0,                    # weight of the margin hinge of Eq. 4
         beta=0.1,                     # its margin
         mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
-                                      # Eq. 4 as written: its unit-L2 gate sticks at one group, README)
+                                      # Eq. 4 as written: its unit-L2 gate sticks at one group,
+                                      # docs/methods.md "Gate stage")
         base_lr_mult=0.0,             # gate stage: the bases' lr multiplier; 0 = frozen (the
-                                      # paper), > 0 = fine-tuned end to end (spec's finetune_bases)
+                                      # paper), > 0 = fine-tuned end to end (its future work)
     ))
 
 
