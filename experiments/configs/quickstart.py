@@ -15,7 +15,7 @@ the method end to end. `quickstart.py:smoke` is shorter still;
 Mixture of Diverse Experts (5 tiny CNNs on overlapping groups of 4 digits from a random
 ontology, each with a not-in-group output, fused by the stacking function of Eq. 7);
 `quickstart.py:deepme` a DeepME (3 tiny CNNs on soft spectral clusters of the digits' WordNet
-similarity, mixed per image by a learned gate): 96.9% in about 20 s (README "DeepME").
+similarity, mixed per image by a learned gate): 96.9% in about 20 s (docs/methods.md, "Gate stage").
 """
 from experiments.configs import common
 
