@@ -174,10 +174,19 @@ def test_notebook_is_nbformat4_without_outputs():
     for cell in code:
         assert cell['outputs'] == [] and cell['execution_count'] is None
     source = '\n'.join(''.join(cell['source']) for cell in code)
-    for needle in ('jax.devices()', 'pip install -r requirements.txt', 'methods.train_and_evaluate',
-                   "'model=resnet56_c100'", 'specialties.png',
-                   'learning_curves.png', 'summary.json'):
+    for needle in ('REPO_URL', 'git clone {REPO_URL}', '-c /tmp/colab_jax.txt -e .', 'jax.devices()',
+                   "download_and_prepare()", 'methods.train_and_evaluate', "'model=resnet56_c100'",
+                   'specialties.png', 'learning_curves.png', 'summary.json'):
         assert needle in source, needle
+
+
+def test_notebook_starts_with_the_repository_url_and_keeps_test_settings_out_of_its_text():
+    cells = _notebook()['cells']
+    first_code = next(cell for cell in cells if cell['cell_type'] == 'code')
+    assert ''.join(first_code['source']).startswith('REPO_URL = ')
+    for cell in cells:
+        if cell['cell_type'] == 'markdown':
+            assert 'NOFE_NOTEBOOK' not in ''.join(cell['source'])
 
 
 def test_notebook_library_imports_resolve():

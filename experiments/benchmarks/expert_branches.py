@@ -17,7 +17,7 @@ round ended by `block_until_ready`) so that background load hits both alike; the
 median ms/step over rounds and the ratio loop / vmapped. Before timing, the loss of both is
 checked to agree when the loop's per-branch params are copies of the stacked ones.
 
-Absolute times are only meaningful on the machine that measured them; the README has the
+Absolute times are only meaningful on the machine that measured them; docs/development.md has the
 figures with their commands (on CPU, vmapped beats the loop since the stacked branches'
 convolutions are lowered as patches + one batched matmul, `models/layers.py`).
 Prints a table (one row per K) and one JSON line {'rows': [...]}; `--json_out` also writes that

@@ -1,7 +1,7 @@
 r"""Flat C-way base CNNs on CIFAR-100 (NofE paper, Table 3 "Base model").
 
   python -m experiments.run --config=experiments/configs/cifar100_base.py:model=alexnet_c100 \
-      --workdir=/tmp/c100_base --config.data.data_dir=~/tensorflow_datasets
+      --workdir=/tmp/c100_base --config.data.data_dir=$HOME/tensorflow_datasets
 
 Arguments: model=alexnet_c100 | alexnet_quick_c100 | vgg11_c100 | nin_c100 |
 resnet56_c100 (default alexnet_c100); smoke (320 training and 100 test synthetic 32x32x3

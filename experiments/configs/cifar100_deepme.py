@@ -1,7 +1,7 @@
 r"""DeepME on CIFAR-100 (the DeepME method on the NofE paper's 100-class benchmark and base CNNs).
 
   python -m experiments.run --config=experiments/configs/cifar100_deepme.py --workdir=/tmp/c100_deepme \
-      --config.data.data_dir=~/tensorflow_datasets
+      --config.data.data_dir=$HOME/tensorflow_datasets
   python -m experiments.run --config=experiments/configs/cifar100_deepme.py:smoke --workdir=/tmp/deepme_smoke
 
 Arguments (key=value, comma-separated):
@@ -17,7 +17,7 @@ Arguments (key=value, comma-separated):
 The bases train with the release's flat-model solver of the chosen model (experiments/configs/
 release.py); the gate trains for 10 epochs at a tenth of that model's first rate, bases frozen.
 The paper's figures are for ImageNet-10K with VGG16 bases (imagenet10k_deepme.py): DeepME 32.13%
-per-class top-1 vs 29.51% for DMDE and 27.62% for the flat VGG16 (spec/deepme.md). Measured
+per-class top-1 vs 29.51% for DMDE and 27.62% for the flat VGG16 (docs/methods.md, "DeepME"). Measured
 here: not run — CIFAR-100 cannot be obtained on the offline development machines; the smoke
 run checks the machinery only.
 """

@@ -2,7 +2,7 @@ r"""Deep Mixture of Diverse Experts on CIFAR-100 (the DMDE method of Zhao et al.
 the NofE paper's 100-class benchmark and base CNNs).
 
   python -m experiments.run --config=experiments/configs/cifar100_dmde.py --workdir=/tmp/c100_dmde \
-      --config.data.data_dir=~/tensorflow_datasets
+      --config.data.data_dir=$HOME/tensorflow_datasets
   python -m experiments.run --config=experiments/configs/cifar100_dmde.py:smoke --workdir=/tmp/dmde_smoke
 
 Arguments (key=value, comma-separated):
@@ -23,7 +23,7 @@ The bases train with the release's flat-model solver of the chosen model (Caffe 
 per-blob multipliers and lr drops; experiments/configs/release.py); the fusion stage fine-tunes
 with a tenth of that model's first rate for 10 epochs. The paper's DMDE figures are for
 ImageNet-10K with AlexNet bases (imagenet10k_dmde.py): 38.65% top-1 at overlap 0.5, vs 31.70%
-for the flat 7,756-way AlexNet (spec/dmde.md). Measured here: not run — CIFAR-100 cannot be
+for the flat 7,756-way AlexNet (docs/methods.md, "Deep Mixture of Diverse Experts"). Measured here: not run — CIFAR-100 cannot be
 obtained on the offline development machines; the smoke run checks the machinery only.
 """
 from experiments.configs import cifar100_base, common, release

@@ -1,7 +1,7 @@
 r"""Network of Experts on CIFAR-100 (Ahmed, Baig, Torresani, ECCV 2016; Tables 1-3).
 
   python -m experiments.run --config=experiments/configs/cifar100_nofe.py:model=alexnet_c100 \
-      --workdir=/tmp/c100_nofe --config.data.data_dir=~/tensorflow_datasets
+      --workdir=/tmp/c100_nofe --config.data.data_dir=$HOME/tensorflow_datasets
 
 Arguments (key=value, comma-separated):
   model        alexnet_c100 | alexnet_quick_c100 | vgg11_c100 | nin_c100 | resnet56_c100
@@ -16,8 +16,8 @@ Arguments (key=value, comma-separated):
 Follows the paper where it differs from the release: the specialties are
 re-learned from a *random 10,000-image subset of the training data* every
 update (the release used sequential windows of the training set, or the test
-set for NIN/ResNet56; spec/nofe_release.md §5.3). The alternation's guards
-(README "Is it learning?") leave the paper's schedule as it is here: the
+set for NIN/ResNet56). The alternation's guards (docs/methods.md, "Guards on
+the alternation") leave the paper's schedule as it is here: the
 50,000-image warm-up is the first update's epoch, lam is stated for |S| =
 10,000, and S is a fresh training subset (`subset_source=train`). They differ
 from it in two ways: an update is skipped while the generalist is near chance
@@ -27,11 +27,14 @@ release (experiments/configs/release.py): per-pixel BGR mean, crops and mirrors
 per model, Caffe SGD with per-blob multipliers, the generalist's constant lr and
 update period, the NofE stage's lr drops, and K-way generalists trained from scratch.
 Paper top-1 with K=10, fully_balanced: AlexNet-C100 56.24, AlexNet-Quick 45.58,
-VGG11 69.27, NIN 67.96, ResNet56 76.24 (Table 1 sweep and Table 2 in spec/nofe.md).
+VGG11 69.27, NIN 67.96, ResNet56 76.24. Table 1 (AlexNet-C100): fully_balanced
+K=2/5/10/20/50 53.3/55.0/56.2/55.7/55.3, elasso lam=1000 53.9/53.6/55.6/55.3/55.3;
+Table 2: learned 56.2, spectral 53.2, random balanced 53.7; from scratch (Sec. 4.1):
+AlexNet-C100 49.53, ResNet56-C100 73.95.
 Measured here: not run — CIFAR-100 cannot be obtained on the offline development
 machines; smoke runs only check the machinery. Parameter counts: `python -m
 experiments.describe --config=experiments/configs/cifar100_nofe.py:model=<m>`
-reproduces the release's NofE totals (README).
+reproduces the release's NofE totals (docs/results.md, "Model sizes").
 """
 from experiments.configs import cifar100_base, common, release
 

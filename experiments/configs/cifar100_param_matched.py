@@ -10,7 +10,7 @@ Here, against the K=10 NofE (c_max = 10, C = 100):
 
   python -m experiments.run \
       --config=experiments/configs/cifar100_param_matched.py:model=alexnet_c100,variant=wider \
-      --workdir=/tmp/c100_wider --config.data.data_dir=~/tensorflow_datasets
+      --workdir=/tmp/c100_wider --config.data.data_dir=$HOME/tensorflow_datasets
   python -m experiments.describe \
       --config=experiments/configs/cifar100_param_matched.py:model=alexnet_c100,variant=wider
 
@@ -37,7 +37,7 @@ Forward MFLOPs per image (XLA's cost analysis: a multiply-add counts 2, zero pad
   resnet56_c100       2757.3   2852.1     5179.4       4899.6        3704.9
 ResNet56 totals include its frozen identity projections (40,960 weights at x1.0). Every
 matched count is within 0.7% of the NofE's; matching parameters costs 2.5-5x the NofE's FLOPs.
-Paper: Table 4's accuracies are not recorded in ../shared/spec/nofe.md; for reference the base
+Paper: Table 4's accuracies are not quoted here; for reference the base
 models get 54.04 (AlexNet-C100) / 73.52 (ResNet56-C100) and the K=10 NofE 56.24 / 76.24.
 Measured accuracy here: not run (CIFAR-100 is not obtainable on the offline machines this
 project is developed on); expected runtime: about the base config's times the FLOPs ratio.

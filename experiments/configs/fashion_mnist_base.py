@@ -9,7 +9,7 @@ model=tiny_cnn|alexnet_c100 (the release's CIFAR-100 AlexNet on Caffe input); pa
 smoke (2 epochs on 320 synthetic 28x28x1 images). Data: the IDX files in
 --config.data.data_dir or /usr/share/datasets/fashion-mnist.
 Measured with the command above on 2 CPU cores: test top-1 91.22%, 4.6 min
-(README "Results"; an earlier 91.15% in 17.9 min shared the cores with tests). No paper number.
+(docs/results.md, "Fashion-MNIST"). No paper number.
 """
 from experiments.configs import common
 

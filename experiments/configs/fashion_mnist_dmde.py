@@ -12,7 +12,7 @@ base_epochs (4), fusion_epochs (2), smoke. With 10 classes, M=4 and overlap 0.5 
 (each class in 2); every group trains a whole base network (5x the flat model's cost per epoch).
 Compare with fashion_mnist_base.py:epochs=6 (same total epochs) and fashion_mnist_nofe.py.
 No paper number (the paper's setting is ImageNet-10K: imagenet10k_dmde.py). Measured on 2 CPU
-cores with base_epochs=2,fusion_epochs=1 (README "Results"): 87.00% (overlap 0 87.76%, no
+cores with base_epochs=2,fusion_epochs=1 (docs/results.md, "DMDE and DeepME on real data"): 87.00% (overlap 0 87.76%, no
 multi-task 87.20%, random groups 86.11%, stack2 44.66%) against the flat model's 90.30% and the
 NofE's 90.29% over 3 epochs; 18-31 min.
 """
@@ -20,7 +20,7 @@ from experiments.configs import common, fashion_mnist_base
 
 # The fused N x N layer starts as the identity on stacked ratios (1 - phi) / phi of up to 99: at
 # the bases' rate (tiny CNN 0.05) its first steps threw the fused model from the stacking rule's
-# 88% to 46% (it ended the epoch at 79.7%); a tenth of it keeps 87-89% (README), as
+# 88% to 46% (it ended the epoch at 79.7%); a tenth of it keeps 87-89% (docs/results.md), as
 # cifar100_dmde.py does.
 FUSION_LR_DIVISOR = 10
 

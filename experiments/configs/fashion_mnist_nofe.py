@@ -13,17 +13,17 @@ The generalist re-learns the specialties every half epoch, after the default
 50,000-image warm-up, from its predictions on a random 10,000-image training
 subset (the paper's choice; elasso's lam=1000 is stated for that |S|). Compare
 with fashion_mnist_base.py:epochs=6 (same total epochs). Measured on 2 CPU
-cores (README "Results"): test top-1 91.49% at K=2 and 91.77% at K=5 (6-7 min
+cores (docs/results.md, "Fashion-MNIST"): test top-1 91.49% at K=2 and 91.77% at K=5 (6-7 min
 each) against the flat model's 91.22%; the specialties never moved from their
 random start (the generalist fits them within the warm-up). alexnet_c100 with pad=2:
 NofE 90.46% (experts at lr 0.02 warmed up over their first epoch, the default here; 89.69% at
-0.01, 88.50% at the flat model's 0.005) vs flat 90.16% (README). No paper number.
+0.01, 88.50% at the flat model's 0.005) vs flat 90.16% (docs/results.md). No paper number.
 """
 from experiments.configs import common, fashion_mnist_base
 
 # alexnet_c100's experts start from a trained trunk with fresh, deeper layers and underfit at
 # the flat model's 0.005 (NofE 88.50%); at 0.01 they reach 89.69%; at 0.02 they never leave
-# chance unless the rate warms up over the first epoch: then 90.46% (README).
+# chance unless the rate warms up over the first epoch: then 90.46% (docs/results.md).
 EXPERT_SOLVERS = {'alexnet_c100': {'lr': 0.02, 'warmup': '1 epoch'}}
 
 

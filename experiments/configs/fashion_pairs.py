@@ -30,7 +30,7 @@ No flips: a mirrored pair is a different class. Updates start after the first
 epoch (the default 50,000-image warm-up would be 3.8 of the generalist's 4
 epochs). `subset` defaults to holdout: it measured the same as train here
 (68.40% vs 68.33%) and keeps the counts off images stage 1 has fitted.
-Measured on 2 CPU cores, seed 0 (README "Results", which also has seed 1):
+Measured on 2 CPU cores, seed 0 (docs/results.md, which also has seed 1):
 tiny flat 67.83%, NofE learned 68.40% (NMI with the left/right item 0.39/0.43,
 random partitions 0.22/0.21), random 68.07%, spectral 69.17%, 7-9 min each;
 alexnet_c100 at 16 epochs (generalist_epochs=4,expert_epochs=12), each tuned over lr
@@ -42,7 +42,7 @@ from experiments.configs import common
 from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
 
 
-# Learning rate per model and stage, chosen on this benchmark (16 epochs, README): alexnet_c100's
+# Learning rate per model and stage, chosen on this benchmark (16 epochs, docs/results.md): alexnet_c100's
 # flat model is best at 0.01 (0.005: 76.63%, 0.01: 77.23%, 0.02: 71.60%) and its experts, which
 # start from a trained trunk and underfit at 0.01, at 0.02 (0.01: 75.93%, 0.02: 77.43%).
 LEARNING_RATES = {'tiny_cnn': {'flat': 0.05, 'generalist': 0.05, 'experts': 0.05},

@@ -8,7 +8,7 @@ gate_input=first|all, model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs 
 smoke, and ablation=none|nossc|nogate|flat|dmde (fashion_mnist_deepme.py explains them; flat is
 fashion_pairs.py:base and dmde fashion_pairs_dmde.py over the same 12 epochs). Theta is the mean
 WordNet LCH of the two left and the two right items (semantic.pair_similarity). No paper
-number. Measured (README "Results"): groups=5,base_epochs=4,gate_epochs=2 gives 65.53% in
+number. Measured (docs/results.md): groups=5,base_epochs=4,gate_epochs=2 gives 65.53% in
 19 min on 2 CPU cores (NoGate 10.07%; the flat tiny CNN: 67.73% after 6 epochs).
 """
 from experiments.configs import common, fashion_pairs, fashion_pairs_dmde

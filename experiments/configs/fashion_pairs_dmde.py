@@ -8,7 +8,7 @@ ontology=semantic|visual|random (semantic: the mean WordNet LCH of the two left 
 items, semantic.pair_similarity), fusion=eq7|stack2|early, multitask (True), freeze (False),
 model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke. 12 epochs in all,
 like fashion_pairs.py's flat model and NofE; each group trains a whole base network (4x the
-flat model's cost per epoch at the defaults). No paper number. Measured (README "Results"):
+flat model's cost per epoch at the defaults). No paper number. Measured (docs/results.md):
 overlap=0.0,base_epochs=4,fusion_epochs=2 gives 64.40% in 6 min on 2 CPU cores, overlap 0.5
 64.27% in 42 min (the flat tiny CNN: 67.73% after 6 epochs, the NofE 68.00%).
 """

@@ -15,7 +15,7 @@ gate_input=first|all, ablation=none|nossc|nogate (the paper's DeepME-NoSSC and -
 (8 synthetic 224x224 images of 10 classes per split, Theta from the digits' table: the
 machinery only).
 
-Solvers (spec/deepme.md): bases SGD with momentum 0.9, batch 256, L2 5e-4, the rate decaying
+Solvers (the paper's): bases SGD with momentum 0.9, batch 256, L2 5e-4, the rate decaying
 exponentially from 0.01 to 0.00001 (the paper's warm-up 0.01 -> 0.001 and fine-tuning
 0.001 -> 0.00001 in one schedule; 30 epochs: the paper gives no budget); the gate 0.001 -> 0.0001
 exponentially for 5 epochs, batch 256. Paper (per-class average accuracy, top-1/3/5): DeepME

@@ -15,7 +15,7 @@ freeze (False), smoke (8 synthetic 256x256 images of 20 classes per split: the m
 
 AlexNet bases with the BVLC solver (imagenet_nofe.py's), 256-pixel images, 227 crops and
 mirrors; the fused classifier fine-tunes for 5 epochs at 0.001 with the bases at 0.01 of that.
-Paper (spec/dmde.md, 7,756 classes): DMDE 38.65 / 55.41 / 64.32 (top-1/5/10) against 31.70 for
+Paper (7,756 classes): DMDE 38.65 / 55.41 / 64.32 (top-1/5/10) against 31.70 for
 the flat 7,756-way AlexNet; visual tree 37.55, Stack 2 37.63, early fusion 36.23, random groups
 34.53. Measured here: not run (no ImageNet-10K offline; sixteen AlexNets take GPU-weeks).
 """

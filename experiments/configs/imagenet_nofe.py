@@ -1,7 +1,7 @@
 r"""Network of Experts on ImageNet (ILSVRC-2012) with BVLC AlexNet (NofE paper, Table 5).
 
   python -m experiments.run --config=experiments/configs/imagenet_nofe.py:k=10 \
-      --workdir=/tmp/in_nofe --config.data.data_dir=~/tensorflow_datasets
+      --workdir=/tmp/in_nofe --config.data.data_dir=$HOME/tensorflow_datasets
 
 Arguments: k=10 | 40 (default 10), specialties=learned | spectral, balance (fully_balanced),
 smoke (8 synthetic 256x256x3 training and 2 test images of 1,000 classes, cropped to 227:
@@ -16,7 +16,7 @@ training subset (paper; the 50,000-image warm-up passes before the first
 update, and updates are skipped only while the generalist is near chance on S). Solver: BVLC AlexNet's (lr 0.01, x0.1 every 100k
 iterations, batch 256, momentum 0.9, wd 5e-4) for the NofE stage; the
 generalist (no release solver) trains 30 epochs at a constant lr 0.01.
-Release facts (spec/nofe_release.md §7): trunk conv1-pool5 from the generalist,
+Release facts (the authors' ImageNet deploy prototxt): trunk conv1-pool5 from the generalist,
 each expert conv6 3x3x256 (group 2) + pool + fc6/fc7 1024 + fc8 100; 40,409,960
 parameters at K=10 (`python -m experiments.describe --config=experiments/configs/imagenet_nofe.py`).
 Paper top-1: base 58.71, NofE K=10 61.29, K=40 60.85, spectral K=10 56.10.

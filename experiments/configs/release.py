@@ -1,6 +1,7 @@
 """Facts from the NofE authors' Caffe release, per CIFAR-100 base model.
 
-Source: ../shared/spec/nofe_release.md §2-3 (layer tables, solvers, data
+Source: the authors' Caffe release, github.com/karim-ahmed/nofe-caffe at commit 5d3a73d
+(the prototxts and solvers under nofe_examples/nofe_<model>/: layer tables, solvers, data
 layers). Each entry gives the data layer, the per-blob lr/decay multipliers
 and the solver of the generalist and of the NofE stage. Durations in steps
 are Caffe iterations; epochs follow from the batch size.

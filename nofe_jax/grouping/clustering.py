@@ -1,7 +1,7 @@
 """Spectral clustering (Ng-Jordan-Weiss), k-means and fuzzy c-means, in numpy.
 
 DeepME's soft spectral clustering (`soft_spectral_clustering`) deviates from
-the spec's textbook fuzzy c-means in two places, because that one collapses:
+the textbook fuzzy c-means in two places, because that one collapses:
 the fuzzifier defaults to the dimension-aware rule of Schwaemmle and Jensen
 (`default_fuzzifier`; 1.164 at T = 15 and 1.054 at T = 40 for 10,184 classes)
 instead of m = 2, and fuzzy c-means starts from k-means labels instead of

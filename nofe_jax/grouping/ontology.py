@@ -3,7 +3,7 @@
 An ontology here is an int[C] vector: the category of each class, numbered
 0..K-1 (clustered categories in the order of their lowest class label, coarse
 labels as the dataset numbers them). Task groups are windows over the classes
-laid out category by category (spec/dmde.md sections 1-2).
+laid out category by category (docs/methods.md, "Ontology and task groups").
 """
 
 from __future__ import annotations

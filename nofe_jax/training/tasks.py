@@ -147,7 +147,7 @@ class GroupTask:
     network has none: such images do not train it), ``slot_mask`` [G, m_max], ``laplacian``
     [G, m_max, m_max] (L = diag(S 1) - S of each group's visual similarity; recomputed between
     epochs, zero until then) and, with ``delta3``, ``semantic_laplacian`` (fixed). Loss
-    (spec/dmde.md Eq. 2-6, spec/deepme.md Eq. 1):
+    (DMDE Eq. 2-6, DeepME Eq. 1; docs/methods.md):
       mu * mean over groups of the weighted cross-entropy (not-in-group examples carry
       ``not_in_group_weight`` of a group's data term, its class examples the rest)
       + delta1 * tr(W W^T) + delta2 / 2 * tr(W L W^T) + delta3 / 2 * tr(W L_semantic W^T),

@@ -45,9 +45,9 @@ class GatedMixture(nn.Module):
     into the N classes (zero outside the group), phi the gate's weights (``gate_weights``) or,
     ``gate='equal'`` (the NoGate ablation), 1 / sqrt(T) each.
 
-    The gate is an MLP on the first group network's features (``gate_input='first'``, the spec's
+    The gate is an MLP on the first group network's features (``gate_input='first'``, the
     default) or on all of theirs concatenated (``'all'``), layer-normalised, without gradient
-    into the networks (spec/deepme.md: the frozen trunk features of a base network). Returns log(F / sum F) as the
+    into the networks (the paper: the frozen trunk features of a base network). Returns log(F / sum F) as the
     logits (the mixture's own decision; its cross-entropy is the 'loss' metric) and, in the
     intermediates, the group probabilities and phi the DeepME loss reads. Frozen group networks
     (``freeze_groups``) run in eval mode without gradient.

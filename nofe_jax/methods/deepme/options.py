@@ -19,7 +19,7 @@ def defaults() -> ml_collections.ConfigDict:
         num_groups=15,                # T (the paper's ImageNet-10K value)
         membership_threshold=0.3,     # delta: a class joins every group it has this membership in
         fuzzifier=0.0,                # fuzzy c-means m; 0 = the dimension-aware default
-                                      # (clustering.default_fuzzifier; the spec's m=2 collapses)
+                                      # (clustering.default_fuzzifier; the textbook m=2 collapses)
         mu=1.0,                       # weight of the cross-entropy
         lambda1=1e-4,                 # weight of tr(W W^T)
         lambda2=1e-3,                 # weight of tr(W L(Omega) W^T) / 2 (visual, recomputed)
@@ -35,9 +35,10 @@ def defaults() -> ml_collections.ConfigDict:
         alpha=1.0,                    # weight of the margin hinge of Eq. 4
         beta=0.1,                     # its margin
         mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
-                                      # Eq. 4 as written: its unit-L2 gate sticks at one group, README)
+                                      # Eq. 4 as written: its unit-L2 gate sticks at one group,
+                                      # docs/methods.md "Gate stage")
         base_lr_mult=0.0,             # gate stage: the bases' lr multiplier; 0 = frozen (the
-                                      # paper), > 0 = fine-tuned end to end (spec's finetune_bases)
+                                      # paper), > 0 = fine-tuned end to end (its future work)
     ))
 
 

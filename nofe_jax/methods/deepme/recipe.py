@@ -1,5 +1,5 @@
 """Recipe: DeepME, an adaptive deep mixture with soft spectral clustering and a gate network, as
-spec/deepme.md reads it.
+docs/methods.md ("DeepME") reads it.
 
 1. Groups: soft spectral clustering (SSC) of the classes' semantic similarity (WordNet LCH) into
    ``num_groups`` clusters; a class joins every group with membership >= ``membership_threshold``

@@ -67,7 +67,7 @@ class StackedFusion(nn.Module):
                        stack2(probs, slot_classes, slot_mask, self.num_classes, self.phi_eps,
                               self.lambda_overlap))
         # A stacking function already scores the N classes: the N x N layer starts as the identity,
-        # i.e. from the stacking rule's own decision (spec/dmde.md leaves the init open).
+        # i.e. from the stacking rule's own decision (the paper leaves the init open).
         init = layers.xavier() if self.fusion == 'early' else layers.identity_filler
         logits = layers.dense(self.num_classes, init=init, name='fusion')(stacked)
         logits = logits.astype(jnp.float32)

@@ -30,11 +30,12 @@ def defaults() -> ml_collections.ConfigDict:
         similarity_update_every='1 epoch',  # S and L recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give S
         fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
-        lambda_overlap=1.0,           # stack2's weight (Eq. 7's has no effect)
+        lambda_overlap=1.0,           # stack2's weight (in Eq. 7 it has no effect)
         phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
-                                      # (spec 1e-6: Eq. 7's ratio then wrecks fine-tuning, README)
+                                      # (the paper's 1e-6: Eq. 7's ratio then wrecks fine-tuning,
+                                      # docs/methods.md "Fusion stage")
         base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
-                                      # mode, no gradient, no decay), the spec's freeze_base
+                                      # mode, no gradient, no decay)
     ))
 
 

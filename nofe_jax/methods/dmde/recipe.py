@@ -1,4 +1,4 @@
-"""Recipe: Deep Mixture of Diverse Experts (Zhao et al., TPAMI 2019), as spec/dmde.md reads it.
+"""Recipe: Deep Mixture of Diverse Experts (Zhao et al., TPAMI 2019), as docs/methods.md reads it.
 
 1. Ontology: the classes clustered into category nodes (semantic: spectral clustering of
    WordNet LCH; visual: of a flat model's class-mean feature similarity; coarse: the dataset's
@@ -13,10 +13,10 @@
    at a small multiple of the fusion's rate (``base_lr_mult``, 0: frozen).
 Every stage checkpoints its state and grouping arrays (the Laplacians included), so a killed
 run resumes inside either stage. Deviation: the Laplacians are zero until the first similarity
-update (the spec starts S from the initial network's features); phi is clamped to
-[0.01, 0.99] by default, not the spec's 1e-6, and the bases fine-tune at 0.01 of the fusion's
+update (the paper starts S from the initial network's features); phi is clamped to
+[0.01, 0.99] by default, not the paper's 1e-6, and the bases fine-tune at 0.01 of the fusion's
 rate: Eq. 7's ratio (1 - phi) / phi has gradient -1 / phi^2, and on digits fine-tuning at the
-full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps (README).
+full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps (docs/methods.md, "Fusion stage").
 """
 import ml_collections
 import numpy as np
