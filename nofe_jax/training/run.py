@@ -1,10 +1,12 @@
 """What every recipe shares: the run's set-up (workdir, config.json, data, normalisation),
 model constructor options, the checkpoint fingerprint, running a stage, and the summary."""
+import contextlib
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import jax.numpy as jnp
@@ -13,6 +15,7 @@ import numpy as np
 
 from nofe_jax import parallel, reporting
 from nofe_jax.data import pipeline, sources
+from nofe_jax.grouping import clustering
 from nofe_jax.models import registry
 from nofe_jax.training import durations, loop, tasks
 
@@ -30,6 +33,26 @@ class Run:
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The method's stage blocks in the order its stages run (for the run's ETA).
     stage_blocks: tuple[str, ...] = ()
+    # What the grouping said about itself (e.g. an arbitrary spectral split), for summary.json.
+    grouping_warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+@contextlib.contextmanager
+def grouping_warnings_reported(run: Run) -> Iterator[None]:
+    """Inside: every ``clustering.ArbitrarySplitWarning`` is logged at once as one WARNING line and
+    kept in ``run.grouping_warnings`` (summary.json); other warnings show as usual."""
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        show_other = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if not issubclass(category, clustering.ArbitrarySplitWarning):
+                return show_other(message, category, *args, **kwargs)
+            reporting.log(f'WARNING: {message}')
+            run.grouping_warnings.append(str(message))
+
+        warnings.simplefilter('always', clustering.ArbitrarySplitWarning)
+        warnings.showwarning = show
+        yield
 
 
 class MethodInfo(Protocol):
@@ -151,6 +174,7 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
                    for name, r in stages.items()},
         'health_warnings': [f'{name}: {w["message"]}' for name, r in stages.items()
                             for w in r.meta.get('health', [])],
+        'grouping_warnings': run.grouping_warnings,
         'class_names': list(run.dataset.class_names),
         **extra,
     }

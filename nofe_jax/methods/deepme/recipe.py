@@ -143,7 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_num_groups(config.deepme.num_groups, num_classes)
     rng = np.random.default_rng(config.seed)
     theta = semantic_similarity(run)
-    found, memberships = soft_groups(theta, config, rng)
+    with run_lib.grouping_warnings_reported(run):
+        found, memberships = soft_groups(theta, config, rng)
     layout = group_layout(found, num_classes)
     report = report_groups(run, found, memberships)
     stages: dict[str, loop.StageResult] = {}

@@ -122,7 +122,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     check_group_size(dmde.group_size, num_classes)
     rng = np.random.default_rng(config.seed)
     stages: dict[str, loop.StageResult] = {}
-    categories = ontology_categories(run, rng, stages)
+    with run_lib.grouping_warnings_reported(run):
+        categories = ontology_categories(run, rng, stages)
     windows = ontology.ontology_task_groups(categories, dmde.group_size, dmde.overlap)
     layout = group_layout(windows, num_classes, not_in_group=True)
     report = report_groups(run, categories, windows)

@@ -244,8 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stages: dict[str, loop.StageResult] = {}
     learn = nofe.specialties == 'learned'
     subsets = count_subsets(run)
-    initial = (specialties.random_balanced(num_classes, nofe.num_experts, rng) if learn
-               else fixed_specialties(run, rng, stages, subsets))
+    with run_lib.grouping_warnings_reported(run):
+        initial = (specialties.random_balanced(num_classes, nofe.num_experts, rng) if learn
+                   else fixed_specialties(run, rng, stages, subsets))
     assignment, history, generalist_variables = initial, [], None
     if learn or nofe.init == 'generalist':
         result = run_lib.run_stage(run, generalist_stage(run, initial, learn, subsets))
