@@ -8,7 +8,8 @@ import numpy as np
 
 from PIL import Image
 
-from experiments.benchmarks import expert_branches, grouping, inference, input_pipeline, train_speed, update_share
+from experiments.benchmarks import (expert_branches, group_networks, grouping, inference, input_pipeline,
+                                    train_speed, update_share)
 from nofe_jax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +57,19 @@ def test_inference_benchmark_tiny(tmp_path, capsys):
     assert np.isclose(row['latency_time_ratio'], row['nofe_latency'] / row['base_latency'])
     assert np.isclose(row['throughput_time_ratio'], row['base_throughput'] / row['nofe_throughput'])
     assert row['flop_ratio'] > 1  # the same layout as train_speed's test: the head replicated
+    assert json.loads(out.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_group_networks_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'groups.json'
+    # measure() raises before timing if the stacked and looped networks' losses differ.
+    result = group_networks.main(['--model=tiny_cnn', '--num_groups=2,3', '--group_size=3', '--batch_size=4',
+                                  '--iterations=1', '--rounds=1', f'--json_out={out}'])
+    assert [row['num_groups'] for row in result['rows']] == [2, 3]
+    for row in result['rows']:
+        assert np.isclose(row['loop_over_stacked'], row['loop_ms'] / row['stacked_ms'])
+        assert np.isclose(row['g_times_one_over_stacked'], row['num_groups'] * row['one_ms'] / row['stacked_ms'])
     assert json.loads(out.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
