@@ -13,7 +13,6 @@ per round. The NofE paper reports seconds per image for NIN-C100's NofE (0.0071 
 
 Prints a table and one JSON line; `--json_out` also writes that JSON to a file.
 """
-import argparse
 from collections.abc import Callable
 
 import jax
@@ -79,16 +78,7 @@ def format_table(rows: list[dict], batch_size: int) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', default=','.join(train_speed.CIFAR_MODELS),
-                        help='comma-separated registry names')
-    parser.add_argument('--num_classes', type=int, default=100)
-    parser.add_argument('--num_experts', type=int, default=10)
-    parser.add_argument('--batch_size', type=int, default=256, help='the throughput batch')
-    parser.add_argument('--iterations', type=int, default=5, help='timed calls per round')
-    parser.add_argument('--rounds', type=int, default=5, help='alternating timed rounds per variant')
-    parser.add_argument('--json_out', default=None, help='also write the JSON result here')
-    args = parser.parse_args(argv)
+    args = train_speed.model_pair_flags(__doc__.splitlines()[0], 256, 'the throughput batch').parse_args(argv)
     rows = [measure(name, args.num_classes, args.num_experts, args.batch_size, args.iterations, args.rounds)
             for name in args.models.split(',')]
     device = jax.devices()[0]

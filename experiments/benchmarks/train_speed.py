@@ -101,17 +101,22 @@ def format_table(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_pair_flags(description: str, batch_size: int, batch_help: str) -> argparse.ArgumentParser:
+    """The flags of a benchmark that times every CIFAR model's flat base against its NofE."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--models', default=','.join(CIFAR_MODELS),
                         help='comma-separated registry names')
     parser.add_argument('--num_classes', type=int, default=100)
     parser.add_argument('--num_experts', type=int, default=10)
-    parser.add_argument('--batch_size', type=int, default=100)
-    parser.add_argument('--iterations', type=int, default=5, help='timed steps per round')
+    parser.add_argument('--batch_size', type=int, default=batch_size, help=batch_help)
+    parser.add_argument('--iterations', type=int, default=5, help='timed calls per round')
     parser.add_argument('--rounds', type=int, default=5, help='alternating timed rounds per variant')
     parser.add_argument('--json_out', default=None, help='also write the JSON result here')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = model_pair_flags(__doc__.splitlines()[0], 100, 'the training batch').parse_args(argv)
     rows = [measure(name, args.num_classes, args.num_experts, args.batch_size, args.iterations, args.rounds)
             for name in args.models.split(',')]
     device = jax.devices()[0]

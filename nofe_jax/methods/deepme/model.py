@@ -99,14 +99,14 @@ def gated_mixture(config: ml_collections.ConfigDict, layout: GroupLayout,
                   num_classes: int) -> GatedMixture:
     deepme = config.deepme
     return GatedMixture(group_networks(config, layout), num_classes, gate=deepme.gate,
-                                gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden, freeze_groups=deepme.base_lr_mult == 0)
+                        gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden,
+                        freeze_groups=deepme.base_lr_mult == 0)
 
 
 def even_layout(config: ml_collections.ConfigDict, num_classes: int) -> GroupLayout:
     """``num_groups`` disjoint groups of about C / T classes: the shapes ``experiments.describe``
     counts (SSC's groups differ in size and overlap; the counts scale with the largest)."""
-    return group_layout(np.array_split(np.arange(num_classes), config.deepme.num_groups),
-                                num_classes)
+    return group_layout(np.array_split(np.arange(num_classes), config.deepme.num_groups), num_classes)
 
 
 def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
