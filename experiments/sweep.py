@@ -46,17 +46,25 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags, logging
 
-_CONFIG = flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).')
+# The sweep's own flags: experiments.describe (which the benchmarks import) defines --config in absl's
+# global FLAGS too, and one process may import both.
+FLAGS = flags.FlagValues()
+_CONFIG = flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).',
+                              flag_values=FLAGS)
 _VARIANTS = flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
-                                "(appended to the config's arguments; '' = the config as it is).")
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.')
+                                "(appended to the config's arguments; '' = the config as it is).",
+                                flag_values=FLAGS)
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.', flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.',
+                               flag_values=FLAGS)
 _BASELINE = flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
-                                'others are compared to, seed by seed (default: the first).')
+                                'others are compared to, seed by seed (default: the first).',
+                                flag_values=FLAGS)
 _OVERRIDES = flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
-                                       'run (repeat the flag for more).')
-_AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
-flags.mark_flags_as_required(['config', 'workdir'])
+                                       'run (repeat the flag for more).', flag_values=FLAGS)
+_AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.',
+                                    flag_values=FLAGS)
+flags.mark_flags_as_required(['config', 'workdir'], flag_values=FLAGS)
 
 DEFAULT_NAME = 'default'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m experiments.run` imports from
@@ -412,5 +420,15 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(f'error: {len(failed)} run(s) failed: ' + ', '.join(r['workdir'] for r in failed))
 
 
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """The sweep's flags, then absl's own (--help, logging) from what is left; a bad flag is one line."""
+    if any(arg in ('-h', '--help', '--helpshort') for arg in argv[1:]):
+        sys.exit(f'{__doc__}\n{FLAGS.get_help()}')
+    try:
+        return flags.FLAGS(FLAGS(argv, known_only=True))
+    except flags.Error as e:
+        sys.exit(f'error: {e}')
+
+
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
