@@ -423,7 +423,8 @@ def main(argv: Sequence[str]) -> None:
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """The sweep's flags, then absl's own (--help, logging) from what is left; a bad flag is one line."""
     if any(arg in ('-h', '--help', '--helpshort') for arg in argv[1:]):
-        sys.exit(f'{__doc__}\n{FLAGS.get_help()}')
+        print(f'{__doc__}\n{FLAGS.get_help()}')
+        sys.exit(0)
     try:
         return flags.FLAGS(FLAGS(argv, known_only=True))
     except flags.Error as e:
