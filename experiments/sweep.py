@@ -46,17 +46,6 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags, logging
 
-_CONFIG = flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).')
-_VARIANTS = flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
-                                "(appended to the config's arguments; '' = the config as it is).")
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.')
-_BASELINE = flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
-                                'others are compared to, seed by seed (default: the first).')
-_OVERRIDES = flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
-                                       'run (repeat the flag for more).')
-_AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
-flags.mark_flags_as_required(['config', 'workdir'])
 
 DEFAULT_NAME = 'default'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m experiments.run` imports from
@@ -390,21 +379,38 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     return result
 
 
+def define_flags() -> None:
+    """The command line's flags; defined only when this file runs as the program, so importing it
+    (tests, notebooks) beside experiments.run or describe, which define --config too, is safe."""
+    flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).')
+    flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
+                                    "(appended to the config's arguments; '' = the config as it is).")
+    flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.')
+    flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.')
+    flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
+                                    'others are compared to, seed by seed (default: the first).')
+    flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
+                                           'run (repeat the flag for more).')
+    flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
+    flags.mark_flags_as_required(['config', 'workdir'])
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)  # jax's backend probing logs at INFO
     try:
-        variants = variant_list(_VARIANTS.value)
+        variants = variant_list(flags.FLAGS.variants)
     except ValueError as e:
         raise app.UsageError(str(e))
-    if _SEEDS.value < 1:
+    if flags.FLAGS.seeds < 1:
         raise app.UsageError('--seeds must be >= 1.')
-    overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in _OVERRIDES.value]
+    overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in flags.FLAGS.override]
     command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
     try:
-        result = run_sweep(_CONFIG.value, variants, _SEEDS.value, _WORKDIR.value, _BASELINE.value,
-                           overrides, command, train=not _AGGREGATE_ONLY.value, log=print)
+        f = flags.FLAGS
+        result = run_sweep(f.config, variants, f.seeds, f.workdir, f.baseline, overrides, command,
+                           train=not f.aggregate_only, log=print)
     except ValueError as e:
         raise app.UsageError(str(e))
     failed = [r for r in result['runs'] if r['status'].startswith('failed')]
@@ -413,4 +419,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)
