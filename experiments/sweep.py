@@ -46,25 +46,6 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags, logging
 
-# The sweep's own flags: experiments.describe (which the benchmarks import) defines --config in absl's
-# global FLAGS too, and one process may import both.
-FLAGS = flags.FlagValues()
-_CONFIG = flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).',
-                              flag_values=FLAGS)
-_VARIANTS = flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
-                                "(appended to the config's arguments; '' = the config as it is).",
-                                flag_values=FLAGS)
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.', flag_values=FLAGS)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.',
-                               flag_values=FLAGS)
-_BASELINE = flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
-                                'others are compared to, seed by seed (default: the first).',
-                                flag_values=FLAGS)
-_OVERRIDES = flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
-                                       'run (repeat the flag for more).', flag_values=FLAGS)
-_AGGREGATE_ONLY = flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.',
-                                    flag_values=FLAGS)
-flags.mark_flags_as_required(['config', 'workdir'], flag_values=FLAGS)
 
 DEFAULT_NAME = 'default'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m experiments.run` imports from
@@ -398,21 +379,38 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     return result
 
 
+def define_flags() -> None:
+    """The command line's flags; defined only when this file runs as the program, so importing it
+    (tests, notebooks) beside experiments.run or describe, which define --config too, is safe."""
+    flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).')
+    flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
+                                    "(appended to the config's arguments; '' = the config as it is).")
+    flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.')
+    flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.')
+    flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
+                                    'others are compared to, seed by seed (default: the first).')
+    flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
+                                           'run (repeat the flag for more).')
+    flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
+    flags.mark_flags_as_required(['config', 'workdir'])
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)  # jax's backend probing logs at INFO
     try:
-        variants = variant_list(_VARIANTS.value)
+        variants = variant_list(flags.FLAGS.variants)
     except ValueError as e:
         raise app.UsageError(str(e))
-    if _SEEDS.value < 1:
+    if flags.FLAGS.seeds < 1:
         raise app.UsageError('--seeds must be >= 1.')
-    overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in _OVERRIDES.value]
+    overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in flags.FLAGS.override]
     command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
     try:
-        result = run_sweep(_CONFIG.value, variants, _SEEDS.value, _WORKDIR.value, _BASELINE.value,
-                           overrides, command, train=not _AGGREGATE_ONLY.value, log=print)
+        f = flags.FLAGS
+        result = run_sweep(f.config, variants, f.seeds, f.workdir, f.baseline, overrides, command,
+                           train=not f.aggregate_only, log=print)
     except ValueError as e:
         raise app.UsageError(str(e))
     failed = [r for r in result['runs'] if r['status'].startswith('failed')]
@@ -420,16 +418,6 @@ def main(argv: Sequence[str]) -> None:
         sys.exit(f'error: {len(failed)} run(s) failed: ' + ', '.join(r['workdir'] for r in failed))
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-    """The sweep's flags, then absl's own (--help, logging) from what is left; a bad flag is one line."""
-    if any(arg in ('-h', '--help', '--helpshort') for arg in argv[1:]):
-        print(f'{__doc__}\n{FLAGS.get_help()}')
-        sys.exit(0)
-    try:
-        return flags.FLAGS(FLAGS(argv, known_only=True))
-    except flags.Error as e:
-        sys.exit(f'error: {e}')
-
-
 if __name__ == '__main__':
-    app.run(main, flags_parser=parse_flags)
+    define_flags()
+    app.run(main)

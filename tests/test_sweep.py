@@ -10,6 +10,15 @@ from experiments import sweep
 from nofe_jax.training import faults
 
 
+def test_importing_it_beside_the_runner_and_describe_defines_no_flag_twice():
+    import subprocess
+    import sys
+    for other in ('describe', 'run'):  # each defines --config and --workdir at import
+        out = subprocess.run([sys.executable, '-c', f'from experiments import {other}, sweep'],
+                             cwd=sweep.REPO, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_aggregate_hand_written_values():
     per_run = {'base': {0: {'test/top1': 0.60}, 1: {'test/top1': 0.62}, 2: {'test/top1': 0.64}},
                'nofe': {0: {'test/top1': 0.63}, 1: {'test/top1': 0.66}, 2: {'test/top1': 0.66}},
