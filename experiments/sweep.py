@@ -46,6 +46,8 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags, logging
 
+from nofe_jax import paths
+
 _CONFIG = flags.DEFINE_string('config', None, 'Config file and its arguments (path[:arg,...]).')
 _VARIANTS = flags.DEFINE_string('variants', '', "';'-separated argument lists, one per variant "
                                 "(appended to the config's arguments; '' = the config as it is).")
@@ -403,7 +405,7 @@ def main(argv: Sequence[str]) -> None:
     overrides = [o if o.startswith('--config.') else f'--config.{o}' for o in _OVERRIDES.value]
     command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
     try:
-        result = run_sweep(_CONFIG.value, variants, _SEEDS.value, _WORKDIR.value, _BASELINE.value,
+        result = run_sweep(_CONFIG.value, variants, _SEEDS.value, paths.expand(_WORKDIR.value), _BASELINE.value,
                            overrides, command, train=not _AGGREGATE_ONLY.value, log=print)
     except ValueError as e:
         raise app.UsageError(str(e))
