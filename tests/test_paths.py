@@ -68,3 +68,11 @@ def test_workdir_and_partition_file_expand_tilde(home):
     config.nofe.update(specialties='file', partition_file='~/partition.txt')
     assert methods.config_problems(config, '~/new_workdir') == []
     assert not os.path.exists(home / 'new_workdir')  # checking creates nothing
+
+
+def test_idx_folder_expands_tilde(home):
+    real = sources.DEFAULT_FASHION_MNIST_DIR
+    if sources.idx_problem(real):
+        pytest.skip('the Fashion-MNIST IDX files are not installed')
+    os.symlink(real, home / 'fashion')
+    assert sources.load_idx_dataset('~/fashion').num_classes == 10

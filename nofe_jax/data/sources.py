@@ -333,8 +333,8 @@ def load_idx_dataset(data_dir: str = '') -> Dataset:
     if problem:
         raise DatasetNotFoundError(problem)
     directory = paths.expand(data_dir) or DEFAULT_FASHION_MNIST_DIR
-    paths = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
-    arrays = {key: read_idx(path) for key, path in paths.items()}
+    files = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in files.items()}
     train = InMemorySource(arrays['train_images'][..., None], arrays['train_labels'])
     test = InMemorySource(arrays['test_images'][..., None], arrays['test_labels'])
     return Dataset(name='fashion_mnist', train=train, test=test, class_names=list(FASHION_MNIST_CLASSES),
