@@ -46,6 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import app, flags, logging
 
+from nofe_jax import paths
 
 DEFAULT_NAME = 'default'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m experiments.run` imports from
@@ -409,8 +410,8 @@ def main(argv: Sequence[str]) -> None:
     command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
     try:
         f = flags.FLAGS
-        result = run_sweep(f.config, variants, f.seeds, f.workdir, f.baseline, overrides, command,
-                           train=not f.aggregate_only, log=print)
+        result = run_sweep(f.config, variants, f.seeds, paths.expand(f.workdir), f.baseline, overrides,
+                           command, train=not f.aggregate_only, log=print)
     except ValueError as e:
         raise app.UsageError(str(e))
     failed = [r for r in result['runs'] if r['status'].startswith('failed')]

@@ -1,5 +1,6 @@
 """What a run leaves behind: messages and progress lines (``log``), metrics.jsonl, TensorBoard
 events, plots and summary.json. Only process 0 writes or prints."""
+import dataclasses
 import json
 import logging
 import math
@@ -119,14 +120,16 @@ class RunLog:
         """The wall time of this run until now."""
         return time.perf_counter() - self._start
 
-    def update(self) -> None:
-        """Records the wall time of this run until now."""
-        self._runs[-1]['wall_time_s'] = self.elapsed_s
+    def update(self) -> float:
+        """Records the wall time of this run until now, and returns it."""
+        self._runs[-1]['wall_time_s'] = elapsed = self.elapsed_s
         write_json(self._path, self._runs)
+        return elapsed
 
     @property
     def total_wall_time_s(self) -> float:
-        """The wall time of every run of the workdir, this one until its last update."""
+        """The wall time of every run of the workdir, this one until its last update (so after an
+        ``update``, at least the time it returned)."""
         return sum(run['wall_time_s'] for run in self._runs)
 
     @property
@@ -241,8 +244,41 @@ def _pyplot():
     return plt
 
 
+@dataclasses.dataclass
+class CurveSeries:
+    """One stage's curves on the run's epoch axis: its epochs shifted by ``offset``, the epochs
+    of the stages before it."""
+    stage: str
+    offset: float
+    train_loss: tuple[list[float], list[float]]  # (run epoch, mean training loss) per log
+    test_loss: tuple[list[float], list[float]]  # (run epoch, test loss) per evaluation
+    test_top1: tuple[list[float], list[float]]  # (run epoch, test top-1) per evaluation
+
+
+def _points(rows: Sequence[dict], key: str, offset: float) -> tuple[list[float], list[float]]:
+    # A resumed run logs again the steps after its checkpoint: the last record of a step wins.
+    by_step = {r['step']: r for r in rows if r.get(key) is not None}
+    ordered = [by_step[step] for step in sorted(by_step)]
+    return [offset + r['epoch'] for r in ordered], [float(r[key]) for r in ordered]
+
+
+def learning_curve_series(records: Sequence[dict]) -> list[CurveSeries]:
+    """The stages of ``records`` (metrics.jsonl) in the order they ran, one after another: each
+    stage's epochs are offset by the summed lengths (last logged epoch) of the stages before."""
+    stages = list(dict.fromkeys(r.get('stage', 'train') for r in records))
+    series, offset = [], 0.0
+    for stage in stages:
+        rows = [r for r in records if r.get('stage', 'train') == stage and 'epoch' in r]
+        series.append(CurveSeries(stage, offset, _points(rows, 'train/loss', offset),
+                                  _points(rows, 'test/loss', offset),
+                                  _points(rows, 'test/top1', offset)))
+        offset += max((r['epoch'] for r in rows), default=0.0)
+    return series
+
+
 def plot_learning_curves(workdir: str, path: str, top1_labels: Mapping[str, str]) -> None:
-    """PNG of train loss and test top-1 against epochs, one panel each, per stage.
+    """PNG of the losses (log scale) and test top-1 against the run's epochs, one panel each: the
+    stages one after another, a labelled line where each begins, evaluations marked.
 
     ``top1_labels`` says what each stage's top-1 measures (a generalist's is K-way, over
     specialties), for the legend.
@@ -250,21 +286,31 @@ def plot_learning_curves(workdir: str, path: str, top1_labels: Mapping[str, str]
     if not is_writer():
         return
     plt = _pyplot()
-    records = read_metrics(workdir)
-    stages = list(dict.fromkeys(r.get('stage', 'train') for r in records))
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for stage in stages:
-        rows = [r for r in records if r.get('stage', 'train') == stage]
-        train = [r for r in rows if 'train/loss' in r]
-        test = [r for r in rows if 'test/top1' in r]
-        ax_loss.plot([r['epoch'] for r in train], [r['train/loss'] for r in train], label=stage)
-        ax_acc.plot([r['epoch'] for r in test], [r['test/top1'] for r in test], 'o-',
-                    label=f'{stage}: {top1_labels.get(stage, "top-1")}')
-    ax_loss.set(xlabel='epoch', ylabel='train loss', title='training loss')
-    ax_acc.set(xlabel='epoch', ylabel='test accuracy (see legend)', title='test accuracy')
+    series = learning_curve_series(read_metrics(workdir))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, s in enumerate(series):
+        color = f'C{i % 10}'
+        ax_loss.plot(*s.train_loss, color=color, label=f'{s.stage}: train')
+        if s.test_loss[0]:
+            ax_loss.plot(*s.test_loss, 'o--', color=color, markersize=4, label=f'{s.stage}: test')
+        ax_acc.plot(*s.test_top1, 'o-', color=color, markersize=4,
+                    label=f'{s.stage}: {top1_labels.get(s.stage, "top-1")}')
+    for i, s in enumerate(series):  # each stage named where it begins; a line where one ends
+        for ax in (ax_loss, ax_acc):
+            if i:
+                ax.axvline(s.offset, color='grey', linestyle=':', linewidth=1)
+            ax.annotate(s.stage, (s.offset, 1.0), xycoords=('data', 'axes fraction'),
+                        xytext=(3, -12), textcoords='offset points', fontsize=8, color='grey')
+    losses = [v for s in series for v in (*s.train_loss[1], *s.test_loss[1])]
+    if losses and min(losses) > 0:
+        ax_loss.set_yscale('log')
+    ax_loss.set(xlabel='epoch (stages one after another)', ylabel='loss', title='loss')
+    ax_acc.set(xlabel='epoch (stages one after another)', ylabel='test accuracy (see legend)',
+               title='test accuracy (markers: evaluations)')
     for ax in (ax_loss, ax_acc):
+        ax.set_xlim(left=0.0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

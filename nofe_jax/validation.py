@@ -8,6 +8,8 @@ import difflib
 import os
 from collections.abc import Iterable, Sequence
 
+from nofe_jax import paths
+
 
 class ConfigError(ValueError):
     """The config or the command line is wrong; the message lists every problem, one per line."""
@@ -67,7 +69,7 @@ def check_fits_classes(field: str, value: int, num_classes: int, *, symbol: str,
 
 def workdir_problem(workdir: str) -> str | None:
     """The workdir cannot be created or written: it is a file, or its folder is not writable."""
-    path = os.path.abspath(workdir)
+    path = os.path.abspath(paths.expand(workdir))
     if os.path.exists(path) and not os.path.isdir(path):
         return f'--workdir={workdir}: {path} exists and is not a folder; choose another workdir.'
     existing = path

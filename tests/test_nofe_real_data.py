@@ -42,7 +42,8 @@ def test_generalist_at_chance_warns_and_leaves_the_map_unchanged(tmp_path):
     assert len(history) >= 2 and all(h['skipped'] and h['moved'] == 0 for h in history)
     assert len({tuple(map(tuple, h['specialties'])) for h in history}) == 1
     warnings = summary['stages']['generalist']['health_warnings']
-    assert any('has not started to learn' in w['message'] for w in warnings)
+    chance = [w for w in warnings if 'has not started to learn' in w['message']]
+    assert chance and f'at step {chance[0]["step"]} (epoch ' in chance[0]['message']
     assert any(w.startswith('generalist: ') for w in summary['health_warnings'])
 
 
@@ -61,8 +62,12 @@ def test_collapsed_predictions_warn():
     assert '100% of images go to outputs [3, 7]' in health.collapse_warning(two_outputs, true)
     assert health.collapse_warning(np.roll(true, 1), true) is None
     assert health.effective_classes(true) == pytest.approx(100.0)
-    assert health.chance_loss_warning(np.log(10) * 0.99, 10) is not None
-    assert health.chance_loss_warning(np.log(10) * 0.9, 10) is None
+
+
+def test_chance_loss_warning_names_the_step_it_was_measured_at():
+    warning = health.chance_loss_warning(np.log(10) * 0.99, 10, step=21, epoch=0.05)
+    assert 'at step 21 (epoch 0.05)' in warning and 'first epoch' not in warning
+    assert health.chance_loss_warning(np.log(10) * 0.9, 10, step=21, epoch=0.05) is None
 
 
 def test_held_out_counts_never_use_stage_one_training_images(tmp_path, monkeypatch):

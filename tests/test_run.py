@@ -3,6 +3,7 @@ bad input fails fast with a message that says what to do, NofE resumes exactly."
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from experiments.configs import (cifar100_base, cifar100_deepme, cifar100_dmde, 
                                  fashion_mnist_dmde, fashion_mnist_nofe, fashion_pairs, fashion_tuples,
                                  fashion_tuples_dmde, imagenet_nofe, quickstart)
 from nofe_jax.data.sources import DatasetNotFoundError
-from nofe_jax import methods
+from nofe_jax import methods, validation
 from nofe_jax.training import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,3 +224,89 @@ def test_nofe_from_scratch_skips_the_generalist_for_fixed_specialties(tmp_path):
     config.nofe.update(specialties='random', init='scratch')
     summary = methods.train_and_evaluate(config, str(tmp_path))
     assert list(summary['stages']) == ['nofe']
+
+
+def _snapshot(folder) -> dict:
+    """Every file (its bytes) and folder below ``folder``; None when it does not exist."""
+    if not os.path.exists(folder):
+        return None
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(root, name), folder) + '/'] = None
+        for name in files:
+            with open(os.path.join(root, name), 'rb') as f:
+                found[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return found
+
+
+def _refused_starts(tmp_path):
+    """(config, the error it is refused with at set-up, after validation passed)."""
+    missing_data = cifar100_nofe.get_config('model=alexnet_c100')
+    missing_data.data.data_dir = str(tmp_path / 'no_data_here')  # tfds: prepared? only at load
+    too_many_experts = quickstart.get_config('smoke')
+    too_many_experts.nofe.num_experts = 11  # K > C: known once the data is
+    too_small_images = quickstart.get_config('smoke')
+    too_small_images.model.name = 'alexnet'
+    return [(missing_data, DatasetNotFoundError), (too_many_experts, validation.ConfigError),
+            (too_small_images, validation.ConfigError)]
+
+
+def test_a_refused_start_leaves_the_workdir_as_it_was(tmp_path, trained_run):
+    finished = tmp_path / 'finished'
+    shutil.copytree(trained_run(quickstart.get_config('smoke')).workdir, finished)
+    (tmp_path / 'empty').mkdir()
+    workdirs = [finished, tmp_path / 'empty', tmp_path / 'not_yet']
+    before = {w: _snapshot(w) for w in workdirs}
+    for config, error in _refused_starts(tmp_path):
+        for workdir in workdirs:
+            methods.validate(config, str(workdir))  # passes: the problem shows at set-up
+            with pytest.raises(error):
+                methods.train_and_evaluate(config, str(workdir))
+            assert _snapshot(workdir) == before[workdir], (config.model.name, workdir)
+    assert before[tmp_path / 'empty'] == {} and before[tmp_path / 'not_yet'] is None
+    # The refusals are no restarts: the rerun counts the one run that trained before it.
+    summary = methods.train_and_evaluate(quickstart.get_config('smoke'), str(finished))
+    assert summary['restarts'] == 1 and len(json.load(open(finished / 'runs.json'))) == 2
+
+
+def test_a_model_too_large_for_the_images_fails_before_any_work_in_one_line(tmp_path):
+    config = quickstart.get_config()
+    config.model.name = 'alexnet'  # ImageNet-sized, on 8x8 digits
+    methods.validate(config, str(tmp_path / 'w'))
+    start = time.perf_counter()
+    with pytest.raises(validation.ConfigError) as refused:
+        methods.train_and_evaluate(config, str(tmp_path / 'w'))
+    message = str(refused.value)
+    assert '\n' not in message
+    assert message.startswith("model.name='alexnet' does not fit the data's 8x8x1 images")
+    assert 'trunk/conv1' in message and '227x227x3' in message and 'preprocess.resize' in message
+    assert time.perf_counter() - start < 30  # data + shape-only tracing; nothing compiled or trained
+    assert not os.path.exists(tmp_path / 'w')
+
+
+def test_summary_records_code_devices_command_and_parameters(smoke_run):
+    summary, workdir = smoke_run('quickstart')
+    assert summary['total_wall_time_s'] >= summary['wall_time_s'] > 0
+    assert summary['command'] == sys.argv  # in-process: pytest's
+    assert set(summary['versions']) == {'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy',
+                                        'nofe_jax'}
+    assert all(isinstance(v, str) for v in summary['versions'].values())
+    assert summary['devices']['backend'] == 'cpu' and summary['devices']['count'] >= 1
+    assert summary['devices']['kind'] and summary['devices']['process_count'] == 1
+    git = summary['git']
+    assert git is None or (len(git['commit']) == 40 and isinstance(git['dirty'], bool))
+    for stage in ('generalist', 'nofe'):
+        counted = summary['stages'][stage]['parameters']
+        assert 0 < counted['trainable'] <= counted['total']
+    on_disk = json.load(open(workdir / 'summary.json'))
+    assert on_disk['stages']['nofe']['parameters'] == summary['stages']['nofe']['parameters']
+    assert on_disk['git'] == git and on_disk['command'] == summary['command']
+
+
+def test_git_state_is_none_outside_a_git_checkout(tmp_path):
+    from nofe_jax.training import run as run_lib
+    assert run_lib.git_state(str(tmp_path)) is None
+    if os.path.isdir(os.path.join(REPO, '.git')) or os.path.isfile(os.path.join(REPO, '.git')):
+        state = run_lib.git_state(REPO)
+        assert len(state['commit']) == 40 and isinstance(state['dirty'], bool)

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from nofe_jax import validation
+from nofe_jax import paths, validation
 
 # Debian's `dataset-fashion-mnist` package installs the IDX files here.
 DEFAULT_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -316,7 +316,7 @@ def read_idx(path: str) -> np.ndarray:
 
 def idx_problem(data_dir: str = '') -> str | None:
     """Why the IDX files are not in ``data_dir`` ('' = the Debian package's folder; never a fallback)."""
-    directory = data_dir or DEFAULT_FASHION_MNIST_DIR
+    directory = paths.expand(data_dir) or DEFAULT_FASHION_MNIST_DIR
     missing = [stem for stem in _IDX_FILES.values() if _find_idx_file(directory, stem) is None]
     if not missing:
         return None
@@ -332,9 +332,9 @@ def load_idx_dataset(data_dir: str = '') -> Dataset:
     problem = idx_problem(data_dir)
     if problem:
         raise DatasetNotFoundError(problem)
-    directory = data_dir or DEFAULT_FASHION_MNIST_DIR
-    paths = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
-    arrays = {key: read_idx(path) for key, path in paths.items()}
+    directory = paths.expand(data_dir) or DEFAULT_FASHION_MNIST_DIR
+    files = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
+    arrays = {key: read_idx(path) for key, path in files.items()}
     train = InMemorySource(arrays['train_images'][..., None], arrays['train_labels'])
     test = InMemorySource(arrays['test_images'][..., None], arrays['test_labels'])
     return Dataset(name='fashion_mnist', train=train, test=test, class_names=list(FASHION_MNIST_CLASSES),
@@ -363,6 +363,7 @@ NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
 def npz_problem(path: str) -> str | None:
     """Why ``path`` is not an .npz archive holding x_train, y_train, x_test and y_test (None: it is)."""
     what = f'an .npz archive with {"/".join(NPZ_KEYS)}'
+    path = paths.expand(path)
     if not path or not os.path.isfile(path):
         return f'npz file {path!r} not found; pass --config.data.path=<file.npz>, {what}.'
     if not zipfile.is_zipfile(path):
@@ -377,6 +378,7 @@ def load_npz_dataset(path: str) -> Dataset:
 
     Optional ``grouping_<name>`` arrays (int [C]) are known groupings of the classes.
     """
+    path = paths.expand(path)
     problem = npz_problem(path)
     if problem:
         absent = not os.path.isfile(path or '')  # a missing file, or one that is not an archive
@@ -409,6 +411,7 @@ def _image_folder_splits(root: str) -> tuple[str, list[str]]:
 
 def image_folder_problem(root: str) -> str | None:
     """Why ``root`` is not an image-folder dataset (train/ and test|val|validation/), or None."""
+    root = paths.expand(root)
     train_dir, test_dirs = _image_folder_splits(root)
     if root and os.path.isdir(train_dir) and any(os.path.isdir(d) for d in test_dirs):
         return None
@@ -419,6 +422,7 @@ def image_folder_problem(root: str) -> str | None:
 def load_image_folder_dataset(root: str, image_size: int = 0, num_workers: int = 0) -> Dataset:
     """root/train/<class>/* and root/test (or val, validation)/<class>/*, decoded on access
     (in ``num_workers`` worker processes of the pipeline; 0: one host thread)."""
+    root = paths.expand(root)
     problem = image_folder_problem(root)
     if problem:
         raise DatasetNotFoundError(problem)
@@ -569,6 +573,7 @@ def load_tfds_dataset(name: str, data_dir: str = '', train_split: str = 'train',
     """
     import tensorflow_datasets as tfds  # tfds (and TensorFlow behind tfds.load) only on this path.
 
+    data_dir = paths.expand(data_dir)
     problem = tfds_name_problem(name)
     if problem:
         raise ValueError(problem)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sps
 
-from nofe_jax import validation
+from nofe_jax import paths, validation
 from nofe_jax.grouping import clustering
 
 ELASSO_MAX_SWEEPS = 100
@@ -548,7 +548,7 @@ def save_partition(path: str | os.PathLike, assignment: np.ndarray) -> None:
 
 def load_partition(path: str | os.PathLike, num_classes: int, num_groups: int | None = None) -> np.ndarray:
     """Reads a class -> specialty map: one id per line, or the release's one-line digit string (K <= 10)."""
-    with open(path) as f:
+    with open(paths.expand(path)) as f:
         lines = [line.strip() for line in f if line.strip()]
     if len(lines) == 1 and len(lines[0]) == num_classes and lines[0].isdigit():
         tokens = list(lines[0])

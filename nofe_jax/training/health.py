@@ -8,18 +8,19 @@ import math
 
 import numpy as np
 
-# A first-epoch training loss within this fraction of ln(outputs) has not left chance.
+# A training loss at the end of the first epoch (or of a shorter stage) within this fraction of ln(outputs) has not left chance.
 CHANCE_LOSS_TOLERANCE = 0.02
 # Predictions spread over fewer than this fraction of the labels' effective number of classes.
 COLLAPSE_RATIO = 0.1
 
 
-def chance_loss_warning(loss: float, num_outputs: int) -> str | None:
-    """A warning when ``loss`` (mean cross-entropy) is still within 2% of ln(num_outputs)."""
+def chance_loss_warning(loss: float, num_outputs: int, *, step: int, epoch: float) -> str | None:
+    """A warning when ``loss`` (mean cross-entropy of the log period ending at ``step``, epoch
+    ``epoch``) is still within 2% of ln(num_outputs); the warning names that step and epoch."""
     chance = math.log(num_outputs)
     if num_outputs < 2 or not loss >= (1.0 - CHANCE_LOSS_TOLERANCE) * chance:
         return None
-    return (f'training loss {loss:.4f} after the first epoch is within '
+    return (f'training loss {loss:.4f} at step {step} (epoch {epoch:.2f}) is within '
             f'{CHANCE_LOSS_TOLERANCE:.0%} of ln({num_outputs}) = {chance:.4f}: the stage has not '
             'started to learn. Check its learning rate and optimiser, the labels it trains on, and '
             'whether its model (e.g. an expert branch) can see the features it needs.')

@@ -431,7 +431,8 @@ class _StageTraining:
             scalars['train/images_per_s'] = rate
         self.log(step, scalars)
         if self.period_start < self.learning_check_step <= step:
-            self.warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets))
+            self.warn(health.chance_loss_warning(scalars['train/loss'], stage.task.num_targets,
+                                                 step=step, epoch=step / runner.steps_per_epoch))
         self.period, self.period_start = [], step
 
     def run_hook(self, hook: Hook) -> None:

@@ -2,18 +2,22 @@
 model constructor options, the checkpoint fingerprint, running a stage, and the summary."""
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nofe_jax import parallel, reporting
+from nofe_jax import parallel, paths, reporting, validation
 from nofe_jax.data import pipeline, sources
 from nofe_jax.grouping import clustering
 from nofe_jax.models import registry
@@ -22,19 +26,49 @@ from nofe_jax.training import durations, loop, tasks
 
 @dataclasses.dataclass
 class Run:
-    """What every recipe starts from."""
+    """What every recipe starts from.
+
+    Nothing is written before the run's set-up has passed: ``workdir`` creates the folder, its
+    config.json and this run's entry in runs.json on first use (a stage, a grouping's files, the
+    summary), so a start refused at set-up (missing data, K > C, a model too large for the
+    images) leaves the workdir as it was and is never counted as a restart.
+    """
     config: ml_collections.ConfigDict
-    workdir: str
+    workdir_path: str  # ``~`` expanded
     dataset: sources.Dataset
     normalization: pipeline.Normalization
-    writer: reporting.MetricWriter
-    run_log: reporting.RunLog  # also this process's wall time
+    start_time: float  # ``time.perf_counter()`` when this process's run began
     # The config fields every stage's checkpoint fits only (``config_fingerprint``).
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The method's stage blocks in the order its stages run (for the run's ETA).
     stage_blocks: tuple[str, ...] = ()
     # What the grouping said about itself (e.g. an arbitrary spectral split), for summary.json.
     grouping_warnings: list[str] = dataclasses.field(default_factory=list)
+    _records: tuple[reporting.MetricWriter, reporting.RunLog] | None = dataclasses.field(
+        default=None, repr=False)
+
+    @property
+    def workdir(self) -> str:
+        """The workdir, with config.json and this run's entry in runs.json (made on first use)."""
+        if self._records is None:
+            os.makedirs(self.workdir_path, exist_ok=True)
+            run_log = reporting.RunLog(self.workdir_path, start=self.start_time)
+            reporting.write_json(os.path.join(self.workdir_path, 'config.json'),
+                                 json.loads(self.config.to_json()))
+            self._records = (reporting.MetricWriter(self.workdir_path, run_log), run_log)
+        return self.workdir_path
+
+    @property
+    def writer(self) -> reporting.MetricWriter:
+        """metrics.jsonl and TensorBoard events of the run (starts the workdir's records)."""
+        self.workdir  # pylint: disable=pointless-statement
+        return self._records[0]
+
+    @property
+    def run_log(self) -> reporting.RunLog:
+        """This run's entry in runs.json, also its wall time (starts the workdir's records)."""
+        self.workdir  # pylint: disable=pointless-statement
+        return self._records[1]
 
 
 @contextlib.contextmanager
@@ -60,6 +94,8 @@ class MethodInfo(Protocol):
     stage_blocks: tuple[str, ...]
     fingerprint_fields: tuple[str, ...]
 
+    def recipe(self) -> Any: ...  # its module: ``build_models(config, num_classes)``
+
 
 # Config fields every method's checkpoints fit only (shapes, meaning of the outputs); a method adds
 # its own (``Method.fingerprint_fields``). Anything else, e.g. the duration, the periods or the
@@ -84,23 +120,67 @@ def config_fingerprint(config: ml_collections.ConfigDict, fields: Sequence[str])
 
 def prepare_run(config: ml_collections.ConfigDict, workdir: str,
                 method: MethodInfo | None = None) -> Run:
-    """Joins the processes, creates the workdir, writes config.json and loads the data.
+    """Joins the processes, loads the data and checks that the method's models take its images;
+    writes nothing (``Run.workdir`` starts the workdir's records once the set-up has passed).
 
-    ``method`` (its ``Method``): the option fields its checkpoints fit only, its stage blocks.
+    ``method`` (its ``Method``): the option fields its checkpoints fit only, its stage blocks, and
+    its recipe's ``build_models``, whose models are checked against the data here (and which
+    raise a ``ConfigError`` of their own, e.g. for more experts than classes).
     """
     start_time = time.perf_counter()
     parallel.initialize_distributed(**config.distributed)
-    os.makedirs(workdir, exist_ok=True)
-    run_log = reporting.RunLog(workdir, start=start_time)
-    reporting.write_json(os.path.join(workdir, 'config.json'), json.loads(config.to_json()))
     dataset = sources.load_dataset(config.data)
     normalization = pipeline.compute_normalization(dataset.train, config.data.preprocess)
     reporting.log(f'data: {dataset.description} — {len(dataset.train)} train / '
                   f'{len(dataset.test)} test images, {dataset.num_classes} classes'
                   + (' (SYNTHETIC)' if dataset.synthetic else ''))
-    return Run(config, workdir, dataset, normalization, reporting.MetricWriter(workdir, run_log),
-               run_log, config_fingerprint(config, method.fingerprint_fields if method else ()),
+    if method is not None:
+        models = method.recipe().build_models(config, dataset.num_classes)
+        input_shape = model_input_shape(dataset, normalization, config.data.preprocess)
+        for name, (model, extra) in models.items():
+            problem = input_fit_problem(config.model.name, name, model, extra, input_shape)
+            if problem:  # one line: the first model that does not fit
+                raise validation.ConfigError(problem)
+    return Run(config, paths.expand(workdir), dataset, normalization, start_time,
+               config_fingerprint(config, method.fingerprint_fields if method else ()),
                method.stage_blocks if method else ())
+
+
+def model_input_shape(dataset: sources.Dataset, normalization: pipeline.Normalization,
+                      preprocess: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """[H, W, C] of one test image as the models see it (after the preprocessing)."""
+    batch = next(pipeline.eval_batches(dataset.test, 1, preprocess=preprocess,
+                                       normalization=normalization, num_workers=0))
+    image = batch['image'][0]
+    return tuple(image.shape[1:] if image.ndim == 4 else image.shape)  # multi-view [V, H, W, C]
+
+
+def input_fit_problem(model_name: str, name: str, model, extra_args: Sequence[Any],
+                      input_shape: tuple[int, ...]) -> str | None:
+    """Why ``model`` (the recipe's model ``name``) cannot take images of ``input_shape`` [H, W, C]:
+    a layer whose input or parameters come out empty (a shape-only init: no compilation), or None."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    variables = jax.eval_shape(lambda x, *a: model.init(
+        {'params': jax.random.key(0), 'dropout': jax.random.key(0)}, x, *a, train=False,
+        capture_intermediates=True), x, *extra_args)
+    empty = []  # (layer, shape): modules' outputs first (trunk before head), then parameters
+    for collection in ('intermediates', 'params'):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(variables.get(collection, {}))[0]:
+            names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+            layer = '/'.join(n for n in names if n not in ('__call__', 'kernel', 'bias', 'scale'))
+            if 0 in leaf.shape and layer and (collection == 'params' or names[-1] == '__call__'):
+                empty.append((layer, 'x'.join(str(d) for d in leaf.shape)))
+    if not empty:
+        return None
+    # The first innermost one: trunk/conv1 rather than the trunk holding it.
+    layer, shape = next((layer, shape) for layer, shape in empty
+                        if not any(other.startswith(f'{layer}/') for other, _ in empty))
+    built_for = registry.get_model_spec(model_name).input_shape
+    size = 'x'.join(str(d) for d in input_shape)
+    return (f'model.name={model_name!r} does not fit the data\'s {size} images (after '
+            f'data.preprocess): layer {layer} of its {name} model comes out empty ({shape}). It is '
+            f'built for {"x".join(str(d) for d in built_for)} images; choose a model for images this small '
+            '(e.g. tiny_cnn) or enlarge them (--config.data.preprocess.resize=...).')
 
 
 # config.model fields passed to the model constructor only when they differ from these defaults
@@ -152,13 +232,52 @@ def later_examples(run: Run, block: str) -> int:
     return total
 
 
+PROVENANCE_PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
+
+
+def git_state(directory: str) -> dict[str, Any] | None:
+    """{'commit', 'dirty'} of the git checkout holding ``directory``; None when it is not one (an
+    installed package) or git is absent."""
+    def git(*args: str) -> str:
+        return subprocess.run(['git', '-C', directory, *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    try:
+        commit = git('rev-parse', 'HEAD')
+        dirty = bool(git('status', '--porcelain', '--untracked-files=no'))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {'commit': commit, 'dirty': dirty}
+
+
+def provenance() -> dict[str, Any]:
+    """What made this run: the code (git commit, package versions), the devices, the command."""
+    import nofe_jax  # pylint: disable=import-outside-toplevel
+
+    versions = {}
+    for package in PROVENANCE_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions['nofe_jax'] = nofe_jax.__version__
+    device = jax.devices()[0]
+    return {
+        'git': git_state(os.path.dirname(os.path.abspath(nofe_jax.__file__))),
+        'versions': versions,
+        'devices': {'backend': jax.default_backend(), 'kind': device.device_kind,
+                    'count': jax.device_count(), 'process_count': jax.process_count()},
+        'command': list(sys.argv),
+    }
+
+
 def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) -> dict:
     """Writes summary.json and the learning-curve plot; returns the summary.
 
     ``wall_time_s`` is this process's; ``total_wall_time_s`` adds the earlier runs of the
-    workdir (``restarts`` of them) that this one resumed.
+    workdir (``restarts`` of them) that this one resumed: both from one reading of the clock.
     """
     run.writer.close()
+    wall_time_s = run.run_log.update()
     summary = {
         'recipe': run.config.recipe,
         'model': run.config.model.name,
@@ -166,16 +285,19 @@ def finish(run: Run, final: dict, stages: dict[str, loop.StageResult], **extra) 
         'data_description': run.dataset.description,
         'synthetic': run.dataset.synthetic,
         'final': final,
-        'wall_time_s': run.run_log.elapsed_s,
+        'wall_time_s': wall_time_s,
         'total_wall_time_s': run.run_log.total_wall_time_s,
         'restarts': run.run_log.restarts,
         'stages': {name: {'final': r.final, 'test_top1_measures': r.top1_label,
-                          'wall_time_s': r.wall_time_s, 'health_warnings': r.meta.get('health', [])}
+                          'wall_time_s': r.wall_time_s,
+                          'parameters': registry.count_parameters(r.variables),
+                          'health_warnings': r.meta.get('health', [])}
                    for name, r in stages.items()},
         'health_warnings': [f'{name}: {w["message"]}' for name, r in stages.items()
                             for w in r.meta.get('health', [])],
         'grouping_warnings': run.grouping_warnings,
         'class_names': list(run.dataset.class_names),
+        **provenance(),
         **extra,
     }
     summary = reporting.json_safe(summary)

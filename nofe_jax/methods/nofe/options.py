@@ -4,7 +4,7 @@ import os
 
 import ml_collections
 
-from nofe_jax import validation
+from nofe_jax import paths, validation
 from nofe_jax.methods.method import Method
 from nofe_jax.models import names
 from nofe_jax.training.durations import duration_problem
@@ -56,6 +56,7 @@ def partition_entries(path: str) -> list[tuple[str, str]]:
 
 def partition_file_problems(path: str, num_experts: int) -> list[str]:
     """Problems of a ``specialties=file`` partition file: missing, non-integer ids, ids outside [0, K)."""
+    path = paths.expand(path)
     if not path or not os.path.isfile(path):
         return [f'nofe.partition_file={path!r} is not a file; nofe.specialties=file needs one '
                 'specialty id per class, one per line.']

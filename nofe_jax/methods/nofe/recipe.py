@@ -223,6 +223,9 @@ def nofe_stage(run: run_lib.Run, assignment: np.ndarray, init_from) -> tuple[loo
     layout = experts.expert_layout(assignment)
     warm_layers = (registry.branch_hidden_layers(config.model.name)
                    if config.nofe.generalist_head == 'branch' else frozenset())
+    # Named 'nofe' (checkpoints/nofe, metrics and summary.json's stages) though its config block is
+    # 'experts': renaming it would leave every existing workdir's stage-2 checkpoints unread, and a
+    # rerun would silently train the experts again from the start.
     stage = loop.Stage(
         name='nofe', model=nofe_model(config, layout), task=ExpertTask(run.dataset.num_classes),
         train_config=config.experts.train, optim_config=config.experts.optim,
