@@ -32,8 +32,9 @@ Arguments (key=value, comma-separated):
 No flips: a mirrored pair is a different class. Updates come every half epoch
 from the end of the first epoch (the measured schedule; the figures below were
 measured with spectral_balanced=True, then the default: add
-`--config.nofe.spectral_balanced=True` to reproduce the spectral ones). `subset` defaults to holdout: it measured the same as train here
-(68.40% vs 68.33%) and keeps the counts off images stage 1 has fitted.
+`--config.nofe.spectral_balanced=True` to reproduce the spectral ones). `subset`
+defaults to holdout: it measured the same as train here (68.40% vs 68.33%) and keeps
+the counts off images stage 1 has fitted.
 Measured on 2 CPU cores, seed 0 (docs/results.md, which also has seed 1):
 tiny flat 67.83%, NofE learned 68.40% (NMI with the left/right item 0.39/0.43,
 random partitions 0.22/0.21), random 68.07%, spectral 69.17%, 7-9 min each;

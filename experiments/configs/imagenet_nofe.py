@@ -15,9 +15,10 @@ Specialties are re-learned every 0.2 epoch from a random 10,000-image
 training subset, from the end of the first 0.2 epoch on, each update rebuilding
 the partition from M (paper: `update_warmup='0 epochs'`, `stay_margin=0`; updates
 are skipped only while the generalist is near chance on S). Table 5's spectral
-baseline is plain spectral clustering (`spectral_balanced=False`). Solver: BVLC AlexNet's (lr 0.01, x0.1 every 100k
-iterations, batch 256, momentum 0.9, wd 5e-4) for the NofE stage; the
-generalist (no release solver) trains 30 epochs at a constant lr 0.01.
+baseline is plain spectral clustering (`spectral_balanced=False`). Solver: BVLC
+AlexNet's (lr 0.01, x0.1 every 100k iterations, batch 256, momentum 0.9, wd 5e-4)
+for the NofE stage; the generalist (no release solver) trains 30 epochs at a
+constant lr 0.01.
 Release facts (the authors' ImageNet deploy prototxt): trunk conv1-pool5 from the generalist,
 each expert conv6 3x3x256 (group 2) + pool + fc6/fc7 1024 + fc8 100; 40,409,960
 parameters at K=10 (`python -m experiments.describe --config=experiments/configs/imagenet_nofe.py`).
