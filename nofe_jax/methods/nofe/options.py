@@ -107,6 +107,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='nofe', stage_blocks=('generalist', 'experts'), recipe_module='nofe_jax.methods.nofe.recipe',
     option_block='nofe', defaults=defaults, option_problems=problems,
-    # K and the heads shape the networks; the source and its file, the specialty map.
+    # K and the heads shape the networks; the source, its file, spectral's balance: the specialty map.
     fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.specialties',
-                        'nofe.partition_file'))
+                        'nofe.partition_file', 'nofe.spectral_balanced'))
