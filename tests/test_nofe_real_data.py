@@ -105,17 +105,20 @@ def test_holdout_larger_than_the_training_set_is_refused(tmp_path):
         methods.train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize('source', ['random', 'spectral'])
-def test_fixed_sources_are_reported_like_learned_ones(source, trained_run):
+@pytest.mark.parametrize('source, balanced', [('random', False), ('spectral', False),
+                                              ('spectral', True)])
+def test_fixed_sources_are_reported_like_learned_ones(source, balanced, trained_run):
     config = quickstart.get_config('smoke')
     config.nofe.specialties = source
+    config.nofe.spectral_balanced = balanced  # the default, False: the paper's plain clustering
     summary, workdir, printed = trained_run(config)  # the same runs as test_run.py's
     written = json.load(open(workdir / 'specialties.json'))
     assert len(written) == 1 and written[0]['source'] == source
     assert sorted(map(sorted, written[0]['specialties'])) == sorted(map(sorted, summary['specialties']))
     assert (workdir / 'specialties.png').exists()
     assert f'specialties ({source}, K=5):' in printed
-    if source == 'spectral':  # balanced by default
+    assert sum(len(g) for g in summary['specialties']) == 10
+    if balanced:  # the named balanced variant: fully_balanced's capacities
         assert sorted(len(g) for g in summary['specialties']) == [2] * 5
 
 

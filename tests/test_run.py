@@ -33,6 +33,9 @@ SMOKES = {
     'fashion_pairs': (fashion_pairs, 'smoke', True),
     'fashion_pairs_alexnet_base': (fashion_pairs, 'smoke,base,model=alexnet_c100', True),
     'fashion_tuples': (fashion_tuples, 'smoke', True),
+    # The paper's Sec. 4.1 ablation on the benchmarks: learned specialties, NofE from random weights.
+    'fashion_pairs_scratch': (fashion_pairs, 'smoke,init=scratch', True),
+    'fashion_tuples_scratch': (fashion_tuples, 'smoke,init=scratch', True),
     'fashion_tuples_dmde': (fashion_tuples_dmde, 'smoke', True),
     'cifar100_dmde': (cifar100_dmde, 'smoke', True),
     'fashion_mnist_dmde': (fashion_mnist_dmde, 'smoke', True),

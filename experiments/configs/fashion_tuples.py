@@ -11,7 +11,7 @@ classes; 12,000 training and 10,000 test tuples (12 and 10 per class). The summa
 learned specialties against the three true groupings (left, middle, right item) by NMI.
 
 Arguments: those of fashion_pairs.py (model=tiny_cnn|alexnet_c100, base, k, balance, specialties,
-subset, head, branch_init, pad, generalist_epochs (4), expert_epochs (8), path, smoke), the same
+subset, head, branch_init, init, pad, generalist_epochs (4), expert_epochs (8), path, smoke), the same
 defaults and learning rates: every variant trains 12 epochs in all (the flat model
 generalist_epochs + expert_epochs). subset=holdout keeps 2,000 training tuples (2 per class) out
 of the generalist for the counts. The variants of issue 23:
@@ -20,6 +20,7 @@ of the generalist for the counts. The variants of issue 23:
   NofE learned (elasso)      balance=elasso
   NofE random                specialties=random
   NofE spectral              specialties=spectral
+  NofE from scratch          init=scratch (Sec. 4.1: the learned specialties, no generalist weights)
 and each with model=alexnet_c100. Smoke: 320 training and 100 test synthetic 28x84 images of the
 1,000 classes. Over seeds:
 

@@ -55,7 +55,7 @@ def get_config(arg: str | None = None):
         return config
     common.add_nofe(config)
     config.nofe.num_experts = args['k']
-    config.nofe.update(subset_size=1000, update_warmup='1 epoch')
+    config.nofe.subset_size = 1000
     _stage(config.generalist, generalist_epochs, 0.05)
     _stage(config.experts, expert_epochs, 0.05)
     return config

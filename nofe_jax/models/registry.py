@@ -28,9 +28,9 @@ class ModelSpec:
     pre_branch: Callable[[jax.Array], jax.Array] | None = None  # parameter-free, between trunk and branches
     # Trunk options where the release's NofE differs from its generalist (no parameters change).
     nofe_trunk_defaults: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
-    # Table 4 "deeper": the base's `extra_layers` that make it as deep as the NofE (the branch's extra
-    # conv layers / blocks); None: the base model has no width/depth options.
-    deeper_extra_layers: int | None = None
+    # Table 4: the base's `extra_layers` that add one expert branch's conv layers (or residual blocks);
+    # "deeper" adds K times that, "deeper_wider" once. None: the base model has no width/depth options.
+    branch_extra_layers: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -40,21 +40,21 @@ MODELS: dict[str, ModelSpec] = {
         branch=alexnet.AlexNetC100Branch,
         input_shape=(32, 32, 3),
         pre_branch=alexnet.alexnet_c100_norm3,
-        deeper_extra_layers=1,
+        branch_extra_layers=1,
     ),
     "alexnet_quick_c100": ModelSpec(
         base=alexnet.AlexNetQuickC100,
         trunk=alexnet.AlexNetQuickC100Trunk,
         branch=alexnet.AlexNetQuickC100Branch,
         input_shape=(32, 32, 3),
-        deeper_extra_layers=1,
+        branch_extra_layers=1,
     ),
     "vgg11_c100": ModelSpec(
         base=vgg.VGG11C100,
         trunk=vgg.VGG11C100Trunk,
         branch=vgg.VGG11C100Branch,
         input_shape=(32, 32, 3),
-        deeper_extra_layers=2,
+        branch_extra_layers=2,
     ),
     "nin_c100": ModelSpec(
         base=nin.NINC100,
@@ -62,14 +62,14 @@ MODELS: dict[str, ModelSpec] = {
         branch=nin.NINC100Branch,
         input_shape=(26, 26, 3),
         nofe_trunk_defaults=MappingProxyType({"pool2": "max"}),
-        deeper_extra_layers=1,
+        branch_extra_layers=1,
     ),
     "resnet56_c100": ModelSpec(
         base=resnet.ResNet56C100,
         trunk=resnet.ResNet56C100Trunk,
         branch=resnet.ResNet56C100Branch,
         input_shape=(28, 28, 3),
-        deeper_extra_layers=1,
+        branch_extra_layers=1,
     ),
     "alexnet": ModelSpec(
         base=alexnet.AlexNet,
@@ -225,17 +225,21 @@ def nofe_parameter_count(name: str, num_classes: int, num_experts: int, **overri
 def param_matched_overrides(name: str, num_classes: int, num_experts: int, variant: str) -> dict[str, Any]:
     """Base-model overrides for the paper's Table 4 baselines against the K-expert NofE.
 
-    'deeper': `extra_layers` = the expert branch's layers, width unchanged (as deep as the NofE);
+    'deeper': `extra_layers` = K times the conv layers (or residual blocks) of one expert branch,
+    width unchanged (the paper, Sec. 4.1: "we add to the original base network K = 10 times the
+    number of convolutional layers (or residual blocks) contained in one branch");
     'wider': the `width_multiplier` (a multiple of 0.01) whose total parameter count is closest to
-    the NofE's; 'deeper_wider': both. Bisection on eval_shape counts (about ten shape passes).
+    the NofE's; 'deeper_wider': one branch's layers added, then widened to the NofE's count (Table 4).
+    Bisection on eval_shape counts (about ten shape passes).
     """
     spec = get_model_spec(name)
-    if spec.deeper_extra_layers is None:
+    if spec.branch_extra_layers is None:
         raise ValueError(f"model {name!r} has no width/depth options; models with them: "
-                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.deeper_extra_layers is not None))}")
+                         f"{', '.join(sorted(n for n, s in MODELS.items() if s.branch_extra_layers is not None))}")
     if variant not in PARAM_MATCHED_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(PARAM_MATCHED_VARIANTS)}")
-    extra_layers = 0 if variant == "wider" else spec.deeper_extra_layers
+    extra_layers = {"deeper": num_experts * spec.branch_extra_layers, "wider": 0,
+                    "deeper_wider": spec.branch_extra_layers}[variant]
     if variant == "deeper":
         return {"width_multiplier": 1.0, "extra_layers": extra_layers}
     target = nofe_parameter_count(name, num_classes, num_experts)

@@ -22,6 +22,7 @@ CHANGES = [
     ('smoke,base', 'data.source', 'synthetic', "'digits'"),
     ('smoke', 'nofe.num_experts', 4, '5'),
     ('smoke', 'nofe.specialties', 'random', "'learned'"),
+    ('smoke', 'nofe.spectral_balanced', True, 'False'),
     ('smoke,dmde', 'dmde.group_size', 3, '4'),
     ('smoke,dmde', 'dmde.ontology', 'semantic', "'random'"),
     ('smoke,deepme', 'deepme.groups', 'random', "'ssc'"),

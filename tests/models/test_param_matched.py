@@ -30,16 +30,27 @@ def _param_paths(name, **overrides):
     return {"/".join(k.key for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"])}
 
 
-@pytest.mark.parametrize("name", ["alexnet_c100", "resnet56_c100"])
-def test_deeper_adds_the_branch_layers(name):
+# Conv layers of one expert branch before its output layer (ResNet56: one residual block, 2 convs).
+BRANCH_CONVS = {"alexnet_c100": 1, "alexnet_quick_c100": 1, "vgg11_c100": 2, "nin_c100": 2, "resnet56_c100": 2}
+
+
+def _conv_kernels(paths):
+    return {p for p in paths if p.endswith("kernel") and ("conv" in p or "cccp" in p)}
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS)
+def test_deeper_adds_k_times_the_branch_layers(name):
+    """Table 4 (Sec. 4.1): K = 10 times the conv layers (or residual blocks) of one branch."""
     overrides = registry.param_matched_overrides(name, 100, 10, "deeper")
-    assert overrides == {"width_multiplier": 1.0, "extra_layers": 1}
+    assert overrides["width_multiplier"] == 1.0
     base_paths, deeper_paths = _param_paths(name), _param_paths(name, **overrides)
     assert base_paths < deeper_paths
-    new_kernels = {p for p in deeper_paths - base_paths if p.endswith("kernel")}
-    assert new_kernels == ({"trunk/conv4/kernel"} if name == "alexnet_c100"
-                           else {"trunk/conv_55/kernel", "trunk/conv_56/kernel"})
-    assert registry.base_parameter_count(name, 100, **overrides) > BASE_C100[name]
+    assert len(_conv_kernels(deeper_paths - base_paths)) == 10 * BRANCH_CONVS[name]
+    # deeper_wider adds one branch's layers.
+    once = registry.param_matched_overrides(name, 100, 10, "deeper_wider")["extra_layers"]
+    assert len(_conv_kernels(_param_paths(name, extra_layers=once) - base_paths)) == BRANCH_CONVS[name]
+    if name in BASE_C100:
+        assert registry.base_parameter_count(name, 100, **overrides) > BASE_C100[name]
 
 
 def test_wider_alexnet_matches_the_nofe():

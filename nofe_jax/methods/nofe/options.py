@@ -19,13 +19,15 @@ def defaults() -> ml_collections.ConfigDict:
         elasso_lam=1000.0,            # stated for |S| = 10,000 (the paper's); scaled by |S| / 10,000
         elasso_sweeps=0,              # 0 = until no class moves (capped); the release does 1
         update_every='1 epoch',       # specialty re-assignment period of the generalist (> 0)
-        update_warmup='50000 examples',  # no re-assignment before this (the release's first update)
+        update_warmup='0 epochs',     # no re-assignment before this; 0: the first update ends the
+                                      # first period (the paper: after every epoch from the first)
         min_kappa=0.1,                # skip an update while the generalist's kappa on S is below this
         stay_margin=1.0,              # a class moves only if it gains > margin * sqrt(its count on S)
         subset_size=10000,            # |S|: training images predicted per update
         subset_source='train',        # train: a fresh random S per update (paper) | holdout: a fixed S
                                       # never trained on in stage 1 (also feeds spectral's confusion)
-        spectral_balanced=True,       # spectral: clusters under fully_balanced's capacities
+        spectral_balanced=False,      # spectral: False = plain spectral clustering (the paper's
+                                      # Table 2) | True: clusters under fully_balanced's capacities
         partition_file='',            # specialties='file': one specialty id per class per line
         init='generalist',            # trunk of the NofE: generalist | scratch
         generalist_head='base',       # base (release): the base model's head, experts start random |
@@ -106,6 +108,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='nofe', stage_blocks=('generalist', 'experts'), recipe_module='nofe_jax.methods.nofe.recipe',
     option_block='nofe', defaults=defaults, option_problems=problems,
-    # K and the heads shape the networks; the source and its file, the specialty map.
+    # K and the heads shape the networks; the source, its file, spectral's balance: the specialty map.
     fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.specialties',
-                        'nofe.partition_file'))
+                        'nofe.partition_file', 'nofe.spectral_balanced'))
