@@ -1,4 +1,8 @@
-"""Benchmarks: each prints a table and, last, one JSON line (also written to --json_out)."""
+"""Benchmarks: each prints a table and, last, one JSON line (also written to --json_out).
+
+Their flags are argparse, not absl like the runners': benchmarks import one another (inference
+reuses train_speed) and the tests call several ``main(argv)`` in one process, where flags defined
+in absl's one global registry at import would clash (--models, --json_out, ...)."""
 import json
 
 
