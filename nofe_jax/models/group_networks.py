@@ -7,6 +7,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nofe_jax.models import layers
 
@@ -79,6 +80,13 @@ def class_weights(group_params: dict, slot_mask: jax.Array) -> jax.Array:
     if SHARED_WEIGHT in layer:
         kernel = kernel + layer[SHARED_WEIGHT][..., None]
     return kernel.reshape(num_groups, -1, m_max) * slot_mask[:, None, :]
+
+
+def layout_table_shapes(layout) -> tuple[jax.ShapeDtypeStruct, jax.ShapeDtypeStruct]:
+    """Shapes of a group layout's (slot_classes, slot_mask) apply arguments, for describing models
+    without building their arrays."""
+    return (jax.ShapeDtypeStruct(layout.slot_classes.shape, np.int32),
+            jax.ShapeDtypeStruct(layout.slot_mask.shape, np.bool_))
 
 
 class GroupNetworks(nn.Module):

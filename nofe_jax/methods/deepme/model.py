@@ -9,7 +9,8 @@ import numpy as np
 from nofe_jax import validation
 from nofe_jax.grouping.layout import GroupLayout, group_layout
 from nofe_jax.models import layers, registry
-from nofe_jax.models.group_networks import GroupNetworks, mask_padded_slots, run_groups, scatter_to_classes
+from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, mask_padded_slots, run_groups,
+                                           scatter_to_classes)
 from nofe_jax.training import run as run_lib
 
 
@@ -113,8 +114,7 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int) -> dict:
     """{name: (model, extra apply args)}: the stacked base networks and the gated mixture."""
     check_num_groups(config.deepme.num_groups, num_classes)
     layout = even_layout(config, num_classes)
-    tables = (jax.ShapeDtypeStruct(layout.slot_classes.shape, np.int32),
-              jax.ShapeDtypeStruct(layout.slot_mask.shape, np.bool_))
+    tables = layout_table_shapes(layout)
     return {'bases': (group_networks(config, layout), ()),
             'gate': (gated_mixture(config, layout, num_classes), tables)}
 
