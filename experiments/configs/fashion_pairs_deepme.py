@@ -7,7 +7,7 @@ Arguments: groups (T, 10), threshold (delta, 0.3), finetune (False), consistency
 gate_input=first|all, model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path,
 smoke, and ablation=none|nossc|nogate|flat|dmde (fashion_mnist_deepme.py explains them; flat is
 fashion_pairs.py:base and dmde fashion_pairs_dmde.py over the same 12 epochs). Theta is the mean
-WordNet LCH of the two left and the two right items (semantic.pair_similarity). No paper
+WordNet LCH of the two left and the two right items (semantic.tuple_similarity). No paper
 number. Measured (docs/results.md): groups=5,base_epochs=4,gate_epochs=2 gives 65.53% in
 19 min on 2 CPU cores (NoGate 10.07%; the flat tiny CNN: 67.73% after 6 epochs).
 """
@@ -17,21 +17,31 @@ from experiments.configs.fashion_mnist_deepme import GATE_LR
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, {**common.DEEPME_ARGS, **fashion_pairs.benchmark_args(2),
+    return tuples_deepme_config(arg, items=2, config_name='fashion_pairs_deepme.py')
+
+
+# The semantic class table of each benchmark (semantic.TUPLE_DATASETS).
+CLASS_TABLES = {2: 'fashion_pairs', 3: 'fashion_tuples'}
+
+
+def tuples_deepme_config(arg: str | None, items: int, config_name: str):
+    """DeepME (or an ablation) on the `items`-garment benchmark."""
+    args = common.parse_args(arg, {**common.DEEPME_ARGS, **fashion_pairs.benchmark_args(items),
                                    'groups': 10, 'base_epochs': 8, 'gate_epochs': 4})
-    ablation = common.checked_ablation(args['ablation'], 'fashion_pairs_deepme.py')
+    ablation = common.checked_ablation(args['ablation'], config_name)
     model, epochs = args['model'], (args['base_epochs'], args['gate_epochs'])
     shared = f'model={model},path={args["path"]}' + (',smoke' if args['smoke'] else '')
     if ablation == 'flat':
-        return fashion_pairs.get_config(f'base,generalist_epochs={epochs[0]},'
-                                        f'expert_epochs={epochs[1]},{shared}')
+        return fashion_pairs.tuples_config(f'base,generalist_epochs={epochs[0]},'
+                                           f'expert_epochs={epochs[1]},{shared}', items, config_name)
     if ablation == 'dmde':
-        return fashion_pairs_dmde.get_config(f'base_epochs={epochs[0]},fusion_epochs={epochs[1]},{shared}')
-    checked_model(model, 'fashion_pairs_deepme.py')
+        return fashion_pairs_dmde.tuples_dmde_config(
+            f'base_epochs={epochs[0]},fusion_epochs={epochs[1]},{shared}', items, config_name)
+    checked_model(model, config_name)
     config = common.get_config()
     fashion_pairs.configure_data(config, model, args['path'])
-    common.configure_deepme(config, args, 'fashion_pairs')
+    common.configure_deepme(config, args, CLASS_TABLES[items])
     fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat')
     fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat')
     config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)
-    return fashion_pairs.maybe_smoke(config, args['smoke'], 2, ('bases', 'gate'))
+    return fashion_pairs.maybe_smoke(config, args['smoke'], items, ('bases', 'gate'))

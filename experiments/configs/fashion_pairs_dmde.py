@@ -5,7 +5,7 @@ r"""Deep Mixture of Diverse Experts on the Fashion-MNIST pairs benchmark (100 re
 
 Arguments: overlap (0.5), group_size (M, 50: 4 groups at overlap 0.5, 2 at 0), categories (10),
 ontology=semantic|visual|random (semantic: the mean WordNet LCH of the two left and the two right
-items, semantic.pair_similarity), fusion=eq7|stack2|early, multitask (True), freeze (False),
+items, semantic.tuple_similarity), fusion=eq7|stack2|early, multitask (True), freeze (False),
 model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke. 12 epochs in all,
 like fashion_pairs.py's flat model and NofE; each group trains a whole base network (4x the
 flat model's cost per epoch at the defaults). No paper number. Measured (docs/results.md):
@@ -22,7 +22,7 @@ def get_config(arg: str | None = None):
 
 
 # Per benchmark: (group_size M, the semantic ontology's class table).
-DMDE_DEFAULTS = {2: (50, 'fashion_pairs'), 3: (200, '')}
+DMDE_DEFAULTS = {2: (50, 'fashion_pairs'), 3: (200, 'fashion_tuples')}
 
 
 def tuples_dmde_config(arg: str | None, items: int, config_name: str):

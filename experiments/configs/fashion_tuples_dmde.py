@@ -17,9 +17,9 @@ With the default M=200 and overlap 0.5 the windows move by 100 classes: 10 task 
 whole left-item categories ({T-shirt, Trouser}, {Trouser, Pullover}, ..., {Ankle boot, T-shirt}),
 each class in two groups; overlap=0.0 gives 5 disjoint groups. Neither recipe reads the .npz's
 groupings itself yet (the DMDE recipe's 'coarse' ontology reads shipped tables by dataset name),
-hence this equivalent. ``ontology=visual`` (a flat model's class-mean features, trained first)
-and ``ontology=random`` (with ``categories``) also work; ``semantic`` has no WordNet table for
-tuple classes. Each group trains a whole base network: at the defaults 10x the flat model's cost
+hence this equivalent. ``ontology=visual`` (a flat model's class-mean features, trained first),
+``ontology=random`` (with ``categories``) and ``ontology=semantic`` (spectral clustering of the mean
+WordNet LCH of the three positions' items, semantic.tuple_similarity) also work. Each group trains a whole base network: at the defaults 10x the flat model's cost
 per epoch (about 2.5 h on 2 CPU cores with the tiny CNN, not measured). No paper number.
 """
 from experiments.configs import fashion_pairs_dmde

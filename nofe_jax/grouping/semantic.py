@@ -349,27 +349,30 @@ def shipped_path_lengths(dataset: str) -> np.ndarray:
         return data[dataset]
 
 
-def pair_similarity(item_similarity: np.ndarray) -> np.ndarray:
-    """[K^2, K^2] similarity of (left, right) item pairs, class = K * left + right: the mean of
-    the two left items' and the two right items' similarities."""
+def tuple_similarity(item_similarity: np.ndarray, items: int) -> np.ndarray:
+    """[K^items, K^items] similarity of item tuples read left to right (class = K * left + right
+    for pairs, K^2 * left + K * middle + right for three items): the mean over positions of the
+    two items' similarities at that position."""
     k = item_similarity.shape[0]
-    left, right = np.repeat(np.arange(k), k), np.tile(np.arange(k), k)
-    return (item_similarity[np.ix_(left, left)] + item_similarity[np.ix_(right, right)]) / 2
+    positions = np.indices((k,) * items).reshape(items, -1)  # the item at each position of every class
+    return np.mean([item_similarity[np.ix_(p, p)] for p in positions], axis=0)
 
 
-# Datasets whose classes are pairs of another's (experiments/build_fashion_pairs.py).
-PAIR_DATASETS = {'fashion_pairs': 'fashion_mnist'}
+# Datasets whose classes are tuples of another's items (experiments/build_fashion_pairs.py):
+# name -> (the items' dataset, items per class).
+TUPLE_DATASETS = {'fashion_pairs': ('fashion_mnist', 2), 'fashion_tuples': ('fashion_mnist', 3)}
 
 
 def semantic_similarity(dataset: str) -> np.ndarray:
     """[C, C] LCH similarity of a dataset's classes in label order, from the shipped path lengths.
 
     Equal to `lch_similarity_matrix(class_synsets(dataset, wordnet), wordnet)`
-    on WordNet 3.0, without needing WordNet (or nltk) installed. A pair dataset's classes get
-    `pair_similarity` of their items' LCH.
+    on WordNet 3.0, without needing WordNet (or nltk) installed. A tuple dataset's classes get
+    `tuple_similarity` of their items' LCH.
     """
-    if dataset in PAIR_DATASETS:
-        return pair_similarity(semantic_similarity(PAIR_DATASETS[dataset]))
+    if dataset in TUPLE_DATASETS:
+        items_dataset, items = TUPLE_DATASETS[dataset]
+        return tuple_similarity(semantic_similarity(items_dataset), items)
     return lch_from_path_lengths(shipped_path_lengths(dataset))
 
 

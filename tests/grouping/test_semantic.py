@@ -195,10 +195,23 @@ def test_wordnet_specialties_digits_and_too_many(wordnet):
 
 def test_pair_classes_are_as_similar_as_their_items_on_average():
     items = np.array([[3.0, 1.0], [1.0, 3.0]])
-    pairs = semantic.pair_similarity(items)  # classes (0,0), (0,1), (1,0), (1,1)
+    pairs = semantic.tuple_similarity(items, 2)  # classes (0,0), (0,1), (1,0), (1,1)
     assert pairs[0, 1] == (3.0 + 1.0) / 2 and pairs[1, 2] == (1.0 + 1.0) / 2 and pairs[3, 3] == 3.0
     fashion = semantic.semantic_similarity('fashion_mnist')
     shipped = semantic.semantic_similarity('fashion_pairs')
     assert shipped.shape == (100, 100)
     # 'Shirt|Bag' (6, 8) vs 'T-shirt/top|Bag' (0, 8)
     assert shipped[6 * 10 + 8, 0 * 10 + 8] == (fashion[6, 0] + fashion[8, 8]) / 2
+
+
+def test_tuple_classes_number_their_items_left_first():
+    items = np.array([[3.0, 1.0], [1.0, 2.0]])
+    triples = semantic.tuple_similarity(items, 3)  # class = 4 * left + 2 * middle + right
+    # (0,1,1) vs (1,1,0): left 0/1, middle 1/1, right 1/0
+    assert triples[0b011, 0b110] == pytest.approx((1.0 + 2.0 + 1.0) / 3)
+    assert np.allclose(triples, triples.T) and np.allclose(np.diag(triples)[[0, 7]], [3.0, 2.0])
+    fashion = semantic.semantic_similarity('fashion_mnist')
+    shipped = semantic.semantic_similarity('fashion_tuples')
+    assert shipped.shape == (1000, 1000)
+    # 'Shirt|Bag|Coat' (6, 8, 4) vs 'T-shirt/top|Bag|Pullover' (0, 8, 2)
+    assert shipped[684, 82] == pytest.approx((fashion[6, 0] + fashion[8, 8] + fashion[4, 2]) / 3)
