@@ -97,11 +97,12 @@ class MethodInfo(Protocol):
     def recipe(self) -> Any: ...  # its module: ``build_models(config, num_classes)``
 
 
-# Config fields every method's checkpoints fit only (shapes, meaning of the outputs); a method adds
-# its own (``Method.fingerprint_fields``). Anything else, e.g. the duration, the periods or the
-# learning rate, may change when a run is resumed.
-SHARED_FINGERPRINT_FIELDS = ('recipe', 'model.name', 'model.width_multiplier', 'model.extra_layers',
-                             'data.source')
+# Config fields every method's checkpoints fit only (shapes, meaning of the outputs, and the seed
+# that drew the weights and the batch order); a method adds its own (``Method.fingerprint_fields``).
+# Anything else, e.g. the duration, the periods or the learning rate, may change when a run is
+# resumed.
+SHARED_FINGERPRINT_FIELDS = ('recipe', 'seed', 'model.name', 'model.width_multiplier',
+                             'model.extra_layers', 'data.source')
 
 
 def config_value(config: ml_collections.ConfigDict, path: str):

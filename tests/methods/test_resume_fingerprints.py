@@ -20,6 +20,8 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 CHANGES = [
     # The flat model's own fields are the shared ones: other data of the very same shapes.
     ('smoke,base', 'data.source', 'synthetic', "'digits'"),
+    # Another seed would continue the old run's weights and batch order under a new name.
+    ('smoke,base', 'seed', 1, '0'),
     ('smoke', 'nofe.num_experts', 4, '5'),
     ('smoke', 'nofe.specialties', 'random', "'learned'"),
     ('smoke', 'nofe.spectral_balanced', True, 'False'),
@@ -32,8 +34,11 @@ CHANGES = [
 
 def _changed(variant: str, field: str, value):
     config = quickstart.get_config(variant)
-    block, name = field.split('.')
-    config[block][name] = value
+    *blocks, name = field.split('.')
+    target = config
+    for block in blocks:
+        target = target[block]
+    target[name] = value
     if field == 'data.source':  # synthetic images and classes shaped like the digits
         config.data.update(synthetic_shape=(8, 8, 1), synthetic_classes=10)
     return config
