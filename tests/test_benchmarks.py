@@ -1,10 +1,12 @@
 """The benchmarks in experiments/benchmarks run small, and the Colab notebook is well formed."""
 
+import argparse
 import json
 import os
 import re
 
 import numpy as np
+import pytest
 
 from PIL import Image
 
@@ -37,15 +39,33 @@ def test_expert_branches_benchmark_tiny(tmp_path, capsys):
 def test_train_speed_benchmark_tiny(tmp_path, capsys):
     out = tmp_path / 'speed.json'
     result = train_speed.main(['--models=tiny_cnn', '--num_classes=6', '--num_experts=2', '--batch_size=4',
-                               '--iterations=1', '--rounds=2', f'--json_out={out}'])
+                               '--iterations=1', '--rounds=2', '--frameworks=jax', f'--json_out={out}'])
     (row,) = result['rows']
-    assert row['model'] == 'tiny_cnn'
-    assert row['base_images_per_s'] > 0 and row['nofe_images_per_s'] > 0
-    assert np.isclose(row['time_ratio'], row['base_images_per_s'] / row['nofe_images_per_s'])
+    assert row['model'] == 'tiny_cnn' and 'torch' not in row
+    speeds = row['jax']
+    assert speeds['base_images_per_s'] > 0 and speeds['nofe_images_per_s'] > 0
+    assert np.isclose(speeds['time_ratio'], speeds['base_images_per_s'] / speeds['nofe_images_per_s'])
+    assert np.isclose(speeds['base_step_ms'] * speeds['base_images_per_s'], 4e3)
     # Two experts of 3 classes replicate the head above the cut: more FLOPs than the flat model.
     assert row['flop_ratio'] > 1 and row['nofe_mflops_per_image'] > row['base_mflops_per_image']
     assert json.loads(out.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_train_speed_asking_for_torch_without_it_says_so_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(train_speed, 'TORCH_INSTALLED', False)
+    with pytest.raises(SystemExit):
+        train_speed.main(['--models=tiny_cnn', '--frameworks=jax,torch'])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith('argument --frameworks: torch is not installed; pip install -e ".[torch]" '
+                          'or use --frameworks=jax')
+
+
+def test_train_speed_frameworks_flag():
+    assert train_speed.parse_frameworks('jax,torch', torch_installed=True) == ('jax', 'torch')
+    assert train_speed.parse_frameworks('jax', torch_installed=False) == ('jax',)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown frameworks \['tf'\]; choose from jax, torch"):
+        train_speed.parse_frameworks('jax,tf', torch_installed=True)
 
 
 def test_inference_benchmark_tiny(tmp_path, capsys):
