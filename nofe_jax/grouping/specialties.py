@@ -105,6 +105,25 @@ def specialty_kappa(counts: np.ndarray, assignment: np.ndarray) -> float:
     return float((observed - expected) / (1.0 - expected)) if expected < 1.0 else 0.0
 
 
+def specialty_kappa_null_std(counts: np.ndarray, assignment: np.ndarray) -> float:
+    """The standard deviation of `specialty_kappa` over S's images when the generalist's predictions
+    carry no information about the true specialties (the same margins; Fleiss, Cohen & Everitt
+    1969): sqrt(p_e + p_e^2 - sum_k t_k q_k (t_k + q_k)) / ((1 - p_e) sqrt(n)), t and q the true and
+    predicted specialty shares, p_e = t . q. It shrinks like 1/sqrt(|S|): 1/sqrt(|S| (K-1)) for
+    uniform shares, 0.0075 at |S| = 2,000 and K = 10.
+    """
+    counts = _check_counts(counts).astype(np.float64)
+    assignment = _check_assignment(assignment, counts.shape[1])
+    total = counts.sum()
+    true_share = np.bincount(assignment, weights=counts.sum(axis=1), minlength=counts.shape[1]) / max(total, 1)
+    predicted_share = counts.sum(axis=0) / max(total, 1)
+    expected = float(true_share @ predicted_share)
+    if total == 0 or expected >= 1.0:
+        return float('inf')
+    variance = expected + expected ** 2 - float(np.sum(true_share * predicted_share * (true_share + predicted_share)))
+    return float(np.sqrt(max(variance, 0.0) / total) / (1.0 - expected))
+
+
 def with_stay_bonus(counts: np.ndarray, assignment: np.ndarray, margin: float) -> np.ndarray:
     """counts + margin * sqrt(row total) on each class's current specialty.
 

@@ -296,6 +296,35 @@ def test_specialty_kappa_near_zero_for_a_generalist_at_chance():
     assert abs(sp.specialty_kappa(counts, assignment)) < 0.02
 
 
+def test_kappa_null_std_hand_computed_for_uniform_shares():
+    # 2 classes, K=2, 10 images, shares 1/2 both ways: p_e = 1/2, sum t q (t + q) = 2 * 1/4 * 1 = 1/2
+    # -> sqrt(1/2 + 1/4 - 1/2) / (1/2 * sqrt(10)) = 1/sqrt(10) = 1/sqrt(n (K-1)).
+    counts = np.array([[4, 1], [1, 4]])
+    assert sp.specialty_kappa_null_std(counts, np.array([0, 1])) == pytest.approx(1 / np.sqrt(10))
+    assert sp.specialty_kappa_null_std(np.zeros((2, 2), int), np.array([0, 1])) == np.inf
+
+
+def test_kappa_null_std_is_the_spread_of_kappa_at_chance_and_separates_a_weak_signal():
+    rng = np.random.default_rng(0)
+    assignment = sp.random_balanced(1000, 10, rng)
+    labels = np.repeat(np.arange(1000), 2)  # |S| = 2,000: two images per class, as on the tuples
+    def counts_of(predicted):
+        counts = np.zeros((1000, 10), np.int64)
+        np.add.at(counts, (labels, predicted), 1)
+        return counts
+    at_chance = [counts_of(rng.integers(0, 10, labels.size)) for _ in range(300)]
+    kappas = [sp.specialty_kappa(c, assignment) for c in at_chance]
+    std = sp.specialty_kappa_null_std(at_chance[0], assignment)
+    assert std == pytest.approx(1 / np.sqrt(2000 * 9), rel=0.05)
+    assert np.std(kappas) == pytest.approx(std, rel=0.15)
+    assert np.mean(np.array(kappas) > 3 * std) < 0.01  # the gate's false alarms at chance
+    # A generalist right on 15% of S instead of 10% (kappa about 0.06, the tuples' first update)
+    # is far outside the noise, though below a fixed 0.1.
+    weak = np.where(rng.random(labels.size) < 0.056, assignment[labels], rng.integers(0, 10, labels.size))
+    kappa = sp.specialty_kappa(counts_of(weak), assignment)
+    assert 0.03 < kappa < 0.1 and kappa > 3 * std
+
+
 def test_stay_bonus_keeps_the_map_under_noise_and_still_follows_signal():
     rng = np.random.default_rng(0)
     current = sp.random_balanced(100, 10, rng)

@@ -62,7 +62,7 @@ def test_default_update_rule_learns_the_grouping_of_a_small_many_class_set(tmp_p
     config = fashion_pairs.get_config(f'path={path},generalist_epochs=5,expert_epochs=1')
     defaults = options.defaults()
     for field in ('update_every', 'update_warmup', 'stay_margin', 'subset_source', 'subset_size',
-                  'min_kappa'):
+                  'min_kappa_z'):
         config.nofe[field] = defaults[field]  # the rule a new user gets
     for stage in (config.generalist, config.experts):
         stage.train.update(eval_every='0 steps', log_every='20 steps', checkpoint_every='0 steps')

@@ -21,7 +21,8 @@ def defaults() -> ml_collections.ConfigDict:
         update_every='1 epoch',       # specialty re-assignment period of the generalist (> 0)
         update_warmup='0 epochs',     # no re-assignment before this; 0: the first update ends the
                                       # first period (the paper: after every epoch from the first)
-        min_kappa=0.1,                # skip an update while the generalist's kappa on S is below this
+        min_kappa_z=3.0,              # skip an update while the generalist's kappa on S is within this
+                                      # many standard deviations of chance (no signal at this |S|)
         stay_margin=1.0,              # a class moves only if it gains > margin * sqrt(its count on S)
         subset_size=10000,            # |S|: training images predicted per update
         subset_source='train',        # train: a fresh random S per update (paper) | holdout: a fixed S
@@ -85,7 +86,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('nofe.generalist_head', options.generalist_head, names.GENERALIST_HEADS),
         validation.choice_problem('nofe.branch_init', options.branch_init, names.BRANCH_INITS),
         k_problem,
-        validation.range_problem('nofe.min_kappa', options.min_kappa, high=1),
+        validation.range_problem('nofe.min_kappa_z', options.min_kappa_z, low=0),
         validation.range_problem('nofe.stay_margin', options.stay_margin, low=0),
         validation.range_problem('nofe.elasso_lam', options.elasso_lam, low=0),
         validation.range_problem('nofe.elasso_sweeps', options.elasso_sweeps, low=0, integer=True),
