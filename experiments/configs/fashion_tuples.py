@@ -13,8 +13,10 @@ learned specialties against the three true groupings (left, middle, right item) 
 Arguments: those of fashion_pairs.py (model=tiny_cnn|alexnet_c100, base, k, balance, specialties,
 subset, head, branch_init, init, pad, generalist_epochs (4), expert_epochs (8), path, smoke), the same
 defaults and learning rates: every variant trains 12 epochs in all (the flat model
-generalist_epochs + expert_epochs). subset=holdout keeps 2,000 training tuples (2 per class) out
-of the generalist for the counts. The variants of issue 23:
+generalist_epochs + expert_epochs). Unlike the pairs, the counts M come from a fresh S of 10,000
+training tuples per update, rebuilt from M each time (stay_margin 0, the paper's rule): see
+fashion_pairs.COUNT_DEFAULTS for the measurement; subset=holdout keeps 2,000 training tuples (2 per
+class) out of the generalist instead. The variants:
   flat                       base
   NofE learned (balanced)    (no argument; balance=fully_balanced, specialties=learned)
   NofE learned (elasso)      balance=elasso
