@@ -15,6 +15,7 @@ import ml_collections
 from nofe_jax import validation
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import names
+from nofe_jax.training import init_files
 from nofe_jax.training.durations import duration_problem
 
 # ----------------------------------------------------------------------------- a stage's train block
@@ -87,7 +88,7 @@ class MethodConfig(Protocol):
     def top_level_blocks(self) -> tuple[str, ...]: ...
 
 
-SHARED_BLOCKS = ('recipe', 'seed', 'model', 'data', 'distributed')
+SHARED_BLOCKS = ('recipe', 'seed', 'init_from', 'model', 'data', 'distributed')
 MODEL_DTYPES = ('float32', 'bfloat16')
 
 
@@ -140,4 +141,5 @@ def config_problems(config: ml_collections.ConfigDict, workdir: str,
     for block in method.stage_blocks:
         problems += stage_problems(config, block)
     problems += method.option_problems(config)
+    problems += [p for p in (init_files.init_from_problem(config.init_from, config.model.name),) if p]
     return problems + [p for p in (validation.workdir_problem(workdir),) if p]

@@ -114,7 +114,8 @@ class Stage:
     optim_config: ml_collections.ConfigDict
     grouping: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     hooks: tuple[Hook, ...] = ()
-    # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables.
+    # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables. Not
+    # called when the stage resumes from a checkpoint.
     init_variables: Callable[[dict], dict] | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Indices into dataset.train this stage trains on (None: all), e.g. all but a held-out S.
@@ -271,13 +272,15 @@ class _Runner:
         sample = next(self.eval_batches(self.dataset.test))['image'][:1]
         return sample[:, 0] if sample.ndim == 5 else sample  # multi-view [1, V, H, W, C]: one view
 
-    def init_state(self, sample: np.ndarray) -> TrainState:
+    def init_state(self, sample: np.ndarray, resuming: bool = False) -> TrainState:
+        """The stage's start; when ``resuming``, only a template the checkpoint restores into
+        (``init_variables`` is skipped: what it reads is not read again)."""
         stage = self.stage
         init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
         kwargs = stage.task.model_kwargs(stage.grouping)
         variables = jax.jit(lambda r: stage.model.init(
             {'params': r, 'dropout': r}, sample, train=False, **kwargs))(init_rng)
-        if stage.init_variables is not None:
+        if stage.init_variables is not None and not resuming:
             variables = stage.init_variables(variables)
         tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule)
         # Jitted: the optimiser's zero buffers in one program, not one eager op per leaf shape.
@@ -378,14 +381,15 @@ class _StageTraining:
         self.runner = runner = _Runner(stage, dataset, normalization, config)
         train_config = stage.train_config
         sample = runner.model_input()
-        state = runner.init_state(sample)
+        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
+                                                 max_to_keep=train_config.keep_checkpoints)
+        resuming = self.ckpt.latest_step() is not None
+        state = runner.init_state(sample, resuming)
         host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
         fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
         meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
         meta.setdefault('health', [])
-        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
-                                                 max_to_keep=train_config.keep_checkpoints)
-        if self.ckpt.latest_step() is not None:
+        if resuming:
             restored = self.ckpt.restore(state, host_grouping, fingerprint)
             for line in restored.set_aside:
                 reporting.log(f'[{stage.name}] WARNING: {line}')
