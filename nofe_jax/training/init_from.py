@@ -70,13 +70,17 @@ def _checkpoint_variables(tree: dict) -> dict:
     return {'params': tree['params'], **tree['model_state']}
 
 
+def torchvision_as_our_shapes(shapes: dict[str, tuple[int, ...]], model_name: str) -> Layers:
+    """A torchvision state dict's {key: shape} as the shapes of our layers of ``model_name``."""
+    order = init_files.torchvision_order(shapes)
+    return {'params': {ours: init_files.torchvision_shapes(shapes[weight], shapes[bias])
+                       for ours, (weight, bias) in zip(init_files.TORCHVISION_LAYERS[model_name], order)}}
+
+
 def source_shapes(path: str, model_name: str) -> Layers:
     """The shapes of every layer of the source, as our layers, from metadata and headers only."""
     if init_files.is_torchvision_file(path):
-        shapes = init_files.npz_shapes(path)
-        order = init_files.torchvision_order(shapes)
-        return {'params': {ours: init_files.torchvision_shapes(shapes[weight], shapes[bias])
-                           for ours, (weight, bias) in zip(init_files.TORCHVISION_LAYERS[model_name], order)}}
+        return torchvision_as_our_shapes(init_files.npz_shapes(path), model_name)
     tree = _checkpoint_variables(_checkpoint_metadata(init_files.checkpoint_state_dir(path)))
     return layers_of(tree, lambda meta: tuple(meta.shape))
 
