@@ -73,6 +73,9 @@ def optim_config() -> ml_collections.ConfigDict:
         boundary_lrs=(),          # piecewise: the lr from each boundary on (lr before the first)
         final_lr=0.0,             # exponential: lr reached at the end
         warmup='0 steps',
+        last_layer_only='0 steps',  # train only the classifier (the head's last layer) this long,
+                                    # then every layer: a warm-up of a network started from a
+                                    # trained one (DeepME's bases); the lr schedule runs through
         momentum=0.9,
         nesterov=False,
         weight_decay=0.0,

@@ -61,6 +61,7 @@ def optim_config_problems(config: ml_collections.ConfigDict, prefix: str = 'opti
         validation.range_problem(f'{prefix}.momentum', config.momentum, low=0, high=1),
         validation.range_problem(f'{prefix}.weight_decay', config.weight_decay, low=0),
         duration_problem(f'{prefix}.warmup', config.warmup),
+        duration_problem(f'{prefix}.last_layer_only', config.last_layer_only),
         *(validation.range_problem(f'{prefix}.boundary_lrs[{i}]', v, low=0, low_open=True)
           for i, v in enumerate(config.boundary_lrs)),
         *(duration_problem(f'{prefix}.boundaries[{i}]', b) for i, b in enumerate(config.boundaries)),

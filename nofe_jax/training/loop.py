@@ -282,7 +282,8 @@ class _Runner:
             {'params': r, 'dropout': r}, sample, train=False, **kwargs))(init_rng)
         if stage.init_variables is not None and not resuming:
             variables = stage.init_variables(variables)
-        tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule)
+        tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule,
+                                    last_layer_steps=self.to_steps(stage.optim_config.last_layer_only))
         # Jitted: the optimiser's zero buffers in one program, not one eager op per leaf shape.
         state = jax.jit(lambda v, r: create_train_state(stage.model.apply, v, tx, r))(
             variables, state_rng)

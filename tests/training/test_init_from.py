@@ -10,7 +10,6 @@ import pytest
 
 from experiments.configs import quickstart
 from nofe_jax import methods, validation
-from nofe_jax.grouping.layout import group_layout
 from nofe_jax.methods.deepme import model as deepme_model
 from nofe_jax.methods.deepme import recipe as deepme_recipe
 from nofe_jax.methods.dmde import model as dmde_model
@@ -195,3 +194,18 @@ def test_a_resumed_run_reads_its_checkpoint_not_the_source_and_ends_as_the_unint
     assert resumed['final'] == uninterrupted.summary['final']
     jax.tree.map(np.testing.assert_array_equal, kill_soak.outcome(workdir)['states']['base']['params'],
                  kill_soak.outcome(uninterrupted.workdir)['states']['base']['params'])
+
+
+def test_deepme_bases_warm_up_their_classifier_alone_from_the_flat_checkpoint(flat_source, tmp_path):
+    from experiments.benchmarks import kill_soak
+    config = _config('smoke,deepme', flat_source)
+    config.bases.optim.last_layer_only = '1 epoch'  # the whole smoke stage is phase one
+    config.gate.train.duration = '2 steps'
+    summary = methods.train_and_evaluate(config, str(tmp_path))
+    bases = kill_soak.outcome(tmp_path)['states']['bases']['params']['base']
+    source = _source_params(flat_source)
+    for layer in ('conv1', 'conv2'):
+        for g in range(config.deepme.num_groups):
+            np.testing.assert_array_equal(bases['trunk'][layer]['kernel'][g], source[f'trunk/{layer}']['kernel'])
+    # The classifiers alone learned, on the flat model's features.
+    assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
