@@ -82,7 +82,8 @@ def init_from_problem(path: str, model_name: str) -> str | None:
         return None
     expanded = paths.expand(path)
     if not os.path.exists(expanded):
-        return f'init_from={path!r} does not exist; name a flat run\'s workdir, a checkpoint folder or a .npz of ImageNet weights.'
+        return (f"init_from={path!r} does not exist; name a flat run's workdir, a checkpoint folder or a "
+                ".npz of ImageNet weights (--config.init_from=...; '' starts from scratch).")
     if os.path.isdir(expanded):
         if checkpoint_state_dir(expanded) is None:
             return (f"init_from={path!r} holds no checkpoint: name a flat run's workdir (with "
