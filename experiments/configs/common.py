@@ -223,3 +223,15 @@ def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_cla
         stage.optim.boundary_lrs = ()
     if 'nofe' in config:  # a one-epoch generalist still re-learns its specialties
         config.nofe.update_warmup = '0 steps'
+
+
+def make_large_image_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_classes: int,
+                           stage_names: tuple[str, ...]) -> None:
+    """``make_smoke`` for an ImageNet-sized model: 8 synthetic images per split in batches of 4,
+    not resized, and from scratch (nothing was pretrained on synthetic images)."""
+    make_smoke(config, image_shape=image_shape, num_classes=num_classes, stage_names=stage_names,
+               train_size=8, test_size=8)
+    config.data.image_size = 0
+    config.init_from = ''
+    for name in stage_names:
+        (config[name] if name else config).train.update(batch_size=4, eval_batch_size=4)

@@ -54,15 +54,6 @@ def _bases_solver(stage, warm_up: bool) -> None:
     stage.optim.last_layer_only = '10 epochs' if warm_up else '0 steps'
 
 
-def _shrink_to_smoke(config, stage_names: tuple[str, ...]) -> None:
-    common.make_smoke(config, image_shape=(224, 224, 3), num_classes=10, stage_names=stage_names,
-                      train_size=8, test_size=8)
-    config.data.image_size = 0
-    config.init_from = ''  # synthetic images: nothing pretrained on them
-    for name in stage_names:
-        (config[name] if name else config).train.update(batch_size=4, eval_batch_size=4)
-
-
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 15, 'init_from': PRETRAINED_VGG16,
                                    'smoke': False})
@@ -81,13 +72,15 @@ def get_config(arg: str | None = None):
     if ablation == 'flat':
         _bases_solver(config, warm_up=True)
         if args['smoke']:
-            _shrink_to_smoke(config, ('',))
+            common.make_large_image_smoke(config, image_shape=(224, 224, 3), num_classes=10,
+                                          stage_names=('',))
         return config
     common.configure_deepme(config, args, 'wnid', similarity_subset_size=20000)
     _bases_solver(config.bases, warm_up=ablation != 'scratch')
     _stage(config.gate, '5 epochs', 0.001, 0.0001)
     if args['smoke']:
-        _shrink_to_smoke(config, ('bases', 'gate'))
+        common.make_large_image_smoke(config, image_shape=(224, 224, 3), num_classes=10,
+                                      stage_names=('bases', 'gate'))
         # Synthetic classes have no WordNet ids: Theta from the shipped table of 10 classes.
         config.deepme.update(class_table='digits', num_groups=3, similarity_subset_size=8)
     return config

@@ -36,15 +36,6 @@ BASES_SOLVER = ('450000 steps', (0.01, 0.001, 0.0001, 0.00001),
                 ('100000 steps', '200000 steps', '300000 steps'))
 
 
-def _shrink_to_smoke(config, stage_names: tuple[str, ...]) -> None:
-    common.make_smoke(config, image_shape=(256, 256, 3), num_classes=20, stage_names=stage_names,
-                      train_size=8, test_size=8)
-    config.data.image_size = 0
-    config.init_from = ''  # synthetic images: nothing pretrained on them
-    for name in stage_names:
-        (config[name] if name else config).train.update(batch_size=4, eval_batch_size=4)
-
-
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'overlap': 0.5, 'group_size': 1000, 'categories': 64,
                                    'fusion': 'eq7', 'multitask': True, 'freeze': False,
@@ -59,7 +50,8 @@ def get_config(arg: str | None = None):
     if args['flat']:
         imagenet_nofe.bvlc_stage(config, *BASES_SOLVER)
         if args['smoke']:
-            _shrink_to_smoke(config, ('',))
+            common.make_large_image_smoke(config, image_shape=(256, 256, 3), num_classes=20,
+                                          stage_names=('',))
         return config
     common.add_dmde(config)
     config.dmde.update(ontology='semantic', class_table='wnid', num_categories=args['categories'],
@@ -70,7 +62,8 @@ def get_config(arg: str | None = None):
     imagenet_nofe.bvlc_stage(config.bases, *BASES_SOLVER)
     imagenet_nofe.bvlc_stage(config.fusion, '5 epochs', (0.001,), ())
     if args['smoke']:
-        _shrink_to_smoke(config, ('bases', 'fusion'))
+        common.make_large_image_smoke(config, image_shape=(256, 256, 3), num_classes=20,
+                                      stage_names=('bases', 'fusion'))
         config.dmde.update(ontology='random', num_categories=4, group_size=10,
                            similarity_subset_size=8)
     return config
