@@ -164,10 +164,10 @@ def _fresh_reason(layer: str, theirs: dict | None, ours: dict, fit: Fit, classif
         return 'the classifier: new outputs'
     if theirs is None:
         return 'not in the source'
-    shapes = {leaf: tuple(np.shape(v))[1 if fit.stacked else 0:] for leaf, v in ours.items()}
-    mine = {leaf: tuple(np.shape(v)) for leaf, v in theirs.items()}
-    if mine != shapes:
-        return f'{_shapes_text(mine)} there, {_shapes_text(shapes)} here'
+    our_shapes = {leaf: tuple(np.shape(v))[1 if fit.stacked else 0:] for leaf, v in ours.items()}
+    their_shapes = {leaf: tuple(np.shape(v)) for leaf, v in theirs.items()}
+    if their_shapes != our_shapes:
+        return f'{_shapes_text(their_shapes)} there, {_shapes_text(our_shapes)} here'
     return None
 
 
