@@ -211,9 +211,12 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
 
 def checkpoint_fingerprint(stage: Stage, dataset, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """What a checkpoint of ``stage`` records of its config and data, to refuse resuming another:
-    the stage's own ``fingerprint`` (config fields), its name, the data's classes and input shape."""
-    return {'stage': stage.name, **stage.fingerprint, 'dataset': dataset.name,
-            'num_classes': dataset.num_classes, 'input_shape': [int(d) for d in input_shape]}
+    the stage's own ``fingerprint`` (config fields), its name, its last-layer warm-up (which adds
+    a counter to the optimiser's state), the data's classes and input shape."""
+    return {'stage': stage.name, **stage.fingerprint,
+            config_field(stage, 'optim.last_layer_only'): stage.optim_config.last_layer_only,
+            'dataset': dataset.name, 'num_classes': dataset.num_classes,
+            'input_shape': [int(d) for d in input_shape]}
 
 
 class _Runner:

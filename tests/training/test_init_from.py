@@ -210,3 +210,14 @@ def test_deepme_bases_warm_up_their_classifier_alone_from_the_flat_checkpoint(fl
             np.testing.assert_array_equal(bases['trunk'][layer]['kernel'][g], source[f'trunk/{layer}']['kernel'])
     # The classifiers alone learned, on the flat model's features.
     assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
+
+
+def test_resuming_with_another_last_layer_warm_up_is_refused_naming_it(flat_source, trained_run, tmp_path):
+    finished = trained_run(_config('smoke,base', flat_source))
+    workdir = tmp_path / 'run'
+    shutil.copytree(finished.workdir, workdir)
+    config = _config('smoke,base', flat_source)
+    config.optim.last_layer_only = '10 steps'
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        methods.train_and_evaluate(config, str(workdir))
+    assert "optim.last_layer_only='0 steps' there, '10 steps' now" in str(refused.value)
