@@ -73,6 +73,9 @@ def optim_config() -> ml_collections.ConfigDict:
         boundary_lrs=(),          # piecewise: the lr from each boundary on (lr before the first)
         final_lr=0.0,             # exponential: lr reached at the end
         warmup='0 steps',
+        last_layer_only='0 steps',  # train only the classifier (the head's last layer) this long,
+                                    # then every layer: a warm-up of a network started from a
+                                    # trained one (DeepME's bases); the lr schedule runs through
         momentum=0.9,
         nesterov=False,
         weight_decay=0.0,
@@ -151,6 +154,11 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.recipe = 'base'        # base | nofe | dmde | deepme
     config.seed = 0
+    config.init_from = ''         # a trained flat model the networks start from: a flat run's
+                                  # workdir, a checkpoint folder, or a .npz of ImageNet weights in
+                                  # torchvision's names (alexnet, vgg16); layers that fit load, the
+                                  # classifier is fresh where its outputs differ ('' = scratch;
+                                  # docs/methods.md "Start from a trained network")
     config.model = ml_collections.ConfigDict(dict(
         name='tiny_cnn',
         dtype='float32',          # compute dtype: float32 | bfloat16
@@ -215,3 +223,15 @@ def make_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_cla
         stage.optim.boundary_lrs = ()
     if 'nofe' in config:  # a one-epoch generalist still re-learns its specialties
         config.nofe.update_warmup = '0 steps'
+
+
+def make_large_image_smoke(config: ml_collections.ConfigDict, *, image_shape: tuple, num_classes: int,
+                           stage_names: tuple[str, ...]) -> None:
+    """``make_smoke`` for an ImageNet-sized model: 8 synthetic images per split in batches of 4,
+    not resized, and from scratch (nothing was pretrained on synthetic images)."""
+    make_smoke(config, image_shape=image_shape, num_classes=num_classes, stage_names=stage_names,
+               train_size=8, test_size=8)
+    config.data.image_size = 0
+    config.init_from = ''
+    for name in stage_names:
+        (config[name] if name else config).train.update(batch_size=4, eval_batch_size=4)

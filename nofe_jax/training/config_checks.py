@@ -15,6 +15,7 @@ import ml_collections
 from nofe_jax import validation
 from nofe_jax.data import pipeline, sources
 from nofe_jax.models import names
+from nofe_jax.training import init_files
 from nofe_jax.training.durations import duration_problem
 
 # ----------------------------------------------------------------------------- a stage's train block
@@ -60,6 +61,7 @@ def optim_config_problems(config: ml_collections.ConfigDict, prefix: str = 'opti
         validation.range_problem(f'{prefix}.momentum', config.momentum, low=0, high=1),
         validation.range_problem(f'{prefix}.weight_decay', config.weight_decay, low=0),
         duration_problem(f'{prefix}.warmup', config.warmup),
+        duration_problem(f'{prefix}.last_layer_only', config.last_layer_only),
         *(validation.range_problem(f'{prefix}.boundary_lrs[{i}]', v, low=0, low_open=True)
           for i, v in enumerate(config.boundary_lrs)),
         *(duration_problem(f'{prefix}.boundaries[{i}]', b) for i, b in enumerate(config.boundaries)),
@@ -87,7 +89,7 @@ class MethodConfig(Protocol):
     def top_level_blocks(self) -> tuple[str, ...]: ...
 
 
-SHARED_BLOCKS = ('recipe', 'seed', 'model', 'data', 'distributed')
+SHARED_BLOCKS = ('recipe', 'seed', 'init_from', 'model', 'data', 'distributed')
 MODEL_DTYPES = ('float32', 'bfloat16')
 
 
@@ -140,4 +142,5 @@ def config_problems(config: ml_collections.ConfigDict, workdir: str,
     for block in method.stage_blocks:
         problems += stage_problems(config, block)
     problems += method.option_problems(config)
+    problems += [p for p in (init_files.init_from_problem(config.init_from, config.model.name),) if p]
     return problems + [p for p in (validation.workdir_problem(workdir),) if p]

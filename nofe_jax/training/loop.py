@@ -114,7 +114,8 @@ class Stage:
     optim_config: ml_collections.ConfigDict
     grouping: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     hooks: tuple[Hook, ...] = ()
-    # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables.
+    # Replaces the fresh init (e.g. copy a generalist's trunk); gets the fresh variables. Not
+    # called when the stage resumes from a checkpoint.
     init_variables: Callable[[dict], dict] | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Indices into dataset.train this stage trains on (None: all), e.g. all but a held-out S.
@@ -210,9 +211,12 @@ def check_state_finite(stage: Stage, state: TrainState, step_losses: list, first
 
 def checkpoint_fingerprint(stage: Stage, dataset, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """What a checkpoint of ``stage`` records of its config and data, to refuse resuming another:
-    the stage's own ``fingerprint`` (config fields), its name, the data's classes and input shape."""
-    return {'stage': stage.name, **stage.fingerprint, 'dataset': dataset.name,
-            'num_classes': dataset.num_classes, 'input_shape': [int(d) for d in input_shape]}
+    the stage's own ``fingerprint`` (config fields), its name, its last-layer warm-up (which adds
+    a counter to the optimiser's state), the data's classes and input shape."""
+    return {'stage': stage.name, **stage.fingerprint,
+            config_field(stage, 'optim.last_layer_only'): stage.optim_config.last_layer_only,
+            'dataset': dataset.name, 'num_classes': dataset.num_classes,
+            'input_shape': [int(d) for d in input_shape]}
 
 
 class _Runner:
@@ -271,15 +275,18 @@ class _Runner:
         sample = next(self.eval_batches(self.dataset.test))['image'][:1]
         return sample[:, 0] if sample.ndim == 5 else sample  # multi-view [1, V, H, W, C]: one view
 
-    def init_state(self, sample: np.ndarray) -> TrainState:
+    def init_state(self, sample: np.ndarray, resuming: bool = False) -> TrainState:
+        """The stage's start; when ``resuming``, only a template the checkpoint restores into
+        (``init_variables`` is skipped: what it reads is not read again)."""
         stage = self.stage
         init_rng, state_rng = jax.random.split(jax.random.key(self.config.seed))
         kwargs = stage.task.model_kwargs(stage.grouping)
         variables = jax.jit(lambda r: stage.model.init(
             {'params': r, 'dropout': r}, sample, train=False, **kwargs))(init_rng)
-        if stage.init_variables is not None:
+        if stage.init_variables is not None and not resuming:
             variables = stage.init_variables(variables)
-        tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule)
+        tx = optim.create_optimizer(stage.optim_config, variables['params'], self.schedule,
+                                    last_layer_steps=self.to_steps(stage.optim_config.last_layer_only))
         # Jitted: the optimiser's zero buffers in one program, not one eager op per leaf shape.
         state = jax.jit(lambda v, r: create_train_state(stage.model.apply, v, tx, r))(
             variables, state_rng)
@@ -378,14 +385,15 @@ class _StageTraining:
         self.runner = runner = _Runner(stage, dataset, normalization, config)
         train_config = stage.train_config
         sample = runner.model_input()
-        state = runner.init_state(sample)
+        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
+                                                 max_to_keep=train_config.keep_checkpoints)
+        resuming = self.ckpt.latest_step() is not None
+        state = runner.init_state(sample, resuming)
         host_grouping = {k: np.asarray(v) for k, v in stage.grouping.items()}
         fingerprint = checkpoint_fingerprint(stage, dataset, sample.shape[1:])
         meta = {'stage': stage.name, 'wall_time_s': 0.0, **stage.meta}
         meta.setdefault('health', [])
-        self.ckpt = checkpoints.StageCheckpoints(workdir, stage.name,
-                                                 max_to_keep=train_config.keep_checkpoints)
-        if self.ckpt.latest_step() is not None:
+        if resuming:
             restored = self.ckpt.restore(state, host_grouping, fingerprint)
             for line in restored.set_aside:
                 reporting.log(f'[{stage.name}] WARNING: {line}')

@@ -8,8 +8,10 @@ usual optax alternatives.
 """
 import re
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import traverse_util
@@ -83,14 +85,59 @@ def _add_scaled_weights(weight_decay: float, factors) -> optax.GradientTransform
         lambda g, w, f: g + weight_decay * f * w, updates, params, factors))
 
 
-def create_optimizer(config: ml_collections.ConfigDict, params, schedule: optax.Schedule
-                     ) -> optax.GradientTransformation:
-    """The optimiser named by ``config.name`` with multipliers from ``config.multipliers``."""
+def last_layer_mask(params) -> Any:
+    """A bool per parameter: True in a classifier, the last layer of a ``head`` (of every stacked
+    base network's head too), which DeepME's warm-up trains alone."""
+    def in_last_layer(path: tuple) -> bool:
+        if 'head' not in path:
+            return False
+        depth = path.index('head') + 1
+        head = params
+        for name in path[:depth]:
+            head = head[name]
+        return len(path) > depth and path[depth] == list(head)[-1]  # the order classifier_name reads
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({path: in_last_layer(path) for path in flat})
+
+
+class HoldState(NamedTuple):
+    count: jax.Array  # steps taken
+
+
+def _hold_all_but(trainable, steps: int) -> optax.GradientTransformation:
+    """Zeroes the updates of every parameter not ``trainable`` (a bool tree) for the first
+    ``steps`` steps; where it stands in a chain, the stages after it see zeros (no momentum
+    builds up for the held parameters)."""
+    def init(params):
+        del params
+        return HoldState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        held = state.count < steps
+        updates = jax.tree.map(lambda u, keep: u if keep else jnp.where(held, jnp.zeros_like(u), u),
+                               updates, trainable)
+        return updates, HoldState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, params, schedule: optax.Schedule,
+                     last_layer_steps: int = 0) -> optax.GradientTransformation:
+    """The optimiser named by ``config.name`` with multipliers from ``config.multipliers``; for the
+    first ``last_layer_steps`` steps (``config.last_layer_only`` resolved) it updates only the
+    classifier (``last_layer_mask``): its gradient, weight decay and momentum alone."""
     validation.raise_problems(config_checks.optim_config_problems(config))
     lr_mult, decay_mult = multiplier_trees(params, config.multipliers)
+    trainable = last_layer_mask(params)
+    if last_layer_steps and not any(jax.tree.leaves(trainable)):
+        raise validation.ConfigError('optim.last_layer_only needs a model with a head (a classifier to '
+                                     'train alone); this stage has none.')
+    hold = (_hold_all_but(trainable, last_layer_steps),) if last_layer_steps else ()
     if config.name == 'caffe_sgd':
         return optax.chain(
             _add_scaled_weights(config.weight_decay, decay_mult),
+            *hold,
             _scale_by_tree(lr_mult),
             optax.scale_by_learning_rate(schedule),
             # Momentum after the lr scaling: the buffer holds lr-scaled steps,
@@ -100,14 +147,17 @@ def create_optimizer(config: ml_collections.ConfigDict, params, schedule: optax.
     if config.name == 'sgd':
         return optax.chain(
             _add_scaled_weights(config.weight_decay, decay_mult),
+            *hold,
             optax.trace(decay=config.momentum, nesterov=config.nesterov),
             _scale_by_tree(lr_mult),
             optax.scale_by_learning_rate(schedule),
         )
     if config.name == 'adamw':
         return optax.chain(
+            *hold,  # before Adam's moments, and again after the decoupled decay
             optax.scale_by_adam(),
             _add_scaled_weights(config.weight_decay, decay_mult),
+            *hold,
             _scale_by_tree(lr_mult),
             optax.scale_by_learning_rate(schedule),
         )

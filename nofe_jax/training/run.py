@@ -21,7 +21,7 @@ from nofe_jax import parallel, paths, reporting, validation
 from nofe_jax.data import pipeline, sources
 from nofe_jax.grouping import clustering
 from nofe_jax.models import registry
-from nofe_jax.training import durations, loop, tasks
+from nofe_jax.training import durations, init_from, loop, tasks
 
 
 @dataclasses.dataclass
@@ -142,6 +142,8 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str,
             problem = input_fit_problem(config.model.name, name, model, extra, input_shape)
             if problem:  # one line: the first model that does not fit
                 raise validation.ConfigError(problem)
+        if config.init_from:
+            validation.raise_problems(init_from_problems(config, dataset.num_classes, input_shape))
     return Run(config, paths.expand(workdir), dataset, normalization, start_time,
                config_fingerprint(config, method.fingerprint_fields if method else ()),
                method.stage_blocks if method else ())
@@ -184,6 +186,29 @@ def input_fit_problem(model_name: str, name: str, model, extra_args: Sequence[An
             '(e.g. tiny_cnn) or enlarge them (--config.data.preprocess.resize=...).')
 
 
+def init_from_problems(config: ml_collections.ConfigDict, num_classes: int,
+                       input_shape: tuple[int, ...]) -> list[str]:
+    """Why ``config.init_from`` cannot start the config's base model on images of ``input_shape``
+    (a layer of another shape; nothing in common), from its metadata and headers only."""
+    model = registry.build_base(config.model.name, num_classes, **model_overrides(config))
+    source = init_from.source_shapes(paths.expand(config.init_from), config.model.name)
+    problem = init_from.fit_problem(config.init_from, config.model.name, source,
+                                    init_from.model_shapes(model, input_shape))
+    return [problem] if problem else []
+
+
+def started_from_init(run: Run, stage: loop.Stage, fit: init_from.Fit) -> loop.Stage:
+    """``stage`` with its networks started from ``config.init_from`` (when set), which its
+    checkpoints record: resuming after changing it is refused."""
+    path = run.config.init_from
+    fingerprint = {**stage.fingerprint, 'init_from': path}
+    if not path:
+        return dataclasses.replace(stage, fingerprint=fingerprint)
+    assert stage.init_variables is None, stage.name  # one start per stage
+    return dataclasses.replace(stage, fingerprint=fingerprint, init_variables=init_from.loader(
+        path, run.config.model.name, fit, stage.name))
+
+
 # config.model fields passed to the model constructor only when they differ from these defaults
 # (the constructors' own), so models without the option still build.
 _OPTIONAL_MODEL_FIELDS = {'width_multiplier': 1.0, 'extra_layers': 0}
@@ -201,14 +226,15 @@ def model_overrides(config: ml_collections.ConfigDict) -> dict:
 def flat_stage(run: Run, name: str, block: str = '',
                train_indices: np.ndarray | None = None) -> loop.Stage:
     """A flat base model over all C classes, on config ``block``'s train/optim settings ('' = the
-    top level's): the flat method's stage, and the one NofE's spectral and DMDE's visual
-    groupings start from."""
+    top level's), started from ``config.init_from`` when set: the flat method's stage, and the
+    one NofE's spectral and DMDE's visual groupings start from."""
     config, num_classes = run.config, run.dataset.num_classes
     settings = config[block] if block else config
-    return loop.Stage(name=name, model=registry.build_base(config.model.name, num_classes,
-                                                           **model_overrides(config)),
-                      task=tasks.ClassificationTask(num_classes), train_config=settings.train,
-                      optim_config=settings.optim, train_indices=train_indices, config_block=block)
+    stage = loop.Stage(name=name, model=registry.build_base(config.model.name, num_classes,
+                                                            **model_overrides(config)),
+                       task=tasks.ClassificationTask(num_classes), train_config=settings.train,
+                       optim_config=settings.optim, train_indices=train_indices, config_block=block)
+    return started_from_init(run, stage, init_from.FLAT)
 
 
 def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:

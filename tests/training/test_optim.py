@@ -69,3 +69,49 @@ def test_unknown_optimizer_and_bad_piecewise_fail_clearly():
                                              boundaries=('1 epoch',)),
                                      total_steps=4, steps_per_epoch=2, batch_size=1)
     assert isinstance(_config(), ml_collections.ConfigDict)
+
+
+def test_the_last_layer_mask_marks_each_heads_classifier():
+    leaf = {'kernel': 0, 'bias': 0}
+    flat = {'trunk': {'conv1': leaf}, 'head': {'fc6': leaf, 'fc7': leaf}}
+    assert optim.last_layer_mask(flat) == {'trunk': {'conv1': {'kernel': False, 'bias': False}},
+                                           'head': {'fc6': {'kernel': False, 'bias': False},
+                                                    'fc7': {'kernel': True, 'bias': True}}}
+    stacked = {'base': {'trunk': {'conv1': leaf}, 'head': {'ip1': {**leaf, 'w0': 0}}}}
+    assert optim.last_layer_mask(stacked)['base']['head']['ip1'] == {'kernel': True, 'bias': True, 'w0': True}
+
+
+@pytest.mark.parametrize('name', ['caffe_sgd', 'sgd', 'adamw'])
+def test_last_layer_only_trains_the_classifier_alone_then_every_layer_without_a_momentum_burst(name):
+    config = _config(name=name, lr=0.1, momentum=0.9, weight_decay=0.1)
+    params = {'trunk': {'conv1': {'kernel': jnp.ones(3)}}, 'head': {'fc6': {'kernel': jnp.ones(2)},
+                                                                    'fc7': {'kernel': jnp.ones(2)}}}
+    grads = {'trunk': {'conv1': {'kernel': jnp.full(3, 0.5)}},
+             'head': {'fc6': {'kernel': jnp.full(2, 0.5)}, 'fc7': {'kernel': jnp.full(2, 0.5)}}}
+    schedule = optax.constant_schedule(0.1)
+
+    def trajectory(last_layer_steps, steps):
+        tx = optim.create_optimizer(config, params, schedule, last_layer_steps=last_layer_steps)
+        state, current, seen = tx.init(params), params, [params]
+        for _ in range(steps):
+            updates, state = tx.update(grads, state, current)
+            current = optax.apply_updates(current, updates)
+            seen.append(current)
+        return seen
+
+    warm = trajectory(2, 3)
+    for held in (warm[1], warm[2]):  # phase one: only the classifier moves
+        np.testing.assert_array_equal(held['trunk']['conv1']['kernel'], params['trunk']['conv1']['kernel'])
+        np.testing.assert_array_equal(held['head']['fc6']['kernel'], params['head']['fc6']['kernel'])
+    assert not np.array_equal(warm[2]['head']['fc7']['kernel'], params['head']['fc7']['kernel'])
+    # Phase two's first step on a held layer is a first step: nothing accumulated while it was held
+    # (Adam's bias correction counts every step, so its first step there is smaller, never larger).
+    first = trajectory(0, 1)[1]
+    for layer in ('trunk/conv1', 'head/fc6'):
+        block, layer_name = layer.split('/')
+        moved = params[block][layer_name]['kernel'] - warm[3][block][layer_name]['kernel']
+        expected = params[block][layer_name]['kernel'] - first[block][layer_name]['kernel']
+        if name == 'adamw':
+            assert np.all(np.abs(moved) <= np.abs(expected)) and np.all(np.abs(moved) > 0)
+        else:
+            np.testing.assert_allclose(moved, expected, rtol=1e-5)

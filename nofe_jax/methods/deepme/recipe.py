@@ -31,7 +31,7 @@ from nofe_jax.methods import group_stages
 from nofe_jax.methods.deepme import options
 from nofe_jax.methods.deepme.model import build_models, check_num_groups, gated_mixture, group_networks
 from nofe_jax.methods.deepme.task import MixtureTask
-from nofe_jax.training import loop, tasks
+from nofe_jax.training import init_from, loop, tasks
 from nofe_jax.training import run as run_lib
 
 __all__ = ['build_models', 'train_and_evaluate']
@@ -96,10 +96,11 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout, theta: np.ndarray) -> loo
         grouping['semantic_laplacian'] = semantic_laplacians(theta, layout)
     hooks = ((group_stages.make_similarity_update(run, layout, deepme.similarity_update_every,
                                             deepme.similarity_subset_size),) if deepme.lambda2 else ())
-    return loop.Stage(name='bases', model=group_networks(config, layout), task=task,
-                      train_config=config.bases.train, optim_config=config.bases.optim,
-                      grouping=grouping, hooks=hooks, config_block='bases',
-                      meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
+    stage = loop.Stage(name='bases', model=group_networks(config, layout), task=task,
+                       train_config=config.bases.train, optim_config=config.bases.optim,
+                       grouping=grouping, hooks=hooks, config_block='bases',
+                       meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
+    return run_lib.started_from_init(run, stage, init_from.STACKED_GROUPS)
 
 
 def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:

@@ -29,7 +29,7 @@ from nofe_jax.methods import group_stages
 from nofe_jax.methods.dmde import options
 from nofe_jax.methods.dmde.model import build_models, check_group_size, fusion_model, group_networks
 from nofe_jax.methods.dmde.task import FusionTask
-from nofe_jax.training import loop, tasks
+from nofe_jax.training import init_from, loop, tasks
 from nofe_jax.training import run as run_lib
 
 __all__ = ['build_models', 'train_and_evaluate']
@@ -44,7 +44,7 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout) -> loop.Stage:
                            delta1=dmde.delta1 if regularised else 0.0,
                            delta2=dmde.delta2 if regularised else 0.0)
     learns_similarity = regularised and dmde.delta2 > 0
-    return loop.Stage(
+    return run_lib.started_from_init(run, loop.Stage(
         name='bases', model=group_networks(config, layout), task=task,
         train_config=config.bases.train, optim_config=config.bases.optim,
         grouping={'class_targets': layout.class_targets(num_classes), 'slot_mask': layout.slot_mask,
@@ -52,7 +52,8 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout) -> loop.Stage:
         hooks=((group_stages.make_similarity_update(run, layout, dmde.similarity_update_every,
                                               dmde.similarity_subset_size),)
                if learns_similarity else ()),
-        config_block='bases', meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
+        config_block='bases', meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()}),
+        init_from.STACKED_GROUPS)
 
 
 def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:

@@ -22,7 +22,7 @@ from nofe_jax.methods.nofe.model import (build_models, check_num_experts, copy_g
                                          generalist_model, nofe_model)
 from nofe_jax.methods.nofe.task import ExpertTask
 from nofe_jax.models import experts, registry
-from nofe_jax.training import loop, tasks
+from nofe_jax.training import init_from, loop, tasks
 from nofe_jax.training import run as run_lib
 
 __all__ = ['build_models', 'train_and_evaluate']
@@ -184,16 +184,17 @@ def report_partition(run: run_lib.Run, assignment: np.ndarray, history: list[dic
 
 def generalist_stage(run: run_lib.Run, initial: np.ndarray, learn: bool,
                      subsets: CountSubsets) -> loop.Stage:
-    """The K-way generalist on specialty labels; re-assigns only when ``learn``."""
+    """The K-way generalist on specialty labels, started from ``init_from`` when set (its
+    classifier fresh); re-assigns only when ``learn``."""
     config, nofe = run.config, run.config.nofe
-    return loop.Stage(
+    return run_lib.started_from_init(run, loop.Stage(
         name='generalist', model=generalist_model(config),
         task=tasks.ClassificationTask(nofe.num_experts, target_map='class_to_specialty',
                                       target_name='specialty'),
         train_config=config.generalist.train, optim_config=config.generalist.optim,
         grouping={'class_to_specialty': initial.astype(np.int32)},
         hooks=(make_specialty_update(run, subsets),) if learn else (),
-        train_indices=subsets.stage1_train_indices, config_block='generalist')
+        train_indices=subsets.stage1_train_indices, config_block='generalist'), init_from.RELABELLED)
 
 
 def fixed_specialties(run: run_lib.Run, rng: np.random.Generator, stages: dict,
