@@ -178,11 +178,13 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
 
 def test_bad_dmde_settings_get_one_line_each():
     config = quickstart.get_config('dmde')
-    config.dmde.update(overlap=0.4, fusion='late', ontology='wordnet')
+    config.dmde.update(overlap=0.8, fusion='late', ontology='wordnet')
     problems = methods.config_problems(config, '/tmp/dmde_bad')
     assert any("dmde.fusion='late'" in p for p in problems)
     assert any("dmde.ontology='wordnet'" in p for p in problems)
-    assert any('1 / (1 - overlap) must be an integer' in p for p in problems)
+    assert any('group_size * (1 - overlap) must be at least 1' in p for p in problems)
+    config.dmde.update(overlap=0.3, fusion='eq7', ontology='random')  # the paper's sweep: any overlap
+    assert methods.config_problems(config, '/tmp/dmde_bad') == []
 
 
 def test_describe_lists_the_dmde_models():
@@ -190,12 +192,12 @@ def test_describe_lists_the_dmde_models():
     config = cifar100_dmde.get_config()
     result = describe.describe(config)
     assert set(result) == {'bases', 'fusion'}
-    # M=25 at overlap 0.5: 9 windows of 22-23 classes; each AlexNet-C100 base has 23 + 1 outputs
-    # and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
+    # M=25 at overlap 0.5: 8 windows of 25 classes moved by 12.5; each AlexNet-C100 base has
+    # 25 + 1 outputs and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
     layout = dmde_model.balanced_layout(config, 100)
-    assert (layout.num_groups, layout.m_max) == (9, 23)
-    one = registry.base_parameter_count('alexnet_c100', 24)
-    assert result['bases']['params'] == 9 * (one + 1024)
+    assert (layout.num_groups, layout.m_max) == (8, 25)
+    one = registry.base_parameter_count('alexnet_c100', 26)
+    assert result['bases']['params'] == 8 * (one + 1024)
     assert result['fusion']['params'] == result['bases']['params'] + 100 * 100 + 100
 
 

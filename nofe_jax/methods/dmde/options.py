@@ -19,7 +19,7 @@ def defaults() -> ml_collections.ConfigDict:
                                       # coarse ontologies read ('' = the dataset's name; 'wnid':
                                       # the class names are WordNet ids, read from WordNet)
         group_size=50,                # M: classes per task group
-        overlap=0.5,                  # windows move by M * (1 - overlap); 1/(1-overlap) an integer
+        overlap=0.5,                  # windows move by M * (1 - overlap), any value in [0, 1)
         not_in_group_weight=0.0,      # share of a group's data term on not-in-group images
                                       # (0: one class's share, 1 / (M + 1))
         multitask=True,               # w_k = w_0 + v_k with the trace and Laplacian terms |
@@ -65,14 +65,9 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.range_problem('dmde.lambda_overlap', options.lambda_overlap, low=0),
         validation.range_problem('dmde.base_lr_mult', options.base_lr_mult, low=0),
     ]
-    if not group_problem and not overlap_problem:
-        repeats = 1.0 / (1.0 - options.overlap)
-        if abs(repeats - round(repeats)) > 1e-9:
-            problems.append(f'dmde.overlap={options.overlap}: 1 / (1 - overlap) must be an integer so every '
-                            'class is in equally many groups; use 0, 0.5, 2/3, 0.75, ...')
-        elif options.group_size < round(repeats):
-            problems.append(f'dmde.group_size={options.group_size} is smaller than the {round(repeats)} '
-                            f'groups each class joins at overlap {options.overlap}.')
+    if not group_problem and not overlap_problem and options.group_size * (1.0 - options.overlap) < 1.0 - 1e-9:
+        problems.append(f'dmde.group_size={options.group_size} at overlap {options.overlap} moves the windows '
+                        'by less than one class: group_size * (1 - overlap) must be at least 1.')
     return [p for p in problems if p]
 
 
