@@ -17,6 +17,7 @@ from nofe_jax import methods
 from nofe_jax.grouping import layout as group_layout_lib
 from nofe_jax.methods import group_stages
 from nofe_jax.methods.dmde import model as dmde_model
+from nofe_jax.methods.dmde import options as dmde_options
 from nofe_jax.models import group_networks, registry
 from nofe_jax.training import losses, tasks
 
@@ -100,6 +101,15 @@ def test_group_task_weights_not_in_group_examples_and_scores_per_group():
     expected = np.mean([0.75 * ce[0, 0] + 0.25 * ce[1, 0], 0.75 * ce[1, 1] + 0.25 * ce[0, 1]])
     np.testing.assert_allclose(jax.jit(task._data_term)(logits, targets, grouping, jnp.ones(2)), expected,
                                rtol=1e-6)
+
+
+def test_not_in_group_images_carry_half_of_a_groups_data_term_by_default():
+    # Eq. 7 divides by the not-in-group probability: that output must be trained, not given one
+    # class's share (1/51 at M=50 left it near chance on the pairs).
+    defaults = dmde_options.defaults()
+    assert dmde_options.not_in_group_share(defaults, 50) == 0.5
+    defaults.not_in_group_weight = 0.0
+    assert dmde_options.not_in_group_share(defaults, 50) == 1 / 51
 
 
 def _stacked(probs, layout, stacking, eps=1e-6, lambda_overlap=1.0):

@@ -20,8 +20,9 @@ def defaults() -> ml_collections.ConfigDict:
                                       # the class names are WordNet ids, read from WordNet)
         group_size=50,                # M: classes per task group
         overlap=0.5,                  # windows move by M * (1 - overlap), any value in [0, 1)
-        not_in_group_weight=0.0,      # share of a group's data term on not-in-group images
-                                      # (0: one class's share, 1 / (M + 1))
+        not_in_group_weight=0.5,      # share of a group's data term on not-in-group images
+                                      # (0: one class's share, 1 / (M + 1), which leaves the
+                                      # not-in-group output near chance at large M)
         multitask=True,               # w_k = w_0 + v_k with the trace and Laplacian terms |
                                       # False: a plain softmax per group (Table II's "no MT")
         mu=1.0,                       # weight of the cross-entropy
@@ -37,12 +38,18 @@ def defaults() -> ml_collections.ConfigDict:
                                       # confident mistakes (docs/methods.md "Fusion stage")
         lambda_overlap=1.0,           # stack2's and stack2_literal's weight (no effect in Eq. 7)
         phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
-                                      # (the paper's 1e-6: Eq. 7's ratio then wrecks fine-tuning,
-                                      # docs/methods.md "Fusion stage")
+                                      # (the paper's 1e-6 wrecked fine-tuning on raw Y, not on
+                                      # log Y; docs/methods.md "Fusion stage")
         base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
                                       # mode, no gradient, no decay)
     ))
 
+
+
+def not_in_group_share(options: ml_collections.ConfigDict, m_max: int) -> float:
+    """The share of a group's data term on its not-in-group images: ``not_in_group_weight``, or
+    with 0 one class's share of the m_max + 1 outputs."""
+    return options.not_in_group_weight or 1.0 / (m_max + 1)
 
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
