@@ -12,7 +12,8 @@ Arguments (key=value, comma-separated):
                of 25 classes moved by 12.5, each class in two)
   ontology     semantic (WordNet LCH, 10 categories) | coarse (CIFAR-100's 20 superclasses) |
                visual (a flat model's features, trained first) | random
-  fusion       eq7 (stacking, Eq. 7) | stack2 (Eq. 12) | early (concatenated features)
+  fusion       eq7 (stacking, Eq. 7) | stack2 (Eq. 12, groups weighted by 1 - phi) |
+               stack2_literal (Eq. 12 as printed, by phi) | early (concatenated features)
   multitask    True | False (Table II: the w_0 + v_k split with the trace and Laplacian terms)
   freeze       False (bases fine-tuned end to end with the N-way softmax, at 0.01 of its
                rate) | True (bases frozen)

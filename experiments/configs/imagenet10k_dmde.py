@@ -10,7 +10,7 @@ WordNet itself (`dmde.class_table='wnid'`; Debian's wordnet-base or nltk's WordN
 
 Arguments: overlap (0.5: every class in two groups; the paper's sweep is 0.0-0.5), group_size
 (M, 1000: at overlap 0.5 about 16 groups for 7,756 classes, 8 at 0), categories (64 category
-nodes: the paper does not give the number), fusion=eq7|stack2|early, multitask (True),
+nodes: the paper does not give the number), fusion=eq7|stack2|stack2_literal|early, multitask (True),
 freeze (False), smoke (8 synthetic 256x256 images of 20 classes per split: the machinery only).
 
 AlexNet bases with the BVLC solver (imagenet_nofe.py's), 256-pixel images, 227 crops and
