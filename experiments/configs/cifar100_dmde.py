@@ -7,12 +7,13 @@ the NofE paper's 100-class benchmark and base CNNs).
 
 Arguments (key=value, comma-separated):
   model        alexnet_c100 (default) | alexnet_quick_c100 | vgg11_c100 | nin_c100 | resnet56_c100
-  overlap      0.0 - 0.5 (default 0.5: each class in two groups; 1/(1-overlap) an integer)
-  group_size   M, classes per task group (default 25: 4 groups at overlap 0; at 0.5, 9 groups
-               of 22-23 classes, each class in two)
+  overlap      any value in [0, 1) (default 0.5: each class in two groups; the paper sweeps 0-0.5)
+  group_size   M, classes per task group (default 25: 4 groups at overlap 0; at 0.5, 8 groups
+               of 25 classes moved by 12.5, each class in two)
   ontology     semantic (WordNet LCH, 10 categories) | coarse (CIFAR-100's 20 superclasses) |
                visual (a flat model's features, trained first) | random
-  fusion       eq7 (stacking, Eq. 7) | stack2 (Eq. 12) | early (concatenated features)
+  fusion       eq7 (stacking, Eq. 7) | stack2 (Eq. 12, groups weighted by 1 - phi) |
+               stack2_literal (Eq. 12 as printed, by phi) | early (concatenated features)
   multitask    True | False (Table II: the w_0 + v_k split with the trace and Laplacian terms)
   freeze       False (bases fine-tuned end to end with the N-way softmax, at 0.01 of its
                rate) | True (bases frozen)

@@ -16,9 +16,9 @@ refused at once). The preprocessing below is Caffe's, the one those weights expe
 
 Arguments: overlap (0.5: every class in two groups; the paper's sweep is 0.0-0.5), group_size
 (M, 1000: at overlap 0.5 about 16 groups for 7,756 classes, 8 at 0), categories (64 category
-nodes: the paper does not give the number), fusion=eq7|stack2|early, multitask (True),
-freeze (False), init_from (the pretrained AlexNet, above), scratch (the ablation: every network
-from random weights), flat (the baseline, the paper's "AlexNet extension": one 7,756-way AlexNet
+nodes: the paper does not give the number), fusion=eq7|stack2|stack2_literal|early,
+multitask (True), freeze (False), init_from (the pretrained AlexNet, above), scratch (the
+ablation: every network from random weights), flat (the baseline, the paper's "AlexNet extension": one 7,756-way AlexNet
 from the same pretrained network on the bases' solver), smoke (8 synthetic 256x256 images of 20
 classes per split, from scratch: the machinery only).
 

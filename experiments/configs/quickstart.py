@@ -14,7 +14,8 @@ specialty by more than their noise). The flat model (`:base`) gets 98.9%: on
 the method end to end. `quickstart.py:smoke` is shorter still;
 `quickstart.py:base` trains the flat tiny CNN instead; `quickstart.py:dmde` a Deep
 Mixture of Diverse Experts (5 tiny CNNs on overlapping groups of 4 digits from a random
-ontology, each with a not-in-group output, fused by the stacking function of Eq. 7);
+ontology, each with a not-in-group output, fused by the stacking function of Eq. 7): 97.33%
+(bases in-group 94.89%, not-in-group 97.56%) in about two minutes on shared cores;
 `quickstart.py:deepme` a DeepME (3 tiny CNNs on soft spectral clusters of the digits' WordNet
 similarity, mixed per image by a learned gate): 96.7% (gate right for 98.0%) in about a minute.
 Its groups mean nothing: WordNet makes the ten digits siblings, equally similar to each other,

@@ -2,37 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 
 def tree_guided_windows(class_order: Sequence[int], group_size: int, overlap: float) -> list[np.ndarray]:
-    """Windows of about `group_size` consecutive classes over `class_order`, stride group_size*(1-overlap).
+    """Windows of at most `group_size` consecutive classes over `class_order`, moved by a stride of
+    group_size * (1 - overlap), wrapping at the end; any overlap in [0, 1).
 
-    The order is cut into B = ceil(C / stride) contiguous blocks of near-equal
-    size (at most the stride); window g is blocks g .. g+r-1 (wrapping), with
-    r = 1 / (1 - overlap). Every class is then in exactly r windows, so
-    1 / (1 - overlap) must be an integer (overlap 0, 1/2, 2/3, 3/4, ...).
-    Windows hold at most `group_size` classes.
+    With C classes, M = `group_size` and r = 1 / (1 - overlap): G = ceil(C / (M (1 - overlap)))
+    windows start evenly around the order (window g at floor(g C / G), so the actual stride C / G
+    is at most M (1 - overlap)), and each spans r C / G <= M positions (its end rounded down).
+    The last windows run past the end onto the first classes. Every class is covered, floor(r)
+    or ceil(r) times: equally often when r is an integer (window g is then blocks g .. g + r - 1
+    of G near-equal blocks; overlap 0 is a partition), otherwise a share frac(r) of the classes
+    once more. Windows hold exactly M classes when the stride divides C, else M or fewer (sizes
+    differ by at most one). The overlap is read as an exact fraction (0.3 as 3/10), so no
+    rounding error moves a window edge.
     """
     order = np.asarray(class_order)
     num_classes = order.shape[0]
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f'overlap must be in [0, 1), got {overlap}.')
-    repeats = round(1.0 / (1.0 - overlap))
-    if abs(repeats * (1.0 - overlap) - 1.0) > 1e-9:
-        raise ValueError(f'1 / (1 - overlap) must be an integer so every class is covered equally; '
-                         f'got overlap={overlap}. Use 0, 0.5, 2/3, 0.75, ...')
-    if not repeats <= group_size <= num_classes:
-        raise ValueError(f'group_size must be between {repeats} and the number of classes '
-                         f'({num_classes}), got {group_size}.')
-    stride = group_size // repeats
-    num_blocks = max(-(-num_classes // stride), repeats)
-    blocks = np.array_split(order, num_blocks)
-    return [np.concatenate([blocks[(g + r) % num_blocks] for r in range(repeats)])
-            for g in range(num_blocks)]
+    share = 1 - Fraction(overlap).limit_denominator(10**6)  # 1 - overlap, exactly
+    if not (group_size * share >= 1 and group_size <= num_classes):
+        raise ValueError(f'group_size * (1 - overlap) must be at least 1 and group_size at most the '
+                         f'number of classes ({num_classes}), got group_size={group_size}, overlap={overlap}.')
+    num_windows = math.ceil(num_classes / (group_size * share))
+    span = Fraction(num_classes, num_windows) / share  # r C / G positions, at most M
+    starts = [Fraction(g * num_classes, num_windows) for g in range(num_windows)]
+    return [order[np.arange(math.floor(start), math.floor(start + span)) % num_classes] for start in starts]
 
 
 def ssc_groups(memberships: np.ndarray, delta: float) -> list[np.ndarray]:

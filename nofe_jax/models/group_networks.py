@@ -37,6 +37,19 @@ def scatter_to_classes(slot_values: jax.Array, slot_classes: jax.Array, slot_mas
     return jnp.zeros((batch, num_classes), values.dtype).at[:, slot_classes.reshape(-1)].add(values)
 
 
+def log_scatter_to_classes(log_values: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array,
+                           num_classes: int) -> jax.Array:
+    """[B, C]: log of ``scatter_to_classes(exp(log_values))``, without underflow (each class's
+    terms shifted by their largest). Every class must be in a group (else its log is -inf)."""
+    batch = log_values.shape[0]
+    values = jnp.where(slot_mask, log_values, -jnp.inf).reshape(batch, -1)
+    index = slot_classes.reshape(-1)
+    peak = jnp.full((batch, num_classes), -jnp.inf, values.dtype).at[:, index].max(values)
+    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
+    total = jnp.zeros((batch, num_classes), values.dtype).at[:, index].add(jnp.exp(values - peak[:, index]))
+    return jnp.log(total) + peak
+
+
 # The shared part w_0 of a split classifier (w_k = w_0 + v_k), stored beside its kernel.
 SHARED_WEIGHT = 'w0'
 

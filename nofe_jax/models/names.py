@@ -11,9 +11,13 @@ GENERALIST_HEADS = ('base', 'branch')
 # Fillers of the experts' fresh conv (`nofe.branch_init`) and the models whose branch takes one.
 BRANCH_INITS = ('release', 'msra')
 BRANCH_INIT_MODELS = ('alexnet_c100', 'alexnet_quick_c100')
-# DMDE's N-way classifier input (`dmde.fusion`, methods/dmde/model.py): stacking function Eq. 7 or
-# Eq. 12 of the group networks' probabilities, or their concatenated features (early fusion).
-FUSIONS = ('eq7', 'stack2', 'early')
+# DMDE's N-way classifier input (`dmde.fusion`, methods/dmde/model.py): stacking function Eq. 7,
+# Eq. 12 (each group weighted by 1 - phi, or as printed by phi) of the group networks'
+# probabilities, or their concatenated features (early fusion).
+FUSIONS = ('eq7', 'stack2', 'stack2_literal', 'early')
+# What a stacking function's class scores Y enter the N x N layer as (`dmde.fusion_input`):
+# log Y (the identity then starts at Y / sum Y) or Y itself (softmax(Y): saturated).
+FUSION_INPUTS = ('log', 'raw')
 # DeepME's gate (`deepme.gate`, methods/deepme/model.py: GatedMixture): a learned MLP, or equal weights
 # (the paper's NoGate ablation).
 GATES = ('learned', 'equal')

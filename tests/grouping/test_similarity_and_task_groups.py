@@ -40,19 +40,45 @@ def test_laplacian():
     np.testing.assert_allclose(lap.sum(axis=1), 0.0)
 
 
-@pytest.mark.parametrize('num_classes,group_size,overlap,repeats', [
-    (20, 5, 0.0, 1), (23, 5, 0.0, 1), (20, 6, 0.5, 2), (23, 8, 0.5, 2), (7756, 970, 0.5, 2),
-    (7756, 970, 0.0, 1), (30, 9, 2 / 3, 3),
+@pytest.mark.parametrize('num_classes,group_size,overlap', [
+    (20, 5, 0.0), (23, 5, 0.0), (20, 6, 0.5), (23, 8, 0.5), (7756, 970, 0.5), (7756, 970, 0.0),
+    (30, 9, 2 / 3), (100, 10, 0.1), (100, 10, 0.3), (100, 25, 0.4), (23, 7, 0.2), (7756, 970, 0.3),
+    (10, 10, 0.9),
 ])
-def test_tree_guided_windows_equal_coverage(num_classes, group_size, overlap, repeats):
+def test_tree_guided_windows_cover_every_class_with_consecutive_windows(num_classes, group_size, overlap):
     order = np.random.default_rng(0).permutation(num_classes)
     windows = task_groups.tree_guided_windows(order, group_size, overlap)
+    repeats = 1 / (1 - overlap)
     coverage = np.bincount(np.concatenate(windows), minlength=num_classes)
-    assert np.all(coverage == repeats)
-    assert max(len(w) for w in windows) <= group_size
+    assert set(coverage.tolist()) <= {int(np.floor(repeats + 1e-9)), int(np.ceil(repeats - 1e-9))}
+    assert coverage.min() >= 1
+    sizes = [len(w) for w in windows]
+    assert max(sizes) <= group_size and max(sizes) - min(sizes) <= 1
+    stride = group_size * (1 - overlap)
+    if abs(num_classes / stride - round(num_classes / stride)) < 1e-9:  # the stride divides C
+        assert sizes == [group_size] * len(windows)
     for window in windows:  # Consecutive in the order (cyclically).
         positions = np.argsort(order)[window]
         assert np.all(np.diff(positions) % num_classes == 1)
+
+
+@pytest.mark.parametrize('num_classes,group_size', [(20, 5), (23, 5), (7756, 970), (10, 3)])
+def test_tree_guided_windows_at_overlap_0_partition_and_at_half_cover_twice(num_classes, group_size):
+    order = np.arange(num_classes)
+    np.testing.assert_array_equal(np.sort(np.concatenate(task_groups.tree_guided_windows(order, group_size, 0.0))),
+                                  order)
+    halves = task_groups.tree_guided_windows(order, group_size, 0.5)
+    assert np.all(np.bincount(np.concatenate(halves), minlength=num_classes) == 2)
+
+
+def test_tree_guided_windows_at_fractional_overlaps_by_hand():
+    # Windows of 5 moved by 4 over 12 classes: the last one wraps onto class 0.
+    windows = task_groups.tree_guided_windows(np.arange(12), 5, 0.2)
+    assert [w.tolist() for w in windows] == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8], [8, 9, 10, 11, 0]]
+    # A stride of 3 does not divide 10: 4 windows start 2.5 apart (rounded down), each spanning
+    # 2.5 / 0.6 = 4.17 classes (end rounded down).
+    windows = task_groups.tree_guided_windows(np.arange(10), 5, 0.4)
+    assert [w.tolist() for w in windows] == [[0, 1, 2, 3], [2, 3, 4, 5], [5, 6, 7, 8], [7, 8, 9, 0]]
 
 
 def test_tree_guided_windows_paper_counts():
@@ -60,9 +86,9 @@ def test_tree_guided_windows_paper_counts():
     assert len(task_groups.tree_guided_windows(np.arange(7756), 970, 0.5)) == 16
 
 
-def test_tree_guided_windows_rejects_uneven_overlap():
-    with pytest.raises(ValueError, match='integer'):
-        task_groups.tree_guided_windows(np.arange(10), 4, 0.3)
+def test_tree_guided_windows_need_a_stride_of_one_class():
+    with pytest.raises(ValueError, match=r'group_size \* \(1 - overlap\) must be at least 1'):
+        task_groups.tree_guided_windows(np.arange(10), 4, 0.8)
 
 
 def test_ssc_groups_cover_every_class():

@@ -6,6 +6,7 @@ XLA programs per test).
 import functools
 import json
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ from nofe_jax import methods
 from nofe_jax.grouping import layout as group_layout_lib
 from nofe_jax.methods import group_stages
 from nofe_jax.methods.dmde import model as dmde_model
+from nofe_jax.methods.dmde import options as dmde_options
 from nofe_jax.models import group_networks, registry
 from nofe_jax.training import losses, tasks
 
@@ -101,18 +103,74 @@ def test_group_task_weights_not_in_group_examples_and_scores_per_group():
                                rtol=1e-6)
 
 
+def test_not_in_group_images_carry_half_of_a_groups_data_term_by_default():
+    # Eq. 7 divides by the not-in-group probability: that output must be trained, not given one
+    # class's share (1/51 at M=50 left it near chance on the pairs).
+    defaults = dmde_options.defaults()
+    assert dmde_options.not_in_group_share(defaults, 50) == 0.5
+    defaults.not_in_group_weight = 0.0
+    assert dmde_options.not_in_group_share(defaults, 50) == 1 / 51
+
+
+def _stacked(probs, layout, stacking, eps=1e-6, lambda_overlap=1.0):
+    """exp(log_stacked_scores) of probabilities [B, G, m_max + 1] (their log, -inf at 0)."""
+    log_probs = jnp.log(jnp.asarray(probs))
+    return jnp.exp(dmde_model.log_stacked_scores(log_probs, layout.slot_classes, layout.slot_mask, 3,
+                                                 stacking, eps, lambda_overlap))
+
+
 def test_stacking_functions_by_hand():
     """Classes 0, 1 in group 0; classes 1, 2 in group 1 (class 1 in both)."""
     layout = group_layout_lib.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
-    probs = jnp.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]])  # [B, G, m_max + 1], last: not in group
-    eq7 = dmde_model.stack_eq7(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6)
-    np.testing.assert_allclose(eq7, [[0.5 * 4, 0.3 * 4 + 0.1 * 0.25, 0.1 * 0.25]], rtol=1e-5)
-    s2 = dmde_model.stack2(probs, layout.slot_classes, layout.slot_mask, 3, eps=1e-6, lambda_overlap=0.5)
-    np.testing.assert_allclose(s2, [[0.5 * 0.5 * 0.2, 0.5 * (0.3 * 0.2 + 0.1 * 0.8), 0.5 * 0.1 * 0.8]],
-                               rtol=1e-5)
-    clamped = dmde_model.stack_eq7(jnp.array([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]), layout.slot_classes,
-                                layout.slot_mask, 3, eps=0.01)
+    probs = [[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]]  # [B, G, m_max + 1], last: not in group
+    np.testing.assert_allclose(_stacked(probs, layout, 'eq7'),
+                               [[0.5 * 4, 0.3 * 4 + 0.1 * 0.25, 0.1 * 0.25]], rtol=1e-5)
+    # Eq. 12 as the text reads it: each group weighted by its belief that the image is in it.
+    np.testing.assert_allclose(_stacked(probs, layout, 'stack2', lambda_overlap=0.5),
+                               [[0.5 * 0.5 * 0.8, 0.5 * (0.3 * 0.8 + 0.1 * 0.2), 0.5 * 0.1 * 0.2]], rtol=1e-5)
+    # As printed: by its belief that it is not.
+    np.testing.assert_allclose(_stacked(probs, layout, 'stack2_literal', lambda_overlap=0.5),
+                               [[0.5 * 0.5 * 0.2, 0.5 * (0.3 * 0.2 + 0.1 * 0.8), 0.5 * 0.1 * 0.8]], rtol=1e-5)
+    clamped = _stacked([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]], layout, 'eq7', eps=0.01)
     np.testing.assert_allclose(clamped, [[99.0, 0.0, 0.0]], rtol=1e-5)
+
+
+def test_stack2_ranks_an_image_claimed_by_its_group_first():
+    """Group 0 (classes 0, 1) is sure the image is its class 0; group 1 (classes 1, 2) is sure it
+    is not in it but, forced to pick, says class 2. Eq. 12 as printed ranks class 2 first."""
+    layout = group_layout_lib.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
+    probs = [[[0.9, 0.05, 0.05], [0.02, 0.08, 0.9]]]
+    assert int(jnp.argmax(_stacked(probs, layout, 'stack2'))) == 0
+    assert int(jnp.argmax(_stacked(probs, layout, 'eq7'))) == 0
+    assert int(jnp.argmax(_stacked(probs, layout, 'stack2_literal'))) == 2
+
+
+class _GivenGroupLogits(flax.linen.Module):
+    """Stands in for the group networks: the input *is* their logits [B, G, m_max + 1]."""
+
+    @flax.linen.compact
+    def __call__(self, x, *, train):
+        return x, {'features': x}
+
+
+@pytest.mark.parametrize('stacking', ['eq7', 'stack2', 'stack2_literal'])
+def test_the_fusion_starts_at_the_stacking_rules_normalised_scores(stacking):
+    """At initialisation the N-way softmax is Y / sum Y, so its cross-entropy is the stacking
+    rule's own, e.g. log(ratio) for a confident mistake (on raw Y, a difference of ratios ~ 16)."""
+    layout = group_layout_lib.group_layout([[0, 1], [1, 2]], num_classes=3, not_in_group=True)
+    # An image of class 2: group 0 claims it for class 0 (phi 0.05), group 1 finds it (phi 0.3).
+    probs = np.array([[[0.9, 0.05, 0.05], [0.1, 0.6, 0.3]]])
+    fusion = dmde_model.StackedFusion(_GivenGroupLogits(), 3, fusion=stacking, phi_eps=0.01)
+    logits = jnp.log(probs)
+    tables = (jnp.asarray(layout.slot_classes), jnp.asarray(layout.slot_mask))
+    variables = fusion.init(jax.random.key(0), logits, *tables, train=False)
+    fused, _ = fusion.apply(variables, logits, *tables, train=False)
+    scores = np.asarray(_stacked(probs, layout, stacking, eps=0.01))
+    np.testing.assert_allclose(jax.nn.softmax(fused), scores / scores.sum(), rtol=1e-5)
+    loss = float(losses.cross_entropy(fused, jnp.array([2]))[0])
+    np.testing.assert_allclose(loss, np.log(scores.sum() / scores[0, 2]), rtol=1e-5)
+    if stacking == 'eq7':  # Y = [17.1, 1.18, 1.4]: wrong, but not 15.7 nats sure of it
+        assert loss < 3.0
 
 
 def test_stacked_group_networks_equal_separately_built_ones_outputs_and_gradients():
@@ -178,11 +236,13 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
 
 def test_bad_dmde_settings_get_one_line_each():
     config = quickstart.get_config('dmde')
-    config.dmde.update(overlap=0.4, fusion='late', ontology='wordnet')
+    config.dmde.update(overlap=0.8, fusion='late', ontology='wordnet')
     problems = methods.config_problems(config, '/tmp/dmde_bad')
     assert any("dmde.fusion='late'" in p for p in problems)
     assert any("dmde.ontology='wordnet'" in p for p in problems)
-    assert any('1 / (1 - overlap) must be an integer' in p for p in problems)
+    assert any('group_size * (1 - overlap) must be at least 1' in p for p in problems)
+    config.dmde.update(overlap=0.3, fusion='eq7', ontology='random')  # the paper's sweep: any overlap
+    assert methods.config_problems(config, '/tmp/dmde_bad') == []
 
 
 def test_describe_lists_the_dmde_models():
@@ -190,12 +250,12 @@ def test_describe_lists_the_dmde_models():
     config = cifar100_dmde.get_config()
     result = describe.describe(config)
     assert set(result) == {'bases', 'fusion'}
-    # M=25 at overlap 0.5: 9 windows of 22-23 classes; each AlexNet-C100 base has 23 + 1 outputs
-    # and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
+    # M=25 at overlap 0.5: 8 windows of 25 classes moved by 12.5; each AlexNet-C100 base has
+    # 25 + 1 outputs and its w_0 (1,024: the classifier's input); then the 100 x 100 fusion layer.
     layout = dmde_model.balanced_layout(config, 100)
-    assert (layout.num_groups, layout.m_max) == (9, 23)
-    one = registry.base_parameter_count('alexnet_c100', 24)
-    assert result['bases']['params'] == 9 * (one + 1024)
+    assert (layout.num_groups, layout.m_max) == (8, 25)
+    one = registry.base_parameter_count('alexnet_c100', 26)
+    assert result['bases']['params'] == 8 * (one + 1024)
     assert result['fusion']['params'] == result['bases']['params'] + 100 * 100 + 100
 
 

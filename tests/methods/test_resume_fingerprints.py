@@ -27,6 +27,8 @@ CHANGES = [
     ('smoke', 'nofe.spectral_balanced', True, 'False'),
     ('smoke,dmde', 'dmde.group_size', 3, '4'),
     ('smoke,dmde', 'dmde.ontology', 'semantic', "'random'"),
+    ('smoke,dmde', 'dmde.overlap', 0.3, '0.5'),
+    ('smoke,dmde', 'dmde.fusion_input', 'raw', "'log'"),
     ('smoke,deepme', 'deepme.groups', 'random', "'ssc'"),
     ('smoke,deepme', 'deepme.num_groups', 4, '3'),
 ]

@@ -9,8 +9,8 @@ import numpy as np
 from nofe_jax import validation
 from nofe_jax.grouping.layout import GroupLayout, group_layout
 from nofe_jax.models import layers, registry
-from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, mask_padded_slots, run_groups,
-                                           scatter_to_classes)
+from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, log_scatter_to_classes,
+                                           mask_padded_slots, run_groups, scatter_to_classes)
 from nofe_jax.training import run as run_lib
 
 
@@ -26,19 +26,6 @@ def log_gate_weights(gate_logits: jax.Array) -> jax.Array:
 def gate_weights(gate_logits: jax.Array) -> jax.Array:
     """phi [B, T] (``log_gate_weights``)."""
     return jnp.exp(log_gate_weights(gate_logits))
-
-
-def log_scatter_to_classes(log_values: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array,
-                           num_classes: int) -> jax.Array:
-    """[B, C]: log of ``scatter_to_classes(exp(log_values))``, without underflow (each class's
-    terms shifted by their largest). Every class must be in a group (else its log is -inf)."""
-    batch = log_values.shape[0]
-    values = jnp.where(slot_mask, log_values, -jnp.inf).reshape(batch, -1)
-    index = slot_classes.reshape(-1)
-    peak = jnp.full((batch, num_classes), -jnp.inf, values.dtype).at[:, index].max(values)
-    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
-    total = jnp.zeros((batch, num_classes), values.dtype).at[:, index].add(jnp.exp(values - peak[:, index]))
-    return jnp.log(total) + peak
 
 
 class GatedMixture(nn.Module):

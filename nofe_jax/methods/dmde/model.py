@@ -1,5 +1,5 @@
-"""DMDE's models: the stacking functions (Eq. 7, Eq. 12) and ``StackedFusion``, the N-way
-classifier over the stacked group networks; and the builders of both from a config."""
+"""DMDE's models: the stacking functions (Eq. 7, Eq. 12 in two readings) and ``StackedFusion``,
+the N-way classifier over the stacked group networks; and the builders of both from a config."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,46 +10,49 @@ from nofe_jax import validation
 from nofe_jax.grouping import task_groups
 from nofe_jax.grouping.layout import GroupLayout, group_layout
 from nofe_jax.models import layers, registry
-from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, mask_padded_slots, run_groups,
-                                           scatter_to_classes)
+from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, log_scatter_to_classes,
+                                           mask_padded_slots, run_groups)
 from nofe_jax.training import run as run_lib
 
 
-def not_in_group_probability(probs: jax.Array, eps: float) -> jax.Array:
-    """phi [B, G]: each network's not-in-group probability (its last output), clamped to
-    [eps, 1 - eps] so the stacking ratios stay finite."""
-    return jnp.clip(probs[..., -1], eps, 1.0 - eps)
+def log_group_weights(log_probs: jax.Array, stacking: str, eps: float, lambda_overlap: float) -> jax.Array:
+    """log [B, G] of the weight each group's class probabilities get in a stacking function, from
+    phi_j, its not-in-group probability (its last output) clamped to [eps, 1 - eps]:
+    ``eq7`` (1 - phi) / phi (Eq. 7); ``stack2`` lambda_overlap (1 - phi), the group's belief that
+    the image is in it (Eq. 12 read as the text and Table I describe it: Eq. 7 without the ratio);
+    ``stack2_literal`` lambda_overlap phi (Eq. 12 as printed: the belief that it is NOT)."""
+    phi = jnp.clip(jnp.exp(log_probs[..., -1]), eps, 1.0 - eps)
+    if stacking == 'eq7':
+        return jnp.log1p(-phi) - jnp.log(phi)
+    return jnp.log(lambda_overlap) + (jnp.log1p(-phi) if stacking == 'stack2' else jnp.log(phi))
 
 
-def stack_eq7(probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, num_classes: int,
-              eps: float) -> jax.Array:
-    """DMDE Eq. 7: Y(i) = sum_j PS(i, j) (1 - phi_j) / phi_j over the groups j holding class i.
+def log_stacked_scores(log_probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array,
+                       num_classes: int, stacking: str, eps: float, lambda_overlap: float) -> jax.Array:
+    """log Y [B, C]: Y(i) = sum over the groups j holding class i of PS(i, j) times the group's
+    weight (``log_group_weights``), from the networks' log-probabilities [B, G, m_max + 1]. In log
+    space, so a class every group finds unlikely keeps a finite score and gradient.
 
-    (Its Lambda_j(i) is 1 in the group and PS is 0 outside it, so lambda_overlap has no effect.)
+    (Lambda_j(i) of Eq. 7 is 1 in the group and PS is 0 outside it, so lambda_overlap has no
+    effect there.)
     """
-    phi = not_in_group_probability(probs, eps)
-    return scatter_to_classes(probs[..., :-1] * ((1.0 - phi) / phi)[..., None], slot_classes,
-                              slot_mask, num_classes)
-
-
-def stack2(probs: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, num_classes: int,
-           eps: float, lambda_overlap: float) -> jax.Array:
-    """DMDE Eq. 12 ("Stack 2"), as written: Y(i) = sum_j lambda_overlap PS(i, j) phi_j."""
-    phi = not_in_group_probability(probs, eps)
-    return lambda_overlap * scatter_to_classes(probs[..., :-1] * phi[..., None], slot_classes,
-                                               slot_mask, num_classes)
+    weights = log_group_weights(log_probs, stacking, eps, lambda_overlap)
+    return log_scatter_to_classes(log_probs[..., :-1] + weights[..., None], slot_classes, slot_mask,
+                                  num_classes)
 
 
 class StackedFusion(nn.Module):
     """DMDE's N-way classifier over the group networks: a stacking function of their probabilities
-    (``eq7``, ``stack2``) or, ``early``, the concatenation of their features, then one fully
-    connected N-way layer ``fusion``. The slot tables are data (groups may change without
-    recompiling). Frozen group networks (``freeze_groups``) run in eval mode without gradient;
-    their optimiser must also leave them alone (weight decay), which the DMDE recipe does."""
+    (``eq7``, ``stack2``, ``stack2_literal``) or, ``early``, the concatenation of their features,
+    then one fully connected N-way layer ``fusion``. The slot tables are data (groups may change
+    without recompiling). Frozen group networks (``freeze_groups``) run in eval mode without
+    gradient; their optimiser must also leave them alone (weight decay), which the DMDE recipe
+    does."""
 
     groups: GroupNetworks
     num_classes: int
     fusion: str = 'eq7'
+    fusion_input: str = 'log'  # log: log Y | raw: Y
     phi_eps: float = 0.01
     lambda_overlap: float = 1.0
     freeze_groups: bool = False  # run the group networks in eval mode and stop their gradient
@@ -62,13 +65,13 @@ class StackedFusion(nn.Module):
         if self.fusion == 'early':
             stacked = out['features'].reshape(x.shape[0], -1).astype(jnp.float32)
         else:
-            probs = jax.nn.softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)
-            stacked = (stack_eq7(probs, slot_classes, slot_mask, self.num_classes, self.phi_eps)
-                       if self.fusion == 'eq7' else
-                       stack2(probs, slot_classes, slot_mask, self.num_classes, self.phi_eps,
-                              self.lambda_overlap))
-        # A stacking function already scores the N classes: the N x N layer starts as the identity,
-        # i.e. from the stacking rule's own decision (the paper leaves the init open).
+            log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)
+            log_scores = log_stacked_scores(log_probs, slot_classes, slot_mask, self.num_classes,
+                                            self.fusion, self.phi_eps, self.lambda_overlap)
+            stacked = log_scores if self.fusion_input == 'log' else jnp.exp(log_scores)
+        # A stacking function already scores the N classes: the N x N layer starts as the identity.
+        # On log Y that is softmax(log Y) = Y / sum Y, the stacking rule's own normalised scores;
+        # on raw Y (up to (1 - eps) / eps per group) it is softmax(Y), confident when wrong.
         init = layers.xavier() if self.fusion == 'early' else layers.identity_filler
         logits = layers.dense(self.num_classes, init=init, name='fusion')(stacked)
         logits = logits.astype(jnp.float32)
@@ -87,8 +90,8 @@ def fusion_model(config: ml_collections.ConfigDict, layout: GroupLayout,
                  num_classes: int) -> StackedFusion:
     dmde = config.dmde
     return StackedFusion(group_networks(config, layout), num_classes, fusion=dmde.fusion,
-                                 phi_eps=dmde.phi_eps, lambda_overlap=dmde.lambda_overlap,
-                                 freeze_groups=dmde.base_lr_mult == 0)
+                         fusion_input=dmde.fusion_input, phi_eps=dmde.phi_eps,
+                         lambda_overlap=dmde.lambda_overlap, freeze_groups=dmde.base_lr_mult == 0)
 
 
 def balanced_layout(config: ml_collections.ConfigDict, num_classes: int) -> GroupLayout:

@@ -19,9 +19,10 @@ def defaults() -> ml_collections.ConfigDict:
                                       # coarse ontologies read ('' = the dataset's name; 'wnid':
                                       # the class names are WordNet ids, read from WordNet)
         group_size=50,                # M: classes per task group
-        overlap=0.5,                  # windows move by M * (1 - overlap); 1/(1-overlap) an integer
-        not_in_group_weight=0.0,      # share of a group's data term on not-in-group images
-                                      # (0: one class's share, 1 / (M + 1))
+        overlap=0.5,                  # windows move by M * (1 - overlap), any value in [0, 1)
+        not_in_group_weight=0.5,      # share of a group's data term on not-in-group images
+                                      # (0: one class's share, 1 / (M + 1), which leaves the
+                                      # not-in-group output near chance at large M)
         multitask=True,               # w_k = w_0 + v_k with the trace and Laplacian terms |
                                       # False: a plain softmax per group (Table II's "no MT")
         mu=1.0,                       # weight of the cross-entropy
@@ -29,15 +30,26 @@ def defaults() -> ml_collections.ConfigDict:
         delta2=1e-3,                  # weight of tr(W L W^T) / 2 (L: visual-similarity Laplacian)
         similarity_update_every='1 epoch',  # S and L recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give S
-        fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12) | early (features)
-        lambda_overlap=1.0,           # stack2's weight (in Eq. 7 it has no effect)
+        fusion='eq7',                 # eq7 (stacking, default) | stack2 (Eq. 12, groups weighted by
+                                      # 1 - phi, their belief the image is in them) | stack2_literal
+                                      # (Eq. 12 as printed, weighted by phi) | early (features)
+        fusion_input='log',           # log: the N x N layer reads log Y, so (identity at init) it
+                                      # starts at Y / sum Y | raw: Y itself, starting at softmax(Y):
+                                      # confident mistakes (docs/methods.md "Fusion stage")
+        lambda_overlap=1.0,           # stack2's and stack2_literal's weight (no effect in Eq. 7)
         phi_eps=0.01,                 # not-in-group probabilities clamped to [eps, 1 - eps]
-                                      # (the paper's 1e-6: Eq. 7's ratio then wrecks fine-tuning,
-                                      # docs/methods.md "Fusion stage")
+                                      # (the paper's 1e-6 wrecked fine-tuning on raw Y, not on
+                                      # log Y; docs/methods.md "Fusion stage")
         base_lr_mult=0.01,            # fusion stage: the bases' lr multiplier; 0 = frozen (eval
                                       # mode, no gradient, no decay)
     ))
 
+
+
+def not_in_group_share(options: ml_collections.ConfigDict, m_max: int) -> float:
+    """The share of a group's data term on its not-in-group images: ``not_in_group_weight``, or
+    with 0 one class's share of the m_max + 1 outputs."""
+    return options.not_in_group_weight or 1.0 / (m_max + 1)
 
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
@@ -48,6 +60,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     problems = [
         validation.choice_problem('dmde.ontology', options.ontology, ONTOLOGY_SOURCES),
         validation.choice_problem('dmde.fusion', options.fusion, names.FUSIONS),
+        validation.choice_problem('dmde.fusion_input', options.fusion_input, names.FUSION_INPUTS),
         validation.range_problem('dmde.num_categories', options.num_categories, low=1, integer=True),
         group_problem, overlap_problem,
         validation.range_problem('dmde.not_in_group_weight', options.not_in_group_weight, low=0, high=1,
@@ -62,23 +75,20 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
                                'to train without them.' if options.multitask and options.delta2 > 0 else None)),
         validation.range_problem('dmde.phi_eps', options.phi_eps, low=0, high=0.5, low_open=True,
                                  high_open=True),
-        validation.range_problem('dmde.lambda_overlap', options.lambda_overlap, low=0),
+        validation.range_problem('dmde.lambda_overlap', options.lambda_overlap, low=0, low_open=True),
         validation.range_problem('dmde.base_lr_mult', options.base_lr_mult, low=0),
     ]
-    if not group_problem and not overlap_problem:
-        repeats = 1.0 / (1.0 - options.overlap)
-        if abs(repeats - round(repeats)) > 1e-9:
-            problems.append(f'dmde.overlap={options.overlap}: 1 / (1 - overlap) must be an integer so every '
-                            'class is in equally many groups; use 0, 0.5, 2/3, 0.75, ...')
-        elif options.group_size < round(repeats):
-            problems.append(f'dmde.group_size={options.group_size} is smaller than the {round(repeats)} '
-                            f'groups each class joins at overlap {options.overlap}.')
+    if not group_problem and not overlap_problem and options.group_size * (1.0 - options.overlap) < 1.0 - 1e-9:
+        problems.append(f'dmde.group_size={options.group_size} at overlap {options.overlap} moves the windows '
+                        'by less than one class: group_size * (1 - overlap) must be at least 1.')
     return [p for p in problems if p]
 
 
 METHOD = Method(
     name='dmde', stage_blocks=('bases', 'fusion'), recipe_module='nofe_jax.methods.dmde.recipe',
     option_block='dmde', defaults=defaults, option_problems=problems,
-    # The ontology and the windows over it shape the groups; multitask and fusion the networks.
+    # The ontology and the windows over it shape the groups; multitask, fusion and its input the
+    # networks (the fusion layer's weights mean something else on log Y than on Y).
     fingerprint_fields=('dmde.ontology', 'dmde.num_categories', 'dmde.class_table',
-                        'dmde.group_size', 'dmde.overlap', 'dmde.multitask', 'dmde.fusion'))
+                        'dmde.group_size', 'dmde.overlap', 'dmde.multitask', 'dmde.fusion',
+                        'dmde.fusion_input'))

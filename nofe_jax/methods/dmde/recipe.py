@@ -5,18 +5,21 @@
    superclasses; random), then task groups = windows of ``group_size`` classes over the
    category-ordered classes, moved by ``group_size * (1 - overlap)``.
 2. Stage ``bases``: one base network per group, all stacked on a leading axis and trained in one
-   vmapped step, each with the group's classes + a not-in-group output and the multi-task softmax
+   vmapped step, each with the group's classes + a not-in-group output (its images carry
+   ``not_in_group_weight`` of the data term, half by default) and the multi-task softmax
    (w_k = w_0 + v_k, trace and visual-Laplacian terms; the Laplacians recomputed host-side every
    ``similarity_update_every``).
-3. Stage ``fusion``: a stacking function of the networks' probabilities (Eq. 7 or Eq. 12) or their
-   concatenated features (early fusion) feeds one N-way softmax; the bases are fine-tuned with it
-   at a small multiple of the fusion's rate (``base_lr_mult``, 0: frozen).
+3. Stage ``fusion``: a stacking function of the networks' probabilities (Eq. 7 or Eq. 12), read as
+   log Y, or their concatenated features (early fusion) feeds one N-way softmax; the bases are
+   fine-tuned with it at a small multiple of the fusion's rate (``base_lr_mult``, 0: frozen).
 Every stage checkpoints its state and grouping arrays (the Laplacians included), so a killed
 run resumes inside either stage. Deviation: the Laplacians are zero until the first similarity
 update (the paper starts S from the initial network's features); phi is clamped to
 [0.01, 0.99] by default, not the paper's 1e-6, and the bases fine-tune at 0.01 of the fusion's
-rate: Eq. 7's ratio (1 - phi) / phi has gradient -1 / phi^2, and on digits fine-tuning at the
-full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps (docs/methods.md, "Fusion stage").
+rate: on raw Y, Eq. 7's ratio (1 - phi) / phi has gradient -1 / phi^2, and on digits fine-tuning
+at the full rate (or phi_eps 1e-6) threw every base network to chance within 20 steps. On log Y
+(the default input) digits fine-tune at the full rate and at 1e-6 without collapse; the defaults
+wait for the larger sets (docs/methods.md, "Fusion stage").
 """
 import ml_collections
 import numpy as np
@@ -38,10 +41,9 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout) -> loop.Stage:
     """The G stacked base networks with their not-in-group outputs and multi-task softmax."""
     config, dmde = run.config, run.config.dmde
     num_classes = run.dataset.num_classes
-    nig_weight = dmde.not_in_group_weight or 1.0 / (layout.m_max + 1)
     regularised = dmde.multitask
-    task = tasks.GroupTask(layout.num_groups, layout.m_max, nig_weight, mu=dmde.mu,
-                           delta1=dmde.delta1 if regularised else 0.0,
+    task = tasks.GroupTask(layout.num_groups, layout.m_max, options.not_in_group_share(dmde, layout.m_max),
+                           mu=dmde.mu, delta1=dmde.delta1 if regularised else 0.0,
                            delta2=dmde.delta2 if regularised else 0.0)
     learns_similarity = regularised and dmde.delta2 > 0
     return run_lib.started_from_init(run, loop.Stage(
