@@ -19,5 +19,3 @@ FUSIONS = ('eq7', 'stack2', 'early')
 GATES = ('learned', 'equal')
 # What the learned gate reads (`deepme.gate_input`): base network 0's features, or all of theirs.
 GATE_INPUTS = ('first', 'all')
-# DeepME's consistency term between groups sharing a class (`deepme.consistency`).
-CONSISTENCIES = ('l1', 'hamming')

@@ -48,10 +48,12 @@ class GatedMixture(nn.Module):
 
     The gate is an MLP on the first group network's features (``gate_input='first'``, the
     default) or on all of theirs concatenated (``'all'``), layer-normalised, without gradient
-    into the networks (the paper: the frozen trunk features of a base network). Returns log(F / sum F) as the
-    logits (the mixture's own decision; its cross-entropy is the 'loss' metric) and, in the
-    intermediates, the group probabilities and phi the DeepME loss reads. Frozen group networks
-    (``freeze_groups``) run in eval mode without gradient.
+    into the networks (the paper: the frozen trunk features of a base network). Returns
+    log(F / sum F) as the logits (the mixture's own decision; its cross-entropy is the 'loss'
+    metric) and, in the intermediates, what the DeepME loss reads: the group probabilities, phi,
+    and the gate's confidences (its softmax over the groups, uniform for 'equal'), which the
+    consistency term compares. Frozen group networks (``freeze_groups``) run in eval mode without
+    gradient.
     """
 
     groups: GroupNetworks
@@ -71,6 +73,7 @@ class GatedMixture(nn.Module):
         features = out['features'][:, 0] if self.gate_input == 'first' else out['features']
         features = jax.lax.stop_gradient(features).reshape(batch, -1).astype(jnp.float32)
         if self.gate == 'equal':
+            confidences = jnp.full((batch, num_groups), 1.0 / num_groups, jnp.float32)
             log_phi = jnp.full((batch, num_groups), -0.5 * jnp.log(num_groups), jnp.float32)
         else:
             glorot = nn.initializers.glorot_normal()
@@ -78,7 +81,9 @@ class GatedMixture(nn.Module):
             # gate's softmax within a few steps (on digits: every image sent to one group for good).
             normalised = nn.LayerNorm(name='gate_norm')(features)
             hidden = nn.relu(layers.dense(self.gate_hidden, init=glorot, name='gate_hidden')(normalised))
-            log_phi = log_gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+            gate_logits = layers.dense(num_groups, init=glorot, name='gate')(hidden)
+            confidences = jax.nn.softmax(gate_logits.astype(jnp.float32), axis=-1)
+            log_phi = log_gate_weights(gate_logits)
         phi = jnp.exp(log_phi)
         mixture = scatter_to_classes(phi[..., None] * probs, slot_classes, slot_mask, self.num_classes)
         # log(F / sum F), sum F = sum_t phi_t: the mixture's normalised log-probabilities.
@@ -86,7 +91,7 @@ class GatedMixture(nn.Module):
                                          self.num_classes)
                   - jax.nn.logsumexp(log_phi, axis=-1, keepdims=True))
         return logits, {'features': features, 'group_probs': probs, 'phi': phi, 'mixture': mixture,
-                        'group_logits': group_logits}
+                        'group_logits': group_logits, 'gate_confidences': confidences}
 
 
 def group_networks(config: ml_collections.ConfigDict, layout: GroupLayout

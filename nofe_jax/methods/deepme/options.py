@@ -30,8 +30,8 @@ def defaults() -> ml_collections.ConfigDict:
         gate_input='first',           # the gate MLP reads base network 0's features | all: every
                                       # base network's, concatenated
         gate_hidden=256,              # the gate MLP's hidden units
-        consistency='l1',             # l1 (on confidences) | hamming (thresholded, no gradient)
-        consistency_weight=1.0,       # weight of the consistency term of Eq. 4
+        consistency_weight=1.0,       # weight of the consistency term of Eq. 4: the gate's mean
+                                      # confidences per class agree between groups sharing it
         alpha=1.0,                    # weight of the margin hinge of Eq. 4
         beta=0.1,                     # its margin
         mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
@@ -50,7 +50,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('deepme.groups', options.groups, DEEPME_GROUPINGS),
         validation.choice_problem('deepme.gate', options.gate, names.GATES),
         validation.choice_problem('deepme.gate_input', options.gate_input, names.GATE_INPUTS),
-        validation.choice_problem('deepme.consistency', options.consistency, names.CONSISTENCIES),
         validation.range_problem('deepme.num_groups', options.num_groups, low=2, integer=True),
         validation.range_problem('deepme.membership_threshold', options.membership_threshold, low=0,
                                  high=1, low_open=True),
