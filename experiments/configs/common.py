@@ -120,7 +120,7 @@ def add_deepme(config: ml_collections.ConfigDict) -> None:
 # other baselines, are those recipes' own configs on the same data and base model).
 DEEPME_ABLATIONS = ('none', 'nossc', 'nogate', 'flat', 'dmde')
 # The arguments every DeepME config takes (groups, T, is each config's own).
-DEEPME_ARGS = {'threshold': 0.3, 'finetune': False, 'gate_input': 'first', 'ablation': 'none'}
+DEEPME_ARGS = {'threshold': 0.3, 'finetune': False, 'gate_input': 'all', 'ablation': 'none'}
 
 
 def checked_ablation(ablation: str, config_name: str) -> str:

@@ -10,7 +10,7 @@ choose T and delta in the paper and are not read here. Theta, the classes' LCH, 
 WordNet itself (`deepme.class_table='wnid'`).
 
 Arguments: groups (T, 15), threshold (delta, 0.3), finetune (False: bases frozen while the gate
-trains, the paper; True: end to end, its future work), gate_input=first|all,
+trains, the paper; True: end to end, its future work), gate_input=all|first,
 ablation=none|nossc|nogate (the paper's DeepME-NoSSC and -NoGate), smoke
 (8 synthetic 224x224 images of 10 classes per split, Theta from the digits' table: the
 machinery only).

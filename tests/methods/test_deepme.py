@@ -219,6 +219,20 @@ def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
     np.testing.assert_allclose(terms['gated'], (phi * group_losses).sum(-1) / (phi ** 2).sum(-1), rtol=1e-5)
 
 
+def test_the_default_gate_reads_every_base_networks_features():
+    layout = _layout()
+    model = deepme_model.gated_mixture(quickstart.get_config('deepme'), layout, 5)
+    x = jax.random.normal(jax.random.key(9), (4, 8, 8, 1))
+    inputs = (x, layout.slot_classes, layout.slot_mask)
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(9), *inputs, train=False)
+    gate_weights = jax.jit(lambda v: model.apply(v, *inputs, train=False)[1]['phi'])
+    # Base network 2 changes, network 0 stays: a gate reading network 0 alone would not move.
+    changed = {**variables['params'],
+               'groups': jax.tree.map(lambda p: p.at[2].add(0.5), variables['params']['groups'])}
+    moved = np.abs(gate_weights({**variables, 'params': changed}) - gate_weights(variables)).max()
+    assert moved > 1e-3
+
+
 def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
     layout = _layout()
     task = tasks.GroupTask(3, layout.m_max, not_in_group_weight=0.0, not_in_group=False)
@@ -330,7 +344,7 @@ def test_describe_lists_the_deepme_models():
     layout = deepme_model.even_layout(config, 100)
     assert (layout.num_groups, layout.m_max) == (10, 10)
     assert result['bases']['params'] == 10 * registry.base_parameter_count('alexnet_c100', 10)
-    gate_input = 1024  # base network 0's classifier input
+    gate_input = 10 * 1024  # every base network's classifier input, concatenated
     gate = 2 * gate_input + gate_input * 256 + 256 + 256 * 10 + 10
     assert result['gate']['params'] == result['bases']['params'] + gate
 

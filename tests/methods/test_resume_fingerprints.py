@@ -29,6 +29,7 @@ CHANGES = [
     ('smoke,dmde', 'dmde.ontology', 'semantic', "'random'"),
     ('smoke,deepme', 'deepme.groups', 'random', "'ssc'"),
     ('smoke,deepme', 'deepme.num_groups', 4, '3'),
+    ('smoke,deepme', 'deepme.gate_input', 'first', "'all'"),
 ]
 
 

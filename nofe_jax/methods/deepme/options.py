@@ -27,8 +27,9 @@ def defaults() -> ml_collections.ConfigDict:
         similarity_update_every='1 epoch',  # Omega recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give Omega
         gate='learned',               # learned (an MLP) | equal (NoGate: 1 / sqrt(T) each)
-        gate_input='first',           # the gate MLP reads base network 0's features | all: every
-                                      # base network's, concatenated
+        gate_input='all',             # the gate MLP reads every base network's features,
+                                      # concatenated | first: base network 0's (trained on one
+                                      # group; routes worse, docs/methods.md "Gate stage")
         gate_hidden=256,              # the gate MLP's hidden units
         consistency_weight=1.0,       # weight of the consistency term of Eq. 4: the gate's mean
                                       # confidences per class agree between groups sharing it
