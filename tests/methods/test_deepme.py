@@ -90,11 +90,11 @@ def _consistency(out, labels, grouping):
 def _out_with_gate_confidences(confidences, layout):
     """The mixture's outputs with the gate's confidences given; the bases uniform over their groups
     (the term must not read them)."""
-    batch = confidences.shape[0]
-    probs = jnp.broadcast_to(layout.slot_mask / layout.slot_mask.sum(-1, keepdims=True), (batch, *layout.slot_mask.shape))
+    uniform = layout.slot_mask / layout.slot_mask.sum(-1, keepdims=True)
+    probs = jnp.broadcast_to(uniform, (confidences.shape[0], *uniform.shape))
     phi = confidences / jnp.linalg.norm(confidences, axis=-1, keepdims=True)
-    return {'group_probs': probs, 'phi': phi, 'gate_confidences': confidences,
-            'mixture': group_networks.scatter_to_classes(phi[..., None] * probs, layout.slot_classes, layout.slot_mask, 5)}
+    mixture = group_networks.scatter_to_classes(phi[..., None] * probs, layout.slot_classes, layout.slot_mask, 5)
+    return {'group_probs': probs, 'phi': phi, 'gate_confidences': confidences, 'mixture': mixture}
 
 
 def test_the_consistency_compares_the_gates_mean_confidences_per_shared_class_by_hand():

@@ -13,9 +13,9 @@ docs/methods.md ("DeepME") reads it.
    fixed semantic similarity restricted to the group.
 3. Stage ``gate``: the gate network weighs the group networks per image, F(x) = sum_t phi_t f_t(x)
    with ||phi||_2 = 1, trained with Eq. 4 (gate-weighted base losses, consistency of the gate's
-   per-class confidences between groups sharing a class, margin hinge); the bases frozen (the paper) or fine-tuned with it at
-   ``base_lr_mult`` times its rate (end to end, the paper's future work). ``gate='equal'`` is
-   the NoGate ablation.
+   per-class confidences between groups sharing a class, margin hinge); the bases frozen (the
+   paper) or fine-tuned with it at ``base_lr_mult`` times its rate (end to end, the paper's
+   future work). ``gate='equal'`` is the NoGate ablation.
 Both stages checkpoint their state and grouping arrays, so a killed run resumes inside either.
 """
 import os
