@@ -123,8 +123,7 @@ def add_deepme(config: ml_collections.ConfigDict) -> None:
 # other baselines, are those recipes' own configs on the same data and base model).
 DEEPME_ABLATIONS = ('none', 'nossc', 'nogate', 'flat', 'dmde')
 # The arguments every DeepME config takes (groups, T, is each config's own).
-DEEPME_ARGS = {'threshold': 0.3, 'finetune': False, 'consistency': 'l1', 'gate_input': 'first',
-               'ablation': 'none'}
+DEEPME_ARGS = {'threshold': 0.3, 'finetune': False, 'gate_input': 'all', 'ablation': 'none'}
 
 
 def checked_ablation(ablation: str, config_name: str) -> str:
@@ -140,8 +139,7 @@ def configure_deepme(config: ml_collections.ConfigDict, args: dict, class_table:
     nogate -> equal gate weights 1 / sqrt(T)."""
     add_deepme(config)
     config.deepme.update(num_groups=args['groups'], membership_threshold=args['threshold'],
-                         base_lr_mult=0.01 if args['finetune'] else 0.0,
-                         consistency=args['consistency'], gate_input=args['gate_input'],
+                         base_lr_mult=0.01 if args['finetune'] else 0.0, gate_input=args['gate_input'],
                          class_table=class_table, **options)
     if args['ablation'] == 'nossc':
         config.deepme.groups = 'random'

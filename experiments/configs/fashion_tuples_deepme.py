@@ -3,8 +3,8 @@ r"""DeepME on the Fashion-MNIST tuples (1,000 real classes with known structure)
   python -m experiments.build_fashion_pairs --items=3 --out=/tmp/fashion_tuples.npz
   python -m experiments.run --config=experiments/configs/fashion_tuples_deepme.py --workdir=/tmp/tuples_deepme
 
-Arguments: those of fashion_pairs_deepme.py (groups T (10), threshold, finetune, consistency,
-gate_input, model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path, smoke,
+Arguments: those of fashion_pairs_deepme.py (groups T (10), threshold, finetune, gate_input,
+model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path, smoke,
 ablation=none|nossc|nogate|flat|dmde): 12 epochs in all, like fashion_tuples.py's flat model
 and NofE. Theta, the classes' semantic similarity, is the mean over the three positions of the
 two items' WordNet LCH (semantic.tuple_similarity over the shipped Fashion-MNIST table), so

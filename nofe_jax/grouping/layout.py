@@ -76,16 +76,14 @@ def group_layout(groups: Sequence[Sequence[int]], num_classes: int,
 
 
 def shared_class_pairs(layout: GroupLayout, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 [P, 4] rows (group t, slot in t, group h, slot in h) for every class held by both
-    groups t < h, bool [P] mask): what DeepME's consistency term compares. With no shared class,
-    one masked dummy row (shapes stay static)."""
+    """(int32 [P, 3] rows (class c, group t, group h) for every class held by both groups t < h,
+    bool [P] mask): what DeepME's consistency term compares. With no shared class, one masked
+    dummy row (shapes stay static)."""
     member = layout.membership(num_classes)
-    slot_of = layout.class_targets(num_classes)  # [C, G] slot, -1 outside
-    rows = [(t, slot_of[c, t], h, slot_of[c, h])
-            for c in np.flatnonzero(member.sum(axis=1) >= 2)
+    rows = [(c, t, h) for c in np.flatnonzero(member.sum(axis=1) >= 2)
             for t in np.flatnonzero(member[c]) for h in np.flatnonzero(member[c]) if t < h]
     if not rows:
-        return np.zeros((1, 4), np.int32), np.zeros(1, bool)
+        return np.zeros((1, 3), np.int32), np.zeros(1, bool)
     return np.asarray(rows, np.int32), np.ones(len(rows), bool)
 
 

@@ -21,7 +21,7 @@ FUSION_INPUTS = ('log', 'raw')
 # DeepME's gate (`deepme.gate`, methods/deepme/model.py: GatedMixture): a learned MLP, or equal weights
 # (the paper's NoGate ablation).
 GATES = ('learned', 'equal')
-# What the learned gate reads (`deepme.gate_input`): base network 0's features, or all of theirs.
-GATE_INPUTS = ('first', 'all')
-# DeepME's consistency term between groups sharing a class (`deepme.consistency`).
-CONSISTENCIES = ('l1', 'hamming')
+# What the learned gate reads (`deepme.gate_input`, methods/deepme/model.py: gate_features): every
+# base network's features, or network 0's. The paper's choice, the network every base starts
+# from, joins these once bases can start from one trained network (issue 27, `init_from`).
+GATE_INPUTS = ('all', 'first')

@@ -55,27 +55,21 @@ def gate_weighted_loss(group_losses: jax.Array, phi: jax.Array) -> jax.Array:
     return jnp.sum(phi * group_losses, axis=-1) / jnp.sum(phi ** 2, axis=-1)
 
 
-def pair_confidences(group_probs: jax.Array, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """([B, P], [B, P]): the two groups' confidences for the class each pair (t, slot, h, slot)
-    shares."""
-    return group_probs[:, pairs[:, 0], pairs[:, 1]], group_probs[:, pairs[:, 2], pairs[:, 3]]
-
-
-def consistency_l1(group_probs: jax.Array, pairs: jax.Array, pair_mask: jax.Array) -> jax.Array:
-    """DeepME Eq. 4, part 2, per image [B]: the mean over shared (group, group, class) pairs of
-    |p_t(c) - p_h(c)|; 0 when the groups agree (and when no class is shared)."""
-    first, second = pair_confidences(group_probs, pairs)
-    return jnp.sum(jnp.abs(first - second) * pair_mask, axis=-1) / jnp.maximum(jnp.sum(pair_mask), 1)
-
-
-def consistency_hamming(group_probs: jax.Array, pairs: jax.Array, pair_mask: jax.Array) -> jax.Array:
-    """Part 2 as the paper names it, per image [B]: the share of shared pairs whose top-1
-    decisions ("is it class c?") differ. Piecewise constant: it carries no gradient."""
-    top1 = jnp.argmax(group_probs, axis=-1)  # [B, T]
-    first = top1[:, pairs[:, 0]] == pairs[:, 1]
-    second = top1[:, pairs[:, 2]] == pairs[:, 3]
-    differ = (first != second).astype(jnp.float32)
-    return jax.lax.stop_gradient(jnp.sum(differ * pair_mask, axis=-1) / jnp.maximum(jnp.sum(pair_mask), 1))
+def gate_consistency(confidences: jax.Array, labels: jax.Array, weights: jax.Array, pairs: jax.Array,
+                     pair_mask: jax.Array) -> jax.Array:
+    """DeepME Eq. 4, part 2 (Eq. 6-7), estimated on one batch, a scalar: the mean over the shared
+    (class c, group t, group h) ``pairs`` whose class has images in the batch of
+    |phi^c_t - phi^c_h|, phi^c [T] the mean of the gate's ``confidences`` [B, T] (its softmax over
+    the groups) over the batch's images of class c (``weights`` [B]: 0 for padding). The paper
+    names the distance Hamming; on real values it is this L1 distance. 0 where no shared class
+    is in the batch."""
+    in_class = (labels[None, :] == pairs[:, :1]) * weights  # [P, B]
+    counts = jnp.sum(in_class, axis=-1)
+    class_means = in_class @ confidences / jnp.where(counts > 0, counts, 1.0)[:, None]  # [P, T]
+    rows = jnp.arange(pairs.shape[0])
+    gaps = jnp.abs(class_means[rows, pairs[:, 1]] - class_means[rows, pairs[:, 2]])
+    present = pair_mask & (counts > 0)
+    return jnp.sum(gaps * present) / jnp.maximum(jnp.sum(present), 1)
 
 
 def margin_hinge(scores: jax.Array, labels: jax.Array, margin: float) -> jax.Array:

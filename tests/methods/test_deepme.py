@@ -33,12 +33,11 @@ def _layout():
 
 def test_shared_class_pairs_by_hand():
     pairs, mask = group_layout_lib.shared_class_pairs(_layout(), 5)
-    # (group, slot, group, slot): class 0 is slot 0 of groups 0 and 1; class 2 slot 1 of group 1
-    # and slot 0 of group 2.
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 0, 1, 0), (1, 1, 2, 0)]
+    # (class, group, group): class 0 is in groups 0 and 1, class 2 in groups 1 and 2.
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 0, 1), (2, 1, 2)]
     assert mask.all()
     none, none_mask = group_layout_lib.shared_class_pairs(group_layout_lib.group_layout([[0, 1], [2, 3]], 4), 4)
-    assert none.shape == (1, 4) and not none_mask.any()
+    assert none.shape == (1, 3) and not none_mask.any()
 
 
 def test_gate_weights_are_non_negative_with_unit_l2_norm():
@@ -75,28 +74,99 @@ def test_loss_terms_by_hand():
     np.testing.assert_allclose(losses.margin_hinge(scores, jnp.array([0, 0]), 0.1), [0.0, 0.05], atol=1e-7)
 
 
-def test_consistency_is_zero_when_groups_agree_and_grows_with_disagreement():
-    pairs, mask = jnp.array([[0, 0, 1, 1]]), jnp.array([True])
-    agree = jnp.array([[[0.7, 0.3], [0.3, 0.7]]])  # both give the shared class 0.7
-    assert float(losses.consistency_l1(agree, pairs, mask)[0]) == 0.0
-    values = [float(losses.consistency_l1(jnp.array([[[0.7, 0.3], [1 - q, q]]]), pairs, mask)[0])
-              for q in (0.7, 0.5, 0.2)]
-    np.testing.assert_allclose(values, [0.0, 0.2, 0.5], atol=1e-6)
-    # hamming: the top-1 decisions "is it the shared class?" differ in group 1 only at q=0.2.
-    decisions = [float(losses.consistency_hamming(jnp.array([[[0.7, 0.3], [1 - q, q]]]), pairs, mask)[0])
-                 for q in (0.7, 0.2)]
-    assert decisions == [0.0, 1.0]
-    grad = jax.grad(lambda p: losses.consistency_hamming(p, pairs, mask).sum())(agree)
-    assert not np.any(grad)
+def _grouping(layout):
+    pairs, pair_mask = group_layout_lib.shared_class_pairs(layout, 5)
+    return {'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
+            'class_targets': jnp.asarray(layout.class_targets(5)), 'pairs': pairs, 'pair_mask': pair_mask}
 
 
-def _mixture(gate='learned', freeze=True):
-    config = quickstart.get_config('deepme')
-    config.deepme.gate = gate
+def _consistency(out, labels, grouping):
+    """The consistency term as the task's loss sees it: the loss at consistency weight 1 minus at 0."""
+    loss = lambda weight: deepme_task.MixtureTask(5, consistency_weight=weight).loss(
+        out['mixture'], out, labels, {}, grouping)
+    return loss(1.0) - loss(0.0)
+
+
+def _out_with_gate_confidences(confidences, layout):
+    """The mixture's outputs with the gate's confidences given; the bases uniform over their groups
+    (the term must not read them)."""
+    uniform = layout.slot_mask / layout.slot_mask.sum(-1, keepdims=True)
+    probs = jnp.broadcast_to(uniform, (confidences.shape[0], *uniform.shape))
+    phi = confidences / jnp.linalg.norm(confidences, axis=-1, keepdims=True)
+    mixture = group_networks.scatter_to_classes(phi[..., None] * probs, layout.slot_classes, layout.slot_mask, 5)
+    return {'group_probs': probs, 'phi': phi, 'gate_confidences': confidences, 'mixture': mixture}
+
+
+def test_the_consistency_compares_the_gates_mean_confidences_per_shared_class_by_hand():
+    # Eq. 6-7 on a batch: phi^j = the gate's softmax averaged over the batch's images of class j;
+    # pairs (class 0: groups 0, 1) and (class 2: groups 1, 2).
+    confidences = jnp.array([[0.5, 0.3, 0.2],   # class 0
+                             [0.1, 0.7, 0.2],   # class 0: phi^0 = (0.3, 0.5, 0.2), |0.3 - 0.5| = 0.2
+                             [0.2, 0.2, 0.6],   # class 2: phi^2 = (0.2, 0.2, 0.6), |0.2 - 0.6| = 0.4
+                             [0.6, 0.2, 0.2]])  # class 4: in one group only
     layout = _layout()
+    labels = jnp.array([0, 0, 2, 4])
+    consistency = jax.jit(_consistency)
+    value = consistency(_out_with_gate_confidences(confidences, layout), labels, _grouping(layout))
+    np.testing.assert_allclose(value, (0.2 + 0.4) / 2, atol=1e-5)
+    # Without an image of class 2 its pair is not estimated on this batch: the mean is over class 0's.
+    keep = jnp.array([0, 1, 3])
+    np.testing.assert_allclose(consistency(_out_with_gate_confidences(confidences[keep], layout), labels[keep],
+                                           _grouping(layout)), 0.2, atol=1e-5)
+    # A padded image (mask 0) does not move the class means the metric reports.
+    padded = jnp.concatenate([confidences, jnp.array([[0.0, 0.0, 1.0]])])
+    task = deepme_task.MixtureTask(5)
+    out = _out_with_gate_confidences(padded, layout)
+    metrics = jax.jit(task.metrics)(out['mixture'], out, jnp.array([0, 0, 2, 4, 0]), jnp.array([0, 0, 2, 4, 0]),
+                                    _grouping(layout), jnp.array([1.0, 1, 1, 1, 0]))
+    total, count = metrics['loss_consistency']
+    np.testing.assert_allclose(total / count, 0.3, atol=1e-5)
+
+
+def _consistency_gradients(layout, labels, seed):
+    """(the consistency term, its gradient w.r.t. the mixture's params), bases frozen."""
+    _, model = _mixture(layout=layout)
+    x = jax.random.normal(jax.random.key(seed), (labels.size, 8, 8, 1))
+    inputs = (x, layout.slot_classes, layout.slot_mask)
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(seed), *inputs, train=False)
+
+    def term(params):
+        _, out = model.apply({**variables, 'params': params}, *inputs, train=False)
+        return _consistency(out, labels, _grouping(layout))
+
+    return jax.jit(jax.value_and_grad(term))(variables['params'])
+
+
+def _largest(tree) -> float:
+    return max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(tree))
+
+
+# The term's gradient is a difference of two losses' gradients: float32 rounding leaves ~1e-7.
+ROUNDING = 1e-5
+
+
+def test_the_consistency_trains_the_gate_with_frozen_bases():
+    labels = jnp.array([0, 0, 0, 2, 2, 2, 1, 4])
+    value, grads = _consistency_gradients(_layout(), labels, seed=7)
+    assert float(value) > 0
+    # The gate's output layer gets a gradient (0.92 at most here; reading the frozen bases'
+    # probabilities, as the term once did, gave none: rounding only).
+    assert _largest(grads['gate']) > 1e-2, 'no gradient into the gate'
+    assert _largest(grads['groups']) == 0.0, 'the frozen bases moved'
+
+
+def test_the_consistency_is_zero_when_no_group_shares_a_class():
+    disjoint = group_layout_lib.group_layout([[0, 1], [2, 3], [4]], 5)
+    value, grads = _consistency_gradients(disjoint, jnp.array([0, 1, 2, 3, 4, 0]), seed=8)
+    assert float(value) == 0.0
+    assert _largest(grads) < ROUNDING
+
+
+def _mixture(gate='learned', freeze=True, layout=None):
+    layout = layout or _layout()
     base = registry.build_base('tiny_cnn', layout.num_outputs)
-    return layout, deepme_model.GatedMixture(group_networks.GroupNetworks(base, 3, layout.m_max, split_classifier=False),
-                                        5, gate=gate, freeze_groups=freeze)
+    groups = group_networks.GroupNetworks(base, layout.num_groups, layout.m_max, split_classifier=False)
+    return layout, deepme_model.GatedMixture(groups, 5, gate=gate, freeze_groups=freeze)
 
 
 def _init_and_apply(model, layout, x, seed):
@@ -130,11 +200,9 @@ def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
     x = jax.random.normal(jax.random.key(3), (6, 8, 8, 1))
     labels = jnp.array([0, 1, 2, 3, 4, 0])
     logits, out = _init_and_apply(model, layout, x, seed=4)
-    pairs, pair_mask = group_layout_lib.shared_class_pairs(layout, 5)
-    grouping = {'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
-                'class_targets': jnp.asarray(layout.class_targets(5)), 'pairs': pairs, 'pair_mask': pair_mask}
+    grouping = _grouping(layout)
     eq4 = deepme_task.MixtureTask(5, consistency_weight=0.5, alpha=2.0, beta=0.1, mixture_ce_weight=0.0)
-    terms = jax.tree.map(np.asarray, jax.jit(eq4.loss_terms)(out, labels, grouping))
+    terms = jax.tree.map(np.asarray, jax.jit(eq4.loss_terms)(out, labels, grouping, jnp.ones(6)))
     eq4_loss = np.asarray(jax.jit(eq4.loss)(logits, out, labels, {}, grouping))
     np.testing.assert_allclose(eq4_loss,
                                np.mean(terms['gated'] + 0.5 * terms['consistency'] + 2.0 * terms['hinge']),
@@ -149,6 +217,20 @@ def test_the_mixture_task_loss_is_eq4_plus_the_mixture_cross_entropy():
     group_losses = -np.log(np.maximum(true, eq4.probability_floor))
     phi = np.asarray(out['phi'])
     np.testing.assert_allclose(terms['gated'], (phi * group_losses).sum(-1) / (phi ** 2).sum(-1), rtol=1e-5)
+
+
+def test_the_default_gate_reads_every_base_networks_features():
+    layout = _layout()
+    model = deepme_model.gated_mixture(quickstart.get_config('deepme'), layout, 5)
+    x = jax.random.normal(jax.random.key(9), (4, 8, 8, 1))
+    inputs = (x, layout.slot_classes, layout.slot_mask)
+    variables = jax.jit(model.init, static_argnames='train')(jax.random.key(9), *inputs, train=False)
+    gate_weights = jax.jit(lambda v: model.apply(v, *inputs, train=False)[1]['phi'])
+    # Base network 2 changes, network 0 stays: a gate reading network 0 alone would not move.
+    changed = {**variables['params'],
+               'groups': jax.tree.map(lambda p: p.at[2].add(0.5), variables['params']['groups'])}
+    moved = np.abs(gate_weights({**variables, 'params': changed}) - gate_weights(variables)).max()
+    assert moved > 1e-3
 
 
 def test_base_networks_without_not_in_group_train_only_on_their_groups_images():
@@ -246,10 +328,10 @@ def test_ablations_are_config_values():
 def test_bad_deepme_settings_get_one_line_each():
     config = quickstart.get_config('deepme')
     config.deepme.update(gate='softmax', groups='kmeans', membership_threshold=0.0, fuzzifier=1.0,
-                         consistency='l2')
+                         gate_input='middle')
     problems = methods.config_problems(config, '/tmp/deepme_bad')
     for expected in ("deepme.gate='softmax'", "deepme.groups='kmeans'", 'deepme.membership_threshold=0.0',
-                     'deepme.fuzzifier=1.0', "deepme.consistency='l2'"):
+                     'deepme.fuzzifier=1.0', "deepme.gate_input='middle'"):
         assert sum(expected in p for p in problems) == 1, (expected, problems)
 
 
@@ -262,7 +344,7 @@ def test_describe_lists_the_deepme_models():
     layout = deepme_model.even_layout(config, 100)
     assert (layout.num_groups, layout.m_max) == (10, 10)
     assert result['bases']['params'] == 10 * registry.base_parameter_count('alexnet_c100', 10)
-    gate_input = 1024  # base network 0's classifier input
+    gate_input = 10 * 1024  # every base network's classifier input, concatenated
     gate = 2 * gate_input + gate_input * 256 + 256 + 256 * 10 + 10
     assert result['gate']['params'] == result['bases']['params'] + gate
 

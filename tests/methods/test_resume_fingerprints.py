@@ -31,6 +31,7 @@ CHANGES = [
     ('smoke,dmde', 'dmde.fusion_input', 'raw', "'log'"),
     ('smoke,deepme', 'deepme.groups', 'random', "'ssc'"),
     ('smoke,deepme', 'deepme.num_groups', 4, '3'),
+    ('smoke,deepme', 'deepme.gate_input', 'first', "'all'"),
 ]
 
 

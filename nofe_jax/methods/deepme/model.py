@@ -28,23 +28,33 @@ def gate_weights(gate_logits: jax.Array) -> jax.Array:
     return jnp.exp(log_gate_weights(gate_logits))
 
 
+def gate_features(base_features: jax.Array, gate_input: str) -> jax.Array:
+    """[B, d]: what the gate reads of the base networks' features [B, T, ...], without gradient
+    into them: all T concatenated ('all') or network 0's ('first', a network trained on one
+    group only, which routes worse: docs/methods.md "Gate stage")."""
+    chosen = base_features[:, 0] if gate_input == 'first' else base_features
+    return jax.lax.stop_gradient(chosen).reshape(chosen.shape[0], -1).astype(jnp.float32)
+
+
 class GatedMixture(nn.Module):
     """DeepME's mixture: F(x) = sum_t phi_t(x) f_t(x), f_t the group networks' softmax scattered
     into the N classes (zero outside the group), phi the gate's weights (``gate_weights``) or,
     ``gate='equal'`` (the NoGate ablation), 1 / sqrt(T) each.
 
-    The gate is an MLP on the first group network's features (``gate_input='first'``, the
-    default) or on all of theirs concatenated (``'all'``), layer-normalised, without gradient
-    into the networks (the paper: the frozen trunk features of a base network). Returns log(F / sum F) as the
-    logits (the mixture's own decision; its cross-entropy is the 'loss' metric) and, in the
-    intermediates, the group probabilities and phi the DeepME loss reads. Frozen group networks
-    (``freeze_groups``) run in eval mode without gradient.
+    The gate is an MLP on ``gate_features``: every group network's features concatenated
+    (``gate_input='all'``, the default) or the first one's (``'first'``), layer-normalised,
+    without gradient into the networks. Returns
+    log(F / sum F) as the logits (the mixture's own decision; its cross-entropy is the 'loss'
+    metric) and, in the intermediates, what the DeepME loss reads: the group probabilities, phi,
+    and the gate's confidences (its softmax over the groups, uniform for 'equal'), which the
+    consistency term compares. Frozen group networks (``freeze_groups``) run in eval mode without
+    gradient.
     """
 
     groups: GroupNetworks
     num_classes: int
     gate: str = 'learned'  # learned | equal
-    gate_input: str = 'first'  # first: base network 0's features | all: every base network's
+    gate_input: str = 'all'  # all: every base network's features | first: base network 0's
     gate_hidden: int = 256
     freeze_groups: bool = True
 
@@ -55,9 +65,9 @@ class GatedMixture(nn.Module):
         log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
         probs = jnp.exp(log_probs)
         batch, num_groups = probs.shape[:2]
-        features = out['features'][:, 0] if self.gate_input == 'first' else out['features']
-        features = jax.lax.stop_gradient(features).reshape(batch, -1).astype(jnp.float32)
+        features = gate_features(out['features'], self.gate_input)
         if self.gate == 'equal':
+            confidences = jnp.full((batch, num_groups), 1.0 / num_groups, jnp.float32)
             log_phi = jnp.full((batch, num_groups), -0.5 * jnp.log(num_groups), jnp.float32)
         else:
             glorot = nn.initializers.glorot_normal()
@@ -65,7 +75,9 @@ class GatedMixture(nn.Module):
             # gate's softmax within a few steps (on digits: every image sent to one group for good).
             normalised = nn.LayerNorm(name='gate_norm')(features)
             hidden = nn.relu(layers.dense(self.gate_hidden, init=glorot, name='gate_hidden')(normalised))
-            log_phi = log_gate_weights(layers.dense(num_groups, init=glorot, name='gate')(hidden))
+            gate_logits = layers.dense(num_groups, init=glorot, name='gate')(hidden)
+            confidences = jax.nn.softmax(gate_logits.astype(jnp.float32), axis=-1)
+            log_phi = log_gate_weights(gate_logits)
         phi = jnp.exp(log_phi)
         mixture = scatter_to_classes(phi[..., None] * probs, slot_classes, slot_mask, self.num_classes)
         # log(F / sum F), sum F = sum_t phi_t: the mixture's normalised log-probabilities.
@@ -73,7 +85,7 @@ class GatedMixture(nn.Module):
                                          self.num_classes)
                   - jax.nn.logsumexp(log_phi, axis=-1, keepdims=True))
         return logits, {'features': features, 'group_probs': probs, 'phi': phi, 'mixture': mixture,
-                        'group_logits': group_logits}
+                        'group_logits': group_logits, 'gate_confidences': confidences}
 
 
 def group_networks(config: ml_collections.ConfigDict, layout: GroupLayout

@@ -27,11 +27,12 @@ def defaults() -> ml_collections.ConfigDict:
         similarity_update_every='1 epoch',  # Omega recomputed from the current networks
         similarity_subset_size=1000,  # training images whose features give Omega
         gate='learned',               # learned (an MLP) | equal (NoGate: 1 / sqrt(T) each)
-        gate_input='first',           # the gate MLP reads base network 0's features | all: every
-                                      # base network's, concatenated
+        gate_input='all',             # the gate MLP reads every base network's features,
+                                      # concatenated | first: base network 0's (trained on one
+                                      # group; routes worse, docs/methods.md "Gate stage")
         gate_hidden=256,              # the gate MLP's hidden units
-        consistency='l1',             # l1 (on confidences) | hamming (thresholded, no gradient)
-        consistency_weight=1.0,       # weight of the consistency term of Eq. 4
+        consistency_weight=1.0,       # weight of the consistency term of Eq. 4: the gate's mean
+                                      # confidences per class agree between groups sharing it
         alpha=1.0,                    # weight of the margin hinge of Eq. 4
         beta=0.1,                     # its margin
         mixture_ce=1.0,               # weight of the mixture's cross-entropy added to Eq. 4 (0 =
@@ -50,7 +51,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('deepme.groups', options.groups, DEEPME_GROUPINGS),
         validation.choice_problem('deepme.gate', options.gate, names.GATES),
         validation.choice_problem('deepme.gate_input', options.gate_input, names.GATE_INPUTS),
-        validation.choice_problem('deepme.consistency', options.consistency, names.CONSISTENCIES),
         validation.range_problem('deepme.num_groups', options.num_groups, low=2, integer=True),
         validation.range_problem('deepme.membership_threshold', options.membership_threshold, low=0,
                                  high=1, low_open=True),

@@ -12,10 +12,10 @@ docs/methods.md ("DeepME") reads it.
    the visual similarity (recomputed every ``similarity_update_every``, as DMDE's), Theta the
    fixed semantic similarity restricted to the group.
 3. Stage ``gate``: the gate network weighs the group networks per image, F(x) = sum_t phi_t f_t(x)
-   with ||phi||_2 = 1, trained with Eq. 4 (gate-weighted base losses, consistency between
-   groups sharing a class, margin hinge); the bases frozen (the paper) or fine-tuned with it at
-   ``base_lr_mult`` times its rate (end to end, the paper's future work). ``gate='equal'`` is
-   the NoGate ablation.
+   with ||phi||_2 = 1, trained with Eq. 4 (gate-weighted base losses, consistency of the gate's
+   per-class confidences between groups sharing a class, margin hinge); the bases frozen (the
+   paper) or fine-tuned with it at ``base_lr_mult`` times its rate (end to end, the paper's
+   future work). ``gate='equal'`` is the NoGate ablation.
 Both stages checkpoint their state and grouping arrays, so a killed run resumes inside either.
 """
 import os
@@ -110,9 +110,8 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
     optim_config = ml_collections.ConfigDict(config.gate.optim.to_dict())
     optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
     pairs, pair_mask = shared_class_pairs(layout, num_classes)
-    task = MixtureTask(num_classes, consistency=deepme.consistency,
-                             consistency_weight=deepme.consistency_weight, alpha=deepme.alpha, beta=deepme.beta,
-                             mixture_ce_weight=deepme.mixture_ce)
+    task = MixtureTask(num_classes, consistency_weight=deepme.consistency_weight, alpha=deepme.alpha,
+                       beta=deepme.beta, mixture_ce_weight=deepme.mixture_ce)
     return loop.Stage(
         name='gate', model=gated_mixture(config, layout, num_classes), task=task,
         train_config=config.gate.train, optim_config=optim_config,

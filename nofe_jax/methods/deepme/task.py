@@ -13,21 +13,23 @@ class MixtureTask(ClassificationTask):
     """DeepME's gated mixture over the T group networks (``model.GatedMixture``), Eq. 4:
 
       mean over images of  sum_t phi_t loss_t / sum_t phi_t^2            (gate-weighted base losses)
-                         + consistency_weight * consistency              (groups sharing a class agree)
                          + alpha * max(P(wrong) - P(true) + beta, 0)      (margin on the mixture P)
+      + consistency_weight * consistency of the batch     (the gate agrees on groups sharing a class)
 
     loss_t = -log p_t(true class), a group network giving 0 (the class is not in its group)
     floored at ``probability_floor``. With unit-L2 weights, part 1 has a local minimum at every
     one-hot gate (leaving e_t for a better group first raises sum_t phi_t loss_t), so a gate
     that starts sending an image to a group holding its class keeps it there; the mixture's own
     cross-entropy -log(F_y / sum F) (weight ``mixture_ce_weight``; 0 = Eq. 4 as written) pulls
-    toward the groups that hold the class from anywhere.
+    toward the groups that hold the class from anywhere. The consistency (Eq. 6-7,
+    ``losses.gate_consistency``) compares the gate's mean confidences over each class's images
+    in the batch, a batch estimate of the paper's means over the training set; it trains the
+    gate (it reads no base network's output), so it has a gradient with the bases frozen.
     Grouping arrays: ``slot_classes``, ``slot_mask``, ``class_targets`` [C, T] (slot or -1),
     ``pairs`` / ``pair_mask`` (``grouping.layout.shared_class_pairs``). Metrics: the mixture's top-1/3/5,
     gate_top1 (phi's largest weight is on a group holding the true class); at evaluation, per
     group the in-group top-1 of its network (``group_top1``, the mean over groups).
     """
-    consistency: str = 'l1'  # l1 | hamming (thresholded decisions, no gradient)
     consistency_weight: float = 1.0
     alpha: float = 1.0
     beta: float = 0.1
@@ -37,25 +39,27 @@ class MixtureTask(ClassificationTask):
     def model_kwargs(self, grouping):
         return {'slot_classes': grouping['slot_classes'], 'slot_mask': grouping['slot_mask']}
 
-    def loss_terms(self, out, labels, grouping) -> dict[str, jax.Array]:
-        """The three parts of Eq. 4 per image, [B] each."""
+    def loss_terms(self, out, labels, grouping, mask) -> dict[str, jax.Array]:
+        """The three parts of Eq. 4, [B] each: the consistency is the batch's (images weighted
+        by ``mask``), the same for each of its images."""
         probs, phi = out['group_probs'], out['phi']
         true = losses.true_class_probability(probs, grouping['class_targets'][labels])
         group_losses = -jnp.log(jnp.maximum(true, self.probability_floor))
-        consistency = (losses.consistency_l1 if self.consistency == 'l1' else losses.consistency_hamming)
+        consistency = losses.gate_consistency(out['gate_confidences'], labels, mask, grouping['pairs'],
+                                              grouping['pair_mask'])
         return {'gated': losses.gate_weighted_loss(group_losses, phi),
-                'consistency': consistency(probs, grouping['pairs'], grouping['pair_mask']),
+                'consistency': jnp.broadcast_to(consistency, labels.shape),
                 'hinge': losses.margin_hinge(out['mixture'], labels, self.beta)}
 
     def loss(self, logits, out, targets, params, grouping):
         del params
-        terms = self.loss_terms(out, targets, grouping)
+        terms = self.loss_terms(out, targets, grouping, jnp.ones(targets.shape, jnp.float32))
         return jnp.mean(terms['gated'] + self.consistency_weight * terms['consistency']
                         + self.alpha * terms['hinge']
                         + self.mixture_ce_weight * losses.cross_entropy(logits, targets))
 
     def metrics(self, logits, out, targets, labels, grouping, mask):
-        terms = self.loss_terms(out, labels, grouping)
+        terms = self.loss_terms(out, labels, grouping, mask)
         held = grouping['class_targets'][labels] >= 0  # [B, T]
         gate_right = jnp.take_along_axis(held, jnp.argmax(out['phi'], axis=-1)[:, None], axis=-1)[:, 0]
         return {**super().metrics(logits, out, targets, labels, grouping, mask),
