@@ -1,4 +1,4 @@
-r"""Fashion-MNIST pairs: the 100-class real benchmark (issue "NofE must pay off on real data").
+r"""Fashion-MNIST pairs: the 100-class real benchmark.
 
 Build the data once (1.5 s, deterministic), then run:
 

@@ -1,4 +1,4 @@
-r"""Fashion-MNIST tuples: the 1,000-class real benchmark with known structure (issue 23).
+r"""Fashion-MNIST tuples: the 1,000-class real benchmark with known structure.
 
 Build the data once (3.2 s, deterministic; 40 MB), then run:
 

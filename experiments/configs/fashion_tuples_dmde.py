@@ -1,4 +1,4 @@
-r"""Deep Mixture of Diverse Experts on the Fashion-MNIST tuples (1,000 real classes, issue 23).
+r"""Deep Mixture of Diverse Experts on the Fashion-MNIST tuples (1,000 real classes).
 
   python -m experiments.build_fashion_pairs --items=3 --out=/tmp/fashion_tuples.npz
   python -m experiments.run --config=experiments/configs/fashion_tuples_dmde.py --workdir=/tmp/tuples_dmde

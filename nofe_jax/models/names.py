@@ -23,5 +23,5 @@ FUSION_INPUTS = ('log', 'raw')
 GATES = ('learned', 'equal')
 # What the learned gate reads (`deepme.gate_input`, methods/deepme/model.py: gate_features): every
 # base network's features, or network 0's. The paper's choice, the network every base starts
-# from, joins these once bases can start from one trained network (issue 27, `init_from`).
+# from (`init_from`), is not offered yet.
 GATE_INPUTS = ('all', 'first')
