@@ -205,9 +205,18 @@ def _final_params(workdir, stage):
     return kill_soak.outcome(workdir)['states'][stage]['params']
 
 
+def _smoke_config():
+    """The quickstart's DMDE smoke with 3 base epochs: its not-in-group images carry half of each
+    group's data term, so after the smoke's one epoch every base still answers not-in-group
+    (in-group 0%, not-in-group 100%); 3 epochs measured 38% / 99%."""
+    config = quickstart.get_config('smoke,dmde')
+    config.bases.train.duration = '3 epochs'
+    return config
+
+
 @pytest.fixture(scope='module')
 def quickstart_dmde(tmp_path_factory):
-    config = quickstart.get_config('smoke,dmde')
+    config = _smoke_config()
     workdir = tmp_path_factory.mktemp('dmde')
     return config, workdir, methods.train_and_evaluate(config, str(workdir))
 
@@ -216,7 +225,8 @@ def test_the_quickstart_dmde_learns_and_reports(quickstart_dmde):
     _, workdir, summary = quickstart_dmde
     assert summary['recipe'] == 'dmde' and not summary['health_warnings']
     assert summary['final']['test/top1'] > 0.5 and 'test/top10' in summary['final']
-    assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
+    bases = summary['stages']['bases']['final']  # both above what a constant answer gets (0)
+    assert bases['test/in_group_top1'] > 0.25 and bases['test/not_in_group_top1'] > 0.9
     groups = json.load(open(workdir / 'groups.json'))
     assert len(groups['groups']) == 5 and groups['min_coverage'] == groups['max_coverage'] == 2
     assert (workdir / 'groups.png').exists() and (workdir / 'similarities.png').exists()
@@ -227,7 +237,7 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
     bases = _final_params(workdir, 'bases')
     fine_tuned = _final_params(workdir, 'fusion')['groups']
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(bases), jax.tree.leaves(fine_tuned)))
-    frozen_config = quickstart.get_config('smoke,dmde')
+    frozen_config = _smoke_config()
     frozen_config.dmde.base_lr_mult = 0.0
     methods.train_and_evaluate(frozen_config, str(workdir / 'frozen'))
     frozen = _final_params(workdir / 'frozen', 'fusion')['groups']
