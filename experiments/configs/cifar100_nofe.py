@@ -23,7 +23,8 @@ the flat model's confusion (`nofe.spectral_balanced=False`; `True` is the
 balanced variant, not the paper's). lam is stated for |S| = 10,000 and S is a
 fresh training subset (`subset_source=train`). One guard of the alternation
 (docs/methods.md, "Guards on the alternation") differs from the paper: an update
-is skipped while the generalist is near chance on S (kappa < 0.1). Everything else follows the
+is skipped while the generalist is at chance on S (its kappa within 3 standard deviations of
+chance at this |S|, `nofe.min_kappa_z`). Everything else follows the
 release (experiments/configs/release.py): per-pixel BGR mean, crops and mirrors
 per model, Caffe SGD with per-blob multipliers, the generalist's constant lr and
 update period, the NofE stage's lr drops, and K-way generalists trained from scratch.
