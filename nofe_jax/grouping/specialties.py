@@ -93,16 +93,22 @@ def specialty_kappa(counts: np.ndarray, assignment: np.ndarray) -> float:
     0 for a generalist at chance (whatever the specialty sizes), 1 when every
     image lands in its class's specialty; read from the C x K count matrix.
     """
-    counts = _check_counts(counts).astype(np.float64)
-    assignment = _check_assignment(assignment, counts.shape[1])
-    total = counts.sum()
+    counts, assignment, total, true_share, predicted_share = _specialty_shares(counts, assignment)
     if total == 0:
         return 0.0
-    true_share = np.bincount(assignment, weights=counts.sum(axis=1), minlength=counts.shape[1]) / total
-    predicted_share = counts.sum(axis=0) / total
     observed = matched_count(counts, assignment) / total
     expected = float(true_share @ predicted_share)
     return float((observed - expected) / (1.0 - expected)) if expected < 1.0 else 0.0
+
+
+def _specialty_shares(counts: np.ndarray, assignment: np.ndarray):
+    """(counts as float, assignment, |S|, true and predicted specialty shares) of a C x K count
+    matrix: the margins both kappa and its null spread read (zero shares for an empty S)."""
+    counts = _check_counts(counts).astype(np.float64)
+    assignment = _check_assignment(assignment, counts.shape[1])
+    total = counts.sum()
+    true_share = np.bincount(assignment, weights=counts.sum(axis=1), minlength=counts.shape[1]) / max(total, 1)
+    return counts, assignment, total, true_share, counts.sum(axis=0) / max(total, 1)
 
 
 def specialty_kappa_null_std(counts: np.ndarray, assignment: np.ndarray) -> float:
@@ -112,11 +118,7 @@ def specialty_kappa_null_std(counts: np.ndarray, assignment: np.ndarray) -> floa
     predicted specialty shares, p_e = t . q. It shrinks like 1/sqrt(|S|): 1/sqrt(|S| (K-1)) for
     uniform shares, 0.0075 at |S| = 2,000 and K = 10.
     """
-    counts = _check_counts(counts).astype(np.float64)
-    assignment = _check_assignment(assignment, counts.shape[1])
-    total = counts.sum()
-    true_share = np.bincount(assignment, weights=counts.sum(axis=1), minlength=counts.shape[1]) / max(total, 1)
-    predicted_share = counts.sum(axis=0) / max(total, 1)
+    _, _, total, true_share, predicted_share = _specialty_shares(counts, assignment)
     expected = float(true_share @ predicted_share)
     if total == 0 or expected >= 1.0:
         return float('inf')
