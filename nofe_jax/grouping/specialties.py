@@ -429,6 +429,12 @@ def random_balanced(num_classes: int, num_groups: int, rng: np.random.Generator)
     return rng.permutation(relabel[np.arange(num_classes) % num_groups]).astype(np.int32)
 
 
+def shuffled_partition(assignment: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``assignment`` with its classes permuted at random: every specialty keeps its size, and
+    which classes share one is left to chance (the control for a learned partition)."""
+    return rng.permutation(np.asarray(assignment)).astype(np.int32)
+
+
 def spectral_specialties(confusion: np.ndarray | sps.sparray, num_groups: int, rng: np.random.Generator,
                          balanced: bool = False) -> np.ndarray:
     """Spectral clustering of the symmetrised, row-normalised C x C confusion matrix (paper's baseline).

@@ -31,6 +31,9 @@ def defaults() -> ml_collections.ConfigDict:
                                       # Table 2) | True: clusters under fully_balanced's capacities
         partition_file='',            # specialties='file': one specialty id per class per line
         init='generalist',            # trunk of the NofE: generalist | scratch
+        expert_partition='generalist',  # the experts' specialties: generalist (the partition it ended
+                                      # with) | shuffled: its classes permuted at random (same sizes,
+                                      # same trunk, no structure: the control for learned specialties)
         generalist_head='base',       # base (release): the base model's head, experts start random |
                                       # branch: one expert branch, every expert starts from its layers
         branch_init='release',        # AlexNet-C100/Quick experts' fresh conv4: release N(0, 0.01^2) |
@@ -44,6 +47,7 @@ SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
 SPECIALTY_ASSIGNERS = ('fully_balanced', 'elasso', 'greedy', 'optimal_balanced')
 SUBSET_SOURCES = ('train', 'holdout')
 INITS = ('generalist', 'scratch')
+EXPERT_PARTITIONS = ('generalist', 'shuffled')
 LISTED_PARTITION_PROBLEMS = 5
 
 
@@ -83,6 +87,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('nofe.balance', options.balance, SPECIALTY_ASSIGNERS),
         validation.choice_problem('nofe.subset_source', options.subset_source, SUBSET_SOURCES),
         validation.choice_problem('nofe.init', options.init, INITS),
+        validation.choice_problem('nofe.expert_partition', options.expert_partition, EXPERT_PARTITIONS),
         validation.choice_problem('nofe.generalist_head', options.generalist_head, names.GENERALIST_HEADS),
         validation.choice_problem('nofe.branch_init', options.branch_init, names.BRANCH_INITS),
         k_problem,
@@ -109,6 +114,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='nofe', stage_blocks=('generalist', 'experts'), recipe_module='nofe_jax.methods.nofe.recipe',
     option_block='nofe', defaults=defaults, option_problems=problems,
-    # K and the heads shape the networks; the source, its file, spectral's balance: the specialty map.
+    # K and the heads shape the networks; the source, its file, spectral's balance and the shuffle:
+    # the specialty map.
     fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.specialties',
-                        'nofe.partition_file', 'nofe.spectral_balanced'))
+                        'nofe.partition_file', 'nofe.spectral_balanced', 'nofe.expert_partition'))

@@ -29,7 +29,7 @@ __all__ = ['build_models', 'train_and_evaluate']
 
 COUNTED_SOURCES = ('learned', 'spectral')  # the sources that predict a subset S
 # Seed the held-out S and the random-partition NMI reference apart from the run's other draws.
-_HOLDOUT_STREAM, _RANDOM_NMI_STREAM = 7_331, 7_332
+_HOLDOUT_STREAM, _RANDOM_NMI_STREAM, _SHUFFLE_STREAM = 7_331, 7_332, 7_333
 RANDOM_NMI_DRAWS = 100
 PRINTED_NAMES_PER_SPECIALTY = 12
 
@@ -262,6 +262,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
         generalist_variables = result.variables
+    shuffle = {}
+    if nofe.expert_partition == 'shuffled':
+        # Its own stream: the generalist and every other draw stay those of the unshuffled run.
+        shuffled = specialties.shuffled_partition(
+            assignment, np.random.default_rng([_SHUFFLE_STREAM, config.seed]))
+        shuffle = {'generalist_assignment': assignment.tolist()}
+        reporting.log(f"experts on the generalist's partition with its classes shuffled "
+                      f'({int(np.sum(shuffled != assignment))} of {num_classes} classes moved; same sizes)')
+        assignment = shuffled
     partition = report_partition(run, assignment, history)
     warning = empty_specialties_warning(assignment, nofe.num_experts, nofe.specialties)
     if warning:
@@ -269,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stage, layout = nofe_stage(run, assignment, generalist_variables if nofe.init == 'generalist' else None)
     result = run_lib.run_stage(run, stage)
     stages['nofe'] = result
-    return run_lib.finish(run, result.final, stages, **partition,
+    return run_lib.finish(run, result.final, stages, **partition, **shuffle,
                        num_experts=layout.num_experts, specialty_warnings=[warning] if warning else [],
                        specialty_sizes=[int(s) for s in layout.sizes],
                        specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}
