@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from experiments.configs import (cifar100_base, cifar100_deepme, cifar100_dmde, cifar100_nofe,
@@ -227,6 +228,23 @@ def test_nofe_from_scratch_skips_the_generalist_for_fixed_specialties(tmp_path):
     config.nofe.update(specialties='random', init='scratch')
     summary = methods.train_and_evaluate(config, str(tmp_path))
     assert list(summary['stages']) == ['nofe']
+
+
+def test_shuffled_experts_keep_the_generalist_and_permute_its_partition(trained_run):
+    """The learned-specialty control: the same generalist (bit for bit: the shuffle draws from its
+    own stream), then experts over its partition with the classes permuted, sizes kept."""
+    learned = trained_run(quickstart.get_config('smoke')).summary
+    config = quickstart.get_config('smoke')
+    config.nofe.expert_partition = 'shuffled'
+    shuffled = trained_run(config).summary
+    assert shuffled['stages']['generalist']['final'] == learned['stages']['generalist']['final']
+    generalist = np.asarray(shuffled['generalist_assignment'])
+    learned_groups = sorted(map(sorted, learned['specialties']))
+    assert sorted(sorted(str(c) for c in np.flatnonzero(generalist == k))
+                  for k in np.unique(generalist)) == learned_groups
+    experts_groups = sorted(map(sorted, shuffled['specialties']))
+    assert experts_groups != learned_groups
+    assert sorted(map(len, experts_groups)) == sorted(map(len, learned_groups))
 
 
 def _snapshot(folder) -> dict:

@@ -211,6 +211,8 @@ def test_branch_headed_generalist_needs_its_weights_copied(tmp_path):
     _refused(_nofe(generalist_head='branch', init='scratch'), tmp_path / 'run',
              "nofe.generalist_head='branch'", "nofe.init='generalist'")
     _refused(_nofe(generalist_head='hat'), tmp_path / 'run', "nofe.generalist_head='hat'")
+    _refused(_nofe(expert_partition='random'), tmp_path / 'run', "nofe.expert_partition='random'",
+             'generalist, shuffled')
 
 
 def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):

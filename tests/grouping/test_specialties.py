@@ -40,6 +40,14 @@ def test_random_balanced_larger_specialties_vary():
     assert len(larger) > 1
 
 
+def test_shuffled_partition_keeps_the_sizes_and_moves_the_classes():
+    assignment = np.repeat(np.arange(5), [1, 2, 3, 4, 10])
+    shuffled = sp.shuffled_partition(assignment, np.random.default_rng(0))
+    _assert_partition(shuffled, 20, 5)
+    np.testing.assert_array_equal(np.bincount(shuffled, minlength=5), [1, 2, 3, 4, 10])
+    assert np.any(shuffled != assignment)
+
+
 class _InOrder:
     """An rng stand-in that visits classes in order 0, 1, ... (fully_balanced only calls permutation)."""
 
