@@ -153,8 +153,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.recipe = 'base'        # base | nofe | dmde | deepme
     config.seed = 0
     config.init_from = ''         # a trained flat model the networks start from: a flat run's
-                                  # workdir, a checkpoint folder, or a .npz of ImageNet weights in
-                                  # torchvision's names (alexnet, vgg16); layers that fit load, the
+                                  # workdir, a checkpoint folder, or a .npz / .safetensors of ImageNet
+                                  # weights in torchvision's names (alexnet, vgg16); layers that fit load, the
                                   # classifier is fresh where its outputs differ ('' = scratch;
                                   # docs/methods.md "Start from a trained network")
     config.model = ml_collections.ConfigDict(dict(

@@ -80,27 +80,27 @@ def torchvision_as_our_shapes(shapes: dict[str, tuple[int, ...]], model_name: st
 def source_shapes(path: str, model_name: str) -> Layers:
     """The shapes of every layer of the source, as our layers, from metadata and headers only."""
     if init_files.is_torchvision_file(path):
-        return torchvision_as_our_shapes(init_files.npz_shapes(path), model_name)
+        return torchvision_as_our_shapes(init_files.file_shapes(path), model_name)
     tree = _checkpoint_variables(_checkpoint_metadata(init_files.checkpoint_state_dir(path)))
     return layers_of(tree, lambda meta: tuple(meta.shape))
 
 
 def _read_torchvision(path: str, model_name: str) -> Layers:
     layers, channels = {}, None  # channels: the last convolution's, which the first linear reads
-    with np.load(path) as arrays:
-        order = init_files.torchvision_order(arrays.files)
-        for ours, (weight_key, bias_key) in zip(init_files.TORCHVISION_LAYERS[model_name], order):
-            weight = arrays[weight_key]
-            flatten_hw = None
-            if weight.ndim == 2 and channels:
-                side = math.isqrt(weight.shape[1] // channels)
-                if side * side * channels != weight.shape[1]:
-                    raise ValueError(f'{weight_key} reads {weight.shape[1]} features, not a square map of '
-                                     f'the last convolution\'s {channels} channels.')
-                flatten_hw, channels = (side, side), None
-            elif weight.ndim == 4:
-                channels = weight.shape[0]
-            layers[ours] = init_files.torchvision_layer(weight, arrays[bias_key], flatten_hw)
+    arrays = init_files.read_arrays(path)
+    order = init_files.torchvision_order(arrays)
+    for ours, (weight_key, bias_key) in zip(init_files.TORCHVISION_LAYERS[model_name], order):
+        weight = arrays[weight_key]
+        flatten_hw = None
+        if weight.ndim == 2 and channels:
+            side = math.isqrt(weight.shape[1] // channels)
+            if side * side * channels != weight.shape[1]:
+                raise ValueError(f'{weight_key} reads {weight.shape[1]} features, not a square map of '
+                                 f'the last convolution\'s {channels} channels.')
+            flatten_hw, channels = (side, side), None
+        elif weight.ndim == 4:
+            channels = weight.shape[0]
+        layers[ours] = init_files.torchvision_layer(weight, arrays[bias_key], flatten_hw)
     return {'params': layers}
 
 

@@ -1,4 +1,4 @@
-"""ImageNet weights in torchvision's state-dict layout (``init_from=<file>.npz``) start our AlexNet
+"""ImageNet weights in torchvision's state-dict layout (``init_from=<file>.npz`` or ``.safetensors``) start our AlexNet
 and VGG16: on synthetic files of that layout (random arrays, no download), the loaded network's
 logits equal a reference forward pass computed from the same arrays in torchvision's convention
 (NCHW images, OIHW kernels, a (C, H, W) flatten before the first linear layer, x W^T + b); a file
@@ -6,6 +6,9 @@ of other shapes is one line before any work.
 
 The networks run on small images (99 and 64 pixels) so the first linear layer reads a 2 x 2 map:
 every layer keeps its ImageNet shape but that one, and the flatten order is still exercised."""
+import json
+import struct
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,7 +155,54 @@ def test_a_file_for_another_model_or_of_another_depth_is_one_line(tmp_path):
     other = tmp_path / 'w.pt'
     other.write_bytes(b'')
     assert init_files.init_from_problem(str(other), 'vgg16') == (
-        f"init_from='{other}' is a file but not a .npz (torchvision state-dict names, docs/methods.md).")
+        f"init_from='{other}' is a file but not a .npz or .safetensors (torchvision state-dict names, "
+        'docs/methods.md).')
+
+
+def write_safetensors(path, arrays: dict[str, np.ndarray], dtypes: dict[str, str] | None = None) -> None:
+    """A .safetensors file by its published layout (the test's own writer, independent of the
+    reader): u64 header length, JSON header with byte offsets, then the little-endian bytes."""
+    dtypes = dtypes or {}
+    header, chunks, offset = {'__metadata__': {'format': 'pt'}}, [], 0
+    for key, array in arrays.items():
+        raw = np.ascontiguousarray(array).tobytes()
+        header[key] = {'dtype': dtypes.get(key, 'F32'), 'shape': list(array.shape),
+                       'data_offsets': [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(header).encode()
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(encoded)) + encoded + b''.join(chunks))
+
+
+def test_a_safetensors_file_loads_the_same_layers_as_the_npz_of_the_same_state_dict(tmp_path):
+    state = synthetic_state_dict('alexnet', np.random.default_rng(1))
+    npz, safetensors = str(tmp_path / 'a.npz'), str(tmp_path / 'a.safetensors')
+    np.savez(npz, **state)
+    write_safetensors(safetensors, state)
+    assert init_files.init_from_problem(safetensors, 'alexnet') is None
+    assert init_files.file_shapes(safetensors) == init_files.file_shapes(npz)
+    from_npz, from_safetensors = (init_from.read_source(p, 'alexnet')['params'] for p in (npz, safetensors))
+    assert list(from_safetensors) == list(from_npz) == list(init_files.TORCHVISION_LAYERS['alexnet'])
+    for layer, leaves in from_npz.items():
+        for leaf, value in leaves.items():
+            np.testing.assert_array_equal(from_safetensors[layer][leaf], value)
+
+
+def test_safetensors_half_precision_dtypes_and_a_damaged_header(tmp_path):
+    import ml_dtypes
+    half = np.array([[1.5, -2.0]], np.float16)
+    brain = np.array([0.25, 3.0], ml_dtypes.bfloat16)
+    path = str(tmp_path / 'h.safetensors')
+    write_safetensors(path, {'w': half, 'b': brain}, {'w': 'F16', 'b': 'BF16'})
+    arrays = init_files.read_arrays(path)
+    np.testing.assert_array_equal(arrays['w'], half)
+    np.testing.assert_array_equal(arrays['b'].astype(np.float32), [0.25, 3.0])
+    damaged = tmp_path / 'd.safetensors'
+    damaged.write_bytes(struct.pack('<Q', 10 ** 9) + b'{}')
+    assert init_files.init_from_problem(str(damaged), 'alexnet') == (
+        f"init_from='{damaged}' is not a readable .safetensors file: its header length (1000000000 "
+        'bytes) runs past the end of the file')
 
 
 def test_the_conversion_by_hand():
