@@ -21,8 +21,9 @@ SIGTERM from the kernel (Linux PR_SET_PDEATHSIG), so no orphan trains on beside 
 
 After the runs (and with ``--aggregate_only`` without training) it writes ``<workdir>/sweep.md``
 and ``<workdir>/sweep.json``: per variant and metric the mean ± standard deviation over seeds
-(sample std, ddof=1), and per variant the paired per-seed difference against ``--baseline``
-(mean ± std of the differences over the seeds both finished; 'yes' where |mean| > 2 std, the
+(sample std, ddof=1), and per variant the paired per-seed difference against each variant of
+``--baseline`` (one table per baseline, e.g. ``--baseline='base;experts=shuffled'`` for the NofE
+against its flat model and against its own control; mean ± std of the differences over the seeds both finished; 'yes' where |mean| > 2 std, the
 issue's rule for a difference that counts), each run's wall time (the runner's own, summed over
 its restarts: summary.json's total_wall_time_s; process start-up is not in it), the command and
 the machine.
@@ -217,12 +218,14 @@ def markdown(result: dict) -> str:
     for variant, stats in result['table'].items():
         lines.append(f'| {variant_name(variant)} | {result["seeds_done"][variant]} | '
                      + ' | '.join(_cell(stats[m], _is_percent(m)) for m in shown) + ' |')
-    if result['differences']:
-        lines += ['', f'## Paired difference against {variant_name(result["baseline"])} '
+    for baseline, differences in result['differences'].items():
+        if not differences:
+            continue
+        lines += ['', f'## Paired difference against {variant_name(baseline)} '
                   '(variant - baseline, per seed; mean ± std; * = |mean| > 2 std)', '',
                   '| variant | seeds | ' + ' | '.join(label[m] for m in shown) + ' |',
                   '|---|---|' + '---|' * len(shown)]
-        for variant, diffs in result['differences'].items():
+        for variant, diffs in differences.items():
             seeds = max((len(d['seeds']) for d in diffs.values()), default=0)
             cells = [_cell(diffs[m], _is_percent(m)) + (' *' if diffs[m]['counts'] else '')
                      for m in shown]
@@ -254,16 +257,20 @@ def collect(runs: Sequence[Run], statuses: dict[Run, str] | None = None) -> tupl
     return per_run, records
 
 
-def write_report(workdir: str, config: str, runs: Sequence[Run], seeds: int, baseline: str,
+def write_report(workdir: str, config: str, runs: Sequence[Run], seeds: int, baselines: Sequence[str],
                  command: str, statuses: dict[Run, str] | None = None,
                  machine_info: dict | None = None) -> dict:
-    """Aggregates the finished runs; writes sweep.json and sweep.md; returns the JSON's dict."""
+    """Aggregates the finished runs; writes sweep.json and sweep.md; returns the JSON's dict
+    (its 'differences': {baseline: {variant: {metric: paired difference}}})."""
     per_run, records = collect(runs, statuses)
+    by_baseline = {baseline: aggregate(per_run, baseline) for baseline in baselines}
+    first = by_baseline[baselines[0]]
     result = {'config': config, 'command': command, 'machine': machine_info or machine(),
-              'seeds': seeds, 'baseline': baseline, 'planned': len(runs),
+              'seeds': seeds, 'baselines': list(baselines), 'planned': len(runs),
               'finished': sum(r['status'] == 'finished' for r in records),
               'seeds_done': {v: len(s) for v, s in per_run.items()},
-              **aggregate(per_run, baseline), 'runs': records}
+              'metrics': first['metrics'], 'table': first['table'],
+              'differences': {b: a['differences'] for b, a in by_baseline.items()}, 'runs': records}
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
         json.dump(result, f, indent=1)
@@ -314,7 +321,7 @@ class _Forwarder:
 
 
 def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
-              baseline: str | None = None, overrides: Sequence[str] = (),
+              baselines: Sequence[str] | None = None, overrides: Sequence[str] = (),
               command: str = '', train: bool = True, env: dict | None = None,
               log=print) -> dict:
     """Trains every unfinished (variant, seed) run, one at a time, then writes the report.
@@ -322,9 +329,10 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     Returns the sweep.json dict. A run that fails is reported and the sweep goes on; a signal
     (SIGTERM, Ctrl-C) reaches the running run, and the sweep stops after it has checkpointed.
     """
-    baseline = variants[0] if baseline is None else baseline.strip()
-    if baseline not in variants:
-        raise ValueError(f'--baseline={baseline!r} is not one of the variants {list(variants)}.')
+    baselines = [variants[0]] if baselines is None else list(baselines)
+    for baseline in baselines:
+        if baseline not in variants:
+            raise ValueError(f'--baseline {baseline!r} is not one of the variants {list(variants)}.')
     workdir = os.path.abspath(workdir)
     runs = plan(workdir, variants, seeds)
     machine_info = machine()
@@ -372,7 +380,7 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    result = write_report(workdir, config, runs, seeds, baseline, command, statuses, machine_info)
+    result = write_report(workdir, config, runs, seeds, baselines, command, statuses, machine_info)
     log(f'[sweep] {result["finished"]}/{result["planned"]} runs finished; wrote '
         f'{os.path.join(workdir, "sweep.md")} and sweep.json', flush=True)
     if forwarder.signal is not None:
@@ -388,8 +396,9 @@ def define_flags() -> None:
                                     "(appended to the config's arguments; '' = the config as it is).")
     flags.DEFINE_integer('seeds', 3, 'Seeds per variant: 0 .. seeds-1.')
     flags.DEFINE_string('workdir', None, 'Folder of the sweep: one workdir per run below it.')
-    flags.DEFINE_string('baseline', None, 'The variant (as written in --variants) the '
-                                    'others are compared to, seed by seed (default: the first).')
+    flags.DEFINE_string('baseline', None, "The variant (as written in --variants) the others are "
+                                    "compared to, seed by seed, or several ';'-separated: one "
+                                    'table each (default: the first variant).')
     flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
                                            'run (repeat the flag for more).')
     flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
@@ -402,6 +411,7 @@ def main(argv: Sequence[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # jax's backend probing logs at INFO
     try:
         variants = variant_list(flags.FLAGS.variants)
+        baselines = None if flags.FLAGS.baseline is None else variant_list(flags.FLAGS.baseline)
     except ValueError as e:
         raise app.UsageError(str(e))
     if flags.FLAGS.seeds < 1:
@@ -410,7 +420,7 @@ def main(argv: Sequence[str]) -> None:
     command = shlex.join(['python', '-m', 'experiments.sweep', *sys.argv[1:]])
     try:
         f = flags.FLAGS
-        result = run_sweep(f.config, variants, f.seeds, paths.expand(f.workdir), f.baseline, overrides,
+        result = run_sweep(f.config, variants, f.seeds, paths.expand(f.workdir), baselines, overrides,
                            command, train=not f.aggregate_only, log=print)
     except ValueError as e:
         raise app.UsageError(str(e))

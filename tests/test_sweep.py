@@ -43,6 +43,27 @@ def test_a_difference_inside_twice_its_std_does_not_count():
     assert not diff['counts']
 
 
+def test_report_has_one_paired_table_per_baseline(tmp_path):
+    """--baseline='base;shuffled': the NofE against its flat model and against its own control."""
+    top1 = {'base': [0.60, 0.62, 0.64], '': [0.66, 0.67, 0.70], 'shuffled': [0.65, 0.65, 0.66]}
+    runs = sweep.plan(str(tmp_path), list(top1), 3)
+    for run in runs:
+        os.makedirs(run.workdir)
+        with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
+            json.dump({'final': {'test/top1': top1[run.variant][run.seed]}, 'wall_time_s': 60}, f)
+    result = sweep.write_report(str(tmp_path), 'c.py', runs, 3, ['base', 'shuffled'], 'cmd',
+                                machine_info={'cpu': 'x', 'cores': 2, 'jax_version': '0', 'jax_backend': 'cpu',
+                                              'jax_devices': 1, 'host': 'h'})
+    against_control = result['differences']['shuffled']['']['test/top1']  # 0.01, 0.02, 0.04
+    assert against_control['mean'] == pytest.approx(0.07 / 3) and not against_control['counts']
+    assert result['differences']['base']['']['test/top1']['mean'] == pytest.approx(0.17 / 3)
+    assert set(result['differences']['base']) == {'', 'shuffled'}
+    markdown = open(tmp_path / 'sweep.md').read()
+    assert '## Paired difference against base' in markdown
+    assert '## Paired difference against shuffled' in markdown
+    assert '| default | 3 | 2.33 ± 1.53 |' in markdown
+
+
 def test_run_metrics_take_every_recipes_numbers():
     summary = {'final': {'test/top1': 0.5, 'test/gate_top1': 0.9, 'test/per_class_top1': [0.1, 0.2]},
                'wall_time_s': 60, 'total_wall_time_s': 120,
