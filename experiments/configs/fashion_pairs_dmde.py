@@ -6,8 +6,11 @@ r"""Deep Mixture of Diverse Experts on the Fashion-MNIST pairs benchmark (100 re
 Arguments: overlap (0.5), group_size (M, 50: 4 groups at overlap 0.5, 2 at 0), categories (10),
 ontology=semantic|visual|random (semantic: the mean WordNet LCH of the two left and the two right
 items, semantic.tuple_similarity), fusion=eq7|stack2|stack2_literal|early, multitask (True),
-freeze (False),model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke. 12 epochs in all,
-like fashion_pairs.py's flat model and NofE; each group trains a whole base network (4x the
+freeze (False), model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke. 12 epochs
+in all, like fashion_pairs.py's flat model and NofE (`base`: that flat model, base_epochs +
+fusion_epochs, so one sweep tables DMDE against it:
+`python -m experiments.sweep --config=experiments/configs/fashion_pairs_dmde.py
+--variants='base;;overlap=0.0;ontology=random;fusion=stack2;multitask=False' --seeds=3 ...`); each group trains a whole base network (4x the
 flat model's cost per epoch at the defaults). No paper number. Measured (docs/results.md):
 overlap=0.0,base_epochs=4,fusion_epochs=2 gives 64.40% in 6 min on 2 CPU cores, overlap 0.5
 64.27% in 42 min (the flat tiny CNN: 67.73% after 6 epochs, the NofE 68.00%), measured before the
@@ -35,8 +38,12 @@ def tuples_dmde_config(arg: str | None, items: int, config_name: str):
                                    'group_size': group_size, 'categories': 10,
                                    'ontology': 'semantic' if items == 2 else 'left',
                                    'fusion': 'eq7', 'multitask': True, 'freeze': False,
-                                   'base_epochs': 8, 'fusion_epochs': 4})
+                                   'base': False, 'base_epochs': 8, 'fusion_epochs': 4})
     model = checked_model(args['model'], config_name)
+    if args['base']:  # the flat model over the same total epochs: a sweep's baseline variant
+        return fashion_pairs.tuples_config(
+            f'base,generalist_epochs={args["base_epochs"]},expert_epochs={args["fusion_epochs"]},'
+            f'model={model},path={args["path"]}' + (',smoke' if args['smoke'] else ''), items, config_name)
     config = common.get_config()
     fashion_pairs.configure_data(config, model, args['path'])
     common.add_dmde(config)

@@ -4,7 +4,7 @@ r"""Deep Mixture of Diverse Experts on the Fashion-MNIST tuples (1,000 real clas
   python -m experiments.run --config=experiments/configs/fashion_tuples_dmde.py --workdir=/tmp/tuples_dmde
 
 Arguments: those of fashion_pairs_dmde.py (overlap 0.5, group_size M, categories, ontology, fusion,
-multitask, freeze, model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke):
+multitask, freeze, base, model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4), path, smoke):
 12 epochs in all, like fashion_tuples.py's flat model and NofE.
 
 The ontology (default ``ontology=left``) is the coarse grouping the builder stores as

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import cifar100_dmde, quickstart
+from experiments.configs import cifar100_dmde, fashion_pairs, fashion_pairs_dmde, quickstart
 from nofe_jax import methods
 from nofe_jax.grouping import layout as group_layout_lib
 from nofe_jax.methods import group_stages
@@ -295,3 +295,12 @@ def test_image_folders_named_by_wordnet_ids_get_a_semantic_ontology_from_wordnet
     assert categories[0] == categories[2] and categories[1] == categories[3] != categories[0]
     with pytest.raises(validation.ConfigError, match="class_table='wnid' needs WordNet ids"):
         group_stages.wordnet_similarity(['n02084071', 'not_a_wnid'], 'dmde.class_table')
+
+
+@pytest.mark.parametrize('items', [2, 3])
+def test_the_benchmarks_dmde_config_offers_their_flat_model_over_the_same_epochs(items):
+    """`base`: a sweep tables DMDE against the very flat model of fashion_pairs.py / fashion_tuples.py."""
+    dmde = fashion_pairs_dmde.tuples_dmde_config('base,base_epochs=5,fusion_epochs=3', items, 'c.py')
+    flat = fashion_pairs.tuples_config('base,generalist_epochs=5,expert_epochs=3', items, 'c.py')
+    assert dmde.to_json(sort_keys=True) == flat.to_json(sort_keys=True)
+    assert dmde.train.duration == '8 epochs' and 'dmde' not in dmde
