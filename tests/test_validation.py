@@ -287,3 +287,8 @@ def test_cli_config_that_does_not_load_is_one_line(config, reason, tmp_path):
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert out.stderr.strip().splitlines() == [f'error: --config={config} does not load: {reason}']
     assert not (tmp_path / 'run').exists()
+
+
+def test_experts_on_a_partition_file_need_the_file(tmp_path):
+    _refused(_nofe(expert_partition='file', partition_file=str(tmp_path / 'none.txt')), tmp_path / 'run',
+             'nofe.expert_partition=file need one specialty id per class')

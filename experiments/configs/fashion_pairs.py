@@ -23,9 +23,13 @@ Arguments (key=value, comma-separated):
   init         generalist | scratch: the NofE's trunk from the generalist or from random weights
                (the paper's Sec. 4.1 ablation; with learned specialties the generalist still runs
                to learn them, with fixed ones it is skipped)
-  experts      generalist | shuffled: the experts' specialties are the generalist's partition, or
-               that partition with its classes shuffled (same generalist, trunk and sizes: the
-               control that isolates what the learned grouping itself is worth)
+  experts      generalist | shuffled | file: the experts' specialties are the generalist's
+               partition, or that partition with its classes shuffled (same generalist, trunk and
+               sizes: the control that isolates what the learned grouping itself is worth), or
+               the `partition` file's, e.g. a true grouping stored in the .npz (the oracle):
+               python -c "import numpy as np; np.savetxt('/tmp/left.txt',
+                   np.load('/tmp/fashion_tuples.npz')['grouping_left_item'], fmt='%d')"
+  partition    the partition file of specialties=file or experts=file
   pad          zero rows/columns added on each side (after the mean); pad=2 gives alexnet_c100
                the release's geometry: 32-pixel-high input, a 4x7 trunk map, a 2x3 map in
                the branch (at 28 pixels: 3x7 and 1x3, one row left: nearly a global pool)
@@ -115,7 +119,7 @@ def tuples_config(arg: str | None, items: int, config_name: str):
     args = common.parse_args(arg, {**benchmark_args(items), 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
                                    'subset': subset, 'head': 'base', 'branch_init': 'release',
-                                   'init': 'generalist', 'experts': 'generalist', 'pad': 0,
+                                   'init': 'generalist', 'experts': 'generalist', 'partition': '', 'pad': 0,
                                    'generalist_epochs': EPOCH_DEFAULTS[items][0],
                                    'expert_epochs': EPOCH_DEFAULTS[items][1]})
     model = checked_model(args['model'], config_name)
@@ -129,7 +133,7 @@ def tuples_config(arg: str | None, items: int, config_name: str):
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
                        init=args['init'], generalist_head=args['head'], branch_init=args['branch_init'],
-                       expert_partition=args['experts'],
+                       expert_partition=args['experts'], partition_file=args['partition'],
                        subset_size=subset_size, stay_margin=stay_margin,
                        update_every='0.5 epochs', update_warmup='1 epoch')
     configure_stage(config.generalist, args['generalist_epochs'], model, 'generalist')

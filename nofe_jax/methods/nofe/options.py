@@ -29,11 +29,13 @@ def defaults() -> ml_collections.ConfigDict:
                                       # never trained on in stage 1 (also feeds spectral's confusion)
         spectral_balanced=False,      # spectral: False = plain spectral clustering (the paper's
                                       # Table 2) | True: clusters under fully_balanced's capacities
-        partition_file='',            # specialties='file': one specialty id per class per line
+        partition_file='',            # specialties='file' or expert_partition='file': one specialty
+                                      # id per class per line
         init='generalist',            # trunk of the NofE: generalist | scratch
         expert_partition='generalist',  # the experts' specialties: generalist (the partition it ended
                                       # with) | shuffled: its classes permuted at random (same sizes,
                                       # same trunk, no structure: the control for learned specialties)
+                                      # | file: nofe.partition_file's (e.g. a known true grouping)
         generalist_head='base',       # base (release): the base model's head, experts start random |
                                       # branch: one expert branch, every expert starts from its layers
         branch_init='release',        # AlexNet-C100/Quick experts' fresh conv4: release N(0, 0.01^2) |
@@ -47,7 +49,7 @@ SPECIALTY_SOURCES = ('learned', 'spectral', 'random', 'wordnet', 'file')
 SPECIALTY_ASSIGNERS = ('fully_balanced', 'elasso', 'greedy', 'optimal_balanced')
 SUBSET_SOURCES = ('train', 'holdout')
 INITS = ('generalist', 'scratch')
-EXPERT_PARTITIONS = ('generalist', 'shuffled')
+EXPERT_PARTITIONS = ('generalist', 'shuffled', 'file')
 LISTED_PARTITION_PROBLEMS = 5
 
 
@@ -65,8 +67,8 @@ def partition_file_problems(path: str, num_experts: int) -> list[str]:
     """Problems of a ``specialties=file`` partition file: missing, non-integer ids, ids outside [0, K)."""
     path = paths.expand(path)
     if not path or not os.path.isfile(path):
-        return [f'nofe.partition_file={path!r} is not a file; nofe.specialties=file needs one '
-                'specialty id per class, one per line.']
+        return [f'nofe.partition_file={path!r} is not a file; nofe.specialties=file and '
+                'nofe.expert_partition=file need one specialty id per class, one per line.']
     bad = [f'{where} of {path}: ' + (f'specialty {token} is outside [0, K={num_experts})'
                                      if token.isdigit() else
                                      f'{token!r} is not a specialty id (a non-negative integer)')
@@ -106,7 +108,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if options.generalist_head == 'branch' and options.init != 'generalist':
         problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
                         f"so it needs nofe.init='generalist' (got {options.init!r}).")
-    if options.specialties == 'file' and k_problem is None:
+    if 'file' in (options.specialties, options.expert_partition) and k_problem is None:
         problems += partition_file_problems(options.partition_file, options.num_experts)
     return [p for p in problems if p]
 

@@ -197,6 +197,33 @@ def generalist_stage(run: run_lib.Run, initial: np.ndarray, learn: bool,
         train_indices=subsets.stage1_train_indices, config_block='generalist'), init_from.RELABELLED)
 
 
+def partition_from_file(run: run_lib.Run) -> np.ndarray:
+    try:
+        return specialties.load_partition(run.config.nofe.partition_file, run.dataset.num_classes)
+    except ValueError as e:  # the number of ids does not match the classes of the data
+        raise validation.ConfigError(f'nofe.partition_file: {e}') from e
+
+
+def experts_partition(run: run_lib.Run, generalist: np.ndarray, from_file: np.ndarray | None
+                      ) -> tuple[np.ndarray, dict]:
+    """The partition the experts train on (``nofe.expert_partition``; ``from_file``: the
+    partition file's, read before any training) and, when it is not the generalist's, the summary
+    entry that keeps the generalist's."""
+    choice = run.config.nofe.expert_partition
+    if choice == 'generalist':
+        return generalist, {}
+    if choice == 'shuffled':
+        # Its own stream: the generalist and every other draw stay those of the unshuffled run.
+        partition = specialties.shuffled_partition(
+            generalist, np.random.default_rng([_SHUFFLE_STREAM, run.config.seed]))
+        reporting.log(f"experts on the generalist's partition with its classes shuffled "
+                      f'({int(np.sum(partition != generalist))} of {len(generalist)} classes moved; same sizes)')
+    else:
+        partition = from_file
+        reporting.log(f'experts on the partition of {run.config.nofe.partition_file}, not the generalist\'s')
+    return partition, {'generalist_assignment': generalist.tolist()}
+
+
 def fixed_specialties(run: run_lib.Run, rng: np.random.Generator, stages: dict,
                       subsets: CountSubsets) -> np.ndarray:
     """The partition of a non-learned specialty source."""
@@ -204,10 +231,7 @@ def fixed_specialties(run: run_lib.Run, rng: np.random.Generator, stages: dict,
     if nofe.specialties == 'random':
         return specialties.random_balanced(num_classes, nofe.num_experts, rng)
     if nofe.specialties == 'file':
-        try:
-            return specialties.load_partition(nofe.partition_file, num_classes)
-        except ValueError as e:  # the number of ids does not match the classes of the data
-            raise validation.ConfigError(f'nofe.partition_file: {e}') from e
+        return partition_from_file(run)
     if nofe.specialties == 'wordnet':
         wordnet = semantic.prepare_wordnet()
         synsets = semantic.class_synsets(run.dataset.name, wordnet)
@@ -255,6 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with run_lib.grouping_warnings_reported(run):
         initial = (specialties.random_balanced(num_classes, nofe.num_experts, rng) if learn
                    else fixed_specialties(run, rng, stages, subsets))
+        experts_file = partition_from_file(run) if nofe.expert_partition == 'file' else None
     assignment, history, generalist_variables = initial, [], None
     if learn or nofe.init == 'generalist':
         result = run_lib.run_stage(run, generalist_stage(run, initial, learn, subsets))
@@ -262,15 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         assignment = np.asarray(result.grouping['class_to_specialty'])
         history = result.meta.get('history', [])
         generalist_variables = result.variables
-    shuffle = {}
-    if nofe.expert_partition == 'shuffled':
-        # Its own stream: the generalist and every other draw stay those of the unshuffled run.
-        shuffled = specialties.shuffled_partition(
-            assignment, np.random.default_rng([_SHUFFLE_STREAM, config.seed]))
-        shuffle = {'generalist_assignment': assignment.tolist()}
-        reporting.log(f"experts on the generalist's partition with its classes shuffled "
-                      f'({int(np.sum(shuffled != assignment))} of {num_classes} classes moved; same sizes)')
-        assignment = shuffled
+    assignment, generalist_entry = experts_partition(run, assignment, experts_file)
     partition = report_partition(run, assignment, history)
     warning = empty_specialties_warning(assignment, nofe.num_experts, nofe.specialties)
     if warning:
@@ -278,7 +295,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stage, layout = nofe_stage(run, assignment, generalist_variables if nofe.init == 'generalist' else None)
     result = run_lib.run_stage(run, stage)
     stages['nofe'] = result
-    return run_lib.finish(run, result.final, stages, **partition, **shuffle,
+    return run_lib.finish(run, result.final, stages, **partition, **generalist_entry,
                        num_experts=layout.num_experts, specialty_warnings=[warning] if warning else [],
                        specialty_sizes=[int(s) for s in layout.sizes],
                        specialty_history=[{k: h[k] for k in HISTORY_SUMMARY_KEYS if k in h}
