@@ -247,6 +247,19 @@ def test_shuffled_experts_keep_the_generalist_and_permute_its_partition(trained_
     assert sorted(map(len, experts_groups)) == sorted(map(len, learned_groups))
 
 
+def test_experts_on_a_partition_file_after_the_learned_generalist(tmp_path, trained_run):
+    """The oracle arm: the generalist learns as in the default run; the experts take the file's."""
+    learned = trained_run(quickstart.get_config('smoke')).summary
+    (tmp_path / 'partition.txt').write_text('\n'.join(str(c % 5) for c in range(10)) + '\n')
+    config = quickstart.get_config('smoke')
+    config.nofe.update(expert_partition='file', partition_file=str(tmp_path / 'partition.txt'))
+    summary = trained_run(config).summary
+    assert summary['stages']['generalist']['final'] == learned['stages']['generalist']['final']
+    assert sorted(map(sorted, summary['specialties'])) == [['0', '5'], ['1', '6'], ['2', '7'], ['3', '8'],
+                                                           ['4', '9']]
+    assert len(summary['generalist_assignment']) == 10
+
+
 def _snapshot(folder) -> dict:
     """Every file (its bytes) and folder below ``folder``; None when it does not exist."""
     if not os.path.exists(folder):
