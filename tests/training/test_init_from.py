@@ -134,7 +134,7 @@ def test_a_missing_source_is_one_line_before_any_work():
     with pytest.raises(validation.ConfigError) as refused:
         methods.validate(config, '/tmp/unused')
     assert str(refused.value) == ("init_from='/nonexistent/flat_run' does not exist; name a flat run's "
-                                  'workdir, a checkpoint folder or a .npz of ImageNet weights '
+                                  'workdir, a checkpoint folder or a .npz or .safetensors of ImageNet weights '
                                   "(--config.init_from=...; '' starts from scratch).")
 
 
