@@ -23,8 +23,8 @@ After the runs (and with ``--aggregate_only`` without training) it writes ``<wor
 and ``<workdir>/sweep.json``: per variant and metric the mean ± standard deviation over seeds
 (sample std, ddof=1), and per variant the paired per-seed difference against each variant of
 ``--baseline`` (one table per baseline, e.g. ``--baseline='base;experts=shuffled'`` for the NofE
-against its flat model and against its own control; mean ± std of the differences over the seeds both finished; 'yes' where |mean| > 2 std, the
-issue's rule for a difference that counts), each run's wall time (the runner's own, summed over
+against its flat model and against its own control; mean ± std of the differences over the seeds
+both finished; 'yes' where |mean| > 2 std, the issue's rule for a difference that counts), each run's wall time (the runner's own, summed over
 its restarts: summary.json's total_wall_time_s; process start-up is not in it), the command and
 the machine.
 A progress line follows every finished run, with the overall ETA (remaining runs x the mean

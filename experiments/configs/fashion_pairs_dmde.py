@@ -10,8 +10,8 @@ freeze (False), model=tiny_cnn|alexnet_c100, base_epochs (8), fusion_epochs (4),
 in all, like fashion_pairs.py's flat model and NofE (`base`: that flat model, base_epochs +
 fusion_epochs, so one sweep tables DMDE against it:
 `python -m experiments.sweep --config=experiments/configs/fashion_pairs_dmde.py
---variants='base;;overlap=0.0;ontology=random;fusion=stack2;multitask=False' --seeds=3 ...`); each group trains a whole base network (4x the
-flat model's cost per epoch at the defaults). No paper number. Measured (docs/results.md):
+--variants='base;;overlap=0.0;ontology=random;fusion=stack2;multitask=False' --seeds=3 ...`);
+each group trains a whole base network (4x the flat model's cost per epoch at the defaults). No paper number. Measured (docs/results.md):
 overlap=0.0,base_epochs=4,fusion_epochs=2 gives 64.40% in 6 min on 2 CPU cores, overlap 0.5
 64.27% in 42 min (the flat tiny CNN: 67.73% after 6 epochs, the NofE 68.00%), measured before the
 fusion read log Y and the not-in-group images carried half of a group's data term (reproduce
