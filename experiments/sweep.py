@@ -50,6 +50,7 @@ from absl import app, flags, logging
 from nofe_jax import paths
 
 DEFAULT_NAME = 'default'
+SEED_FIELD = '{seed}'  # in an --override: the run's seed
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `-m experiments.run` imports from
 
 
@@ -97,8 +98,11 @@ def plan(workdir: str, variants: Sequence[str], seeds: int) -> list[Run]:
 
 
 def run_command(config: str, run: Run, overrides: Sequence[str] = ()) -> list[str]:
+    """The run's command line; ``{seed}`` in an override becomes the run's seed (e.g. each seed
+    starting from its own pretrained flat run: ``init_from=<sweep>/base/seed{seed}``)."""
     return [sys.executable, '-m', 'experiments.run', f'--config={config_argument(config, run.variant)}',
-            f'--workdir={run.workdir}', f'--config.seed={run.seed}', *overrides]
+            f'--workdir={run.workdir}', f'--config.seed={run.seed}',
+            *(o.replace(SEED_FIELD, str(run.seed)) for o in overrides)]
 
 
 def read_summary(workdir: str) -> dict | None:
@@ -400,7 +404,8 @@ def define_flags() -> None:
                                     "compared to, seed by seed, or several ';'-separated: one "
                                     'table each (default: the first variant).')
     flags.DEFINE_multi_string('override', [], 'A --config.<field>=<value> passed to every '
-                                           'run (repeat the flag for more).')
+                                           'run (repeat the flag for more); {seed} in it becomes '
+                                           "the run's seed.")
     flags.DEFINE_bool('aggregate_only', False, 'Train nothing: table the finished runs.')
     flags.mark_flags_as_required(['config', 'workdir'])
 

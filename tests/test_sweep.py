@@ -90,6 +90,16 @@ def test_variants_slugs_and_config_arguments():
         ('a', 1, '/w/a/seed1'), ('', 1, '/w/default/seed1')]
 
 
+def test_seed_in_an_override_becomes_each_runs_seed():
+    # Each seed starts from its own pretrained run: the paired protocol of a fine-tuning sweep.
+    overrides = ['--config.init_from=/pre/seed{seed}', '--config.bases.num_epochs=3']
+    commands = [sweep.run_command('/c.py', run, overrides) for run in sweep.plan('/w', [''], 2)]
+    assert [c[-2:] for c in commands] == [
+        ['--config.init_from=/pre/seed0', '--config.bases.num_epochs=3'],
+        ['--config.init_from=/pre/seed1', '--config.bases.num_epochs=3']]
+    assert [c[-3] for c in commands] == ['--config.seed=0', '--config.seed=1']
+
+
 def test_read_summary_refuses_an_incomplete_one(tmp_path):
     assert sweep.read_summary(str(tmp_path)) is None
     (tmp_path / 'summary.json').write_text('{"final": {"test/top1": 0.5}')  # cut short
