@@ -50,6 +50,8 @@ alexnet_c100 at 16 epochs (generalist_epochs=4,expert_epochs=12), each tuned ove
 (seed 1: 76.00 / 77.10 / 78.53%), NofE elasso 78.83 / 78.23%, spectral 78.00%;
 with the experts at the flat model's 0.01 the NofE underfit and lost (75.93%). No paper number.
 """
+import dataclasses
+
 from experiments.configs import common
 from experiments.configs.fashion_mnist_base import SOLVERS, checked_model
 
@@ -71,22 +73,35 @@ def configure_stage(stage, epochs: int, model: str, role: str) -> None:
                        weight_decay=weight_decay)
 
 
-# The benchmark each number of items builds (experiments/build_fashion_pairs.py --items=N).
-DEFAULT_PATHS = {2: '/tmp/fashion_pairs.npz', 3: '/tmp/fashion_tuples.npz'}
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """What the flat model's and the NofE's configs take from the benchmark they run on."""
+    path: str                          # where its builder writes the .npz by default
+    image_shape: tuple[int, int, int]  # of one image (the smoke's synthetic images too)
+    num_classes: int
+    counts: tuple[str, int, float]     # where the counts M come from: (subset, |S|, stay_margin)
+    epochs: tuple[int, int]            # (generalist_epochs, expert_epochs); the flat model trains their sum
 
 
-def image_shape(items: int) -> tuple[int, int, int]:
-    """The shape of one tuple image: `items` 28x28 garments side by side."""
-    return (28, 28 * items, 1)
+# Keyed by the number of garments per image (experiments/build_fashion_pairs.py --items=N), and
+# 'styles' (experiments/build_fashion_styles.py: one garment, 10 k-means styles of each item).
+# Counts: the pairs' held-out S of 2,000 (20 per class) measured the same as S from train. The
+# tuples: 2,000 held out is 2 per class, and a fresh S of 10,000 training tuples per update gave
+# the learned specialties more of the true structure (after 4 generalist epochs, NMI with the left
+# item 0.226 vs 0.158; random partitions 0.018) while the generalist is far from memorising them
+# (specialty acc on S 0.70); the styles (120 per class) take the tuples' rule.
+# Epochs: the tuples' flat tiny CNN memorises its 12 images per class by epoch 4 (its test loss
+# rises from epoch 2 on) and gained nothing from 12 epochs over 6 (26.19% at 12, 26.96 +- 0.30% at 6).
+BENCHMARKS = {
+    2: Benchmark('/tmp/fashion_pairs.npz', (28, 56, 1), 100, ('holdout', 2000, 1.0), (4, 8)),
+    3: Benchmark('/tmp/fashion_tuples.npz', (28, 84, 1), 1000, ('train', 10000, 0.0), (2, 4)),
+    'styles': Benchmark('/tmp/fashion_styles.npz', (28, 28, 1), 100, ('train', 10000, 0.0), (2, 4)),
+}
 
 
-def num_classes(items: int) -> int:
-    return 10 ** items
-
-
-def benchmark_args(items: int) -> dict:
-    """The arguments every config of the `items`-garment benchmark takes, with their defaults."""
-    return {'model': 'tiny_cnn', 'path': DEFAULT_PATHS[items], 'smoke': False}
+def benchmark_args(benchmark: int | str) -> dict:
+    """The arguments every config of the benchmark takes, with their defaults."""
+    return {'model': 'tiny_cnn', 'path': BENCHMARKS[benchmark].path, 'smoke': False}
 
 
 def configure_data(config, model: str, path: str, pad: int = 0) -> None:
@@ -98,37 +113,26 @@ def configure_data(config, model: str, path: str, pad: int = 0) -> None:
 
 
 def get_config(arg: str | None = None):
-    return tuples_config(arg, items=2, config_name='fashion_pairs.py')
+    return tuples_config(arg, 2, config_name='fashion_pairs.py')
 
 
-# Where the counts M come from, per benchmark: (subset, |S|, stay_margin). The pairs: a held-out S
-# of 2,000 (20 per class) measured the same as S from train. The tuples: 2,000 held out is 2 per
-# class, and a fresh S of 10,000 training tuples per update gave the learned specialties more of
-# the true structure (after 4 generalist epochs, NMI with the left item 0.226 vs 0.158; random
-# partitions 0.018) while the generalist is far from memorising them (specialty acc on S 0.70).
-COUNT_DEFAULTS = {2: ('holdout', 2000, 1.0), 3: ('train', 10000, 0.0)}
-# (generalist_epochs, expert_epochs) per benchmark; the flat model trains their sum. The tuples' flat
-# tiny CNN memorises its 12 images per class by epoch 4 (its test loss rises from epoch 2 on) and
-# gained nothing from 12 epochs over 6 (26.19% at 12, 26.96 +- 0.30% at 6).
-EPOCH_DEFAULTS = {2: (4, 8), 3: (2, 4)}
-
-
-def tuples_config(arg: str | None, items: int, config_name: str):
-    """The flat model or NofE on the `items`-garment benchmark (fashion_pairs.py's arguments)."""
-    subset, subset_size, stay_margin = COUNT_DEFAULTS[items]
-    args = common.parse_args(arg, {**benchmark_args(items), 'base': False, 'k': 10,
+def tuples_config(arg: str | None, benchmark: int | str, config_name: str):
+    """The flat model or NofE on a BENCHMARKS entry (fashion_pairs.py's arguments)."""
+    subset, subset_size, stay_margin = BENCHMARKS[benchmark].counts
+    generalist_epochs, expert_epochs = BENCHMARKS[benchmark].epochs
+    args = common.parse_args(arg, {**benchmark_args(benchmark), 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
                                    'subset': subset, 'head': 'base', 'branch_init': 'release',
                                    'init': 'generalist', 'experts': 'generalist', 'partition': '', 'pad': 0,
-                                   'generalist_epochs': EPOCH_DEFAULTS[items][0],
-                                   'expert_epochs': EPOCH_DEFAULTS[items][1]})
+                                   'generalist_epochs': generalist_epochs,
+                                   'expert_epochs': expert_epochs})
     model = checked_model(args['model'], config_name)
     config = common.get_config()
     configure_data(config, model, args['path'], args['pad'])
     total = args['generalist_epochs'] + args['expert_epochs']
     if args['base']:
         configure_stage(config, total, model, 'flat')
-        return maybe_smoke(config, args['smoke'], items, ('',))
+        return maybe_smoke(config, args['smoke'], benchmark, ('',))
     common.add_nofe(config)
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
@@ -138,13 +142,14 @@ def tuples_config(arg: str | None, items: int, config_name: str):
                        update_every='0.5 epochs', update_warmup='1 epoch')
     configure_stage(config.generalist, args['generalist_epochs'], model, 'generalist')
     configure_stage(config.experts, args['expert_epochs'], model, 'experts')
-    return maybe_smoke(config, args['smoke'], items, ('generalist', 'experts'))
+    return maybe_smoke(config, args['smoke'], benchmark, ('generalist', 'experts'))
 
 
-def maybe_smoke(config, smoke: bool, items: int, stage_names: tuple[str, ...]):
+def maybe_smoke(config, smoke: bool, benchmark: int | str, stage_names: tuple[str, ...]):
     """`config` shrunk to a smoke run on synthetic images of the benchmark's shape (if `smoke`)."""
     if smoke:
-        common.make_smoke(config, image_shape=image_shape(items), num_classes=num_classes(items),
+        common.make_smoke(config, image_shape=BENCHMARKS[benchmark].image_shape,
+                          num_classes=BENCHMARKS[benchmark].num_classes,
                           stage_names=stage_names)
         if 'nofe' in config:
             config.nofe.subset_size = 100

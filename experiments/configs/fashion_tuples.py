@@ -15,7 +15,7 @@ subset, head, branch_init, init, experts, pad, generalist_epochs (2), expert_epo
 smoke), the same learning rates: every variant trains 6 epochs in all (the flat model
 generalist_epochs + expert_epochs; at 12 the flat model gained nothing, see below). Unlike the pairs, the counts M come from a fresh S of 10,000
 training tuples per update, rebuilt from M each time (stay_margin 0, the paper's rule): see
-fashion_pairs.COUNT_DEFAULTS for the measurement; subset=holdout keeps 2,000 training tuples (2 per
+fashion_pairs.BENCHMARKS for the measurement; subset=holdout keeps 2,000 training tuples (2 per
 class) out of the generalist instead. The variants:
   flat                       base
   NofE learned (balanced)    (no argument; balance=fully_balanced, specialties=learned)
@@ -51,4 +51,4 @@ from experiments.configs import fashion_pairs
 
 
 def get_config(arg: str | None = None):
-    return fashion_pairs.tuples_config(arg, items=3, config_name='fashion_tuples.py')
+    return fashion_pairs.tuples_config(arg, 3, config_name='fashion_tuples.py')

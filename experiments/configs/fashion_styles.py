@@ -1,0 +1,29 @@
+r"""Fashion-MNIST styles: 100 real classes nested in their 10 items, the NofE's premise built in.
+
+Build the data once (about 2 minutes: k-means of each item's images), then run:
+
+  python -m experiments.build_fashion_styles --out=/tmp/fashion_styles.npz
+  python -m experiments.run --config=experiments/configs/fashion_styles.py:base --workdir=/tmp/fs_base
+  python -m experiments.run --config=experiments/configs/fashion_styles.py --workdir=/tmp/fs_nofe
+
+Each image is one garment (28x28x1); its class is (item, style), a style being one of 10 k-means
+clusters of the item's images, so the classes an expert must tell apart depend on its group
+(sneaker shapes, bag shapes), as CIFAR-100's fine classes do within their superclasses, and unlike
+the pairs and tuples, whose classes are combinations of the same items. 12,000 training images
+(120 per class) and all 10,000 test images. The summary scores the learned specialties against
+the true grouping (the item) by NMI; the oracle arm puts the experts on it:
+
+  python -c "import numpy as np; np.savetxt('/tmp/item.txt',
+      np.load('/tmp/fashion_styles.npz')['grouping_item'], fmt='%d')"
+  ... --config=experiments/configs/fashion_styles.py:experts=file,partition=/tmp/item.txt
+
+Arguments: those of fashion_pairs.py, with its learning rates; 2 generalist + 4 expert epochs
+(the flat model 6), and the counts M from a fresh S of 10,000 training images per update,
+rebuilt from M each time (stay_margin 0, the paper's rule), as on the tuples. No paper number;
+docs/results.md has the measured sweep.
+"""
+from experiments.configs import fashion_pairs
+
+
+def get_config(arg: str | None = None):
+    return fashion_pairs.tuples_config(arg, 'styles', config_name='fashion_styles.py')
