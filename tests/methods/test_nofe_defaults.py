@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from experiments import build_fashion_pairs as pairs
-from experiments.configs import cifar100_nofe, fashion_pairs, fashion_tuples, imagenet_nofe
+from experiments.configs import cifar100_nofe, fashion_pairs, fashion_styles, fashion_tuples, imagenet_nofe
 from nofe_jax import methods
 from nofe_jax.methods.nofe import options
 from nofe_jax.training import durations
@@ -36,10 +36,21 @@ def test_default_warmup_is_not_measured_in_images():
     assert 'example' not in defaults.update_warmup and 'example' not in defaults.update_every
 
 
-@pytest.mark.parametrize('module', [fashion_pairs, fashion_tuples])
+@pytest.mark.parametrize('module', [fashion_pairs, fashion_tuples, fashion_styles])
 def test_benchmarks_offer_the_scratch_nofe(module):
     config = module.get_config('init=scratch')
     assert config.nofe.init == 'scratch' and config.nofe.specialties == 'learned'
+    assert options.problems(config) == []
+
+
+def test_styles_benchmark_config_reads_its_own_data_with_the_tuples_rule():
+    config = fashion_styles.get_config()
+    assert config.data.path == '/tmp/fashion_styles.npz' and config.nofe.num_experts == 10
+    assert (config.nofe.subset_source, config.nofe.stay_margin) == ('train', 0.0)
+    assert config.generalist.train.duration == '2 epochs' and config.experts.train.duration == '4 epochs'
+    assert fashion_styles.get_config('base').train.duration == '6 epochs'  # the flat model: same total
+    smoke = fashion_styles.get_config('smoke')
+    assert (tuple(smoke.data.synthetic_shape), smoke.data.synthetic_classes) == ((28, 28, 1), 100)
     assert options.problems(config) == []
 
 
