@@ -221,6 +221,14 @@ def test_branch_init_is_refused_where_the_branch_has_no_such_filler(tmp_path):
     _refused(_nofe(branch_init='zeros'), tmp_path / 'run', "nofe.branch_init='zeros'")
 
 
+def test_branch_width_is_refused_where_the_branch_has_no_width(tmp_path):
+    config = _nofe(branch_width=4)
+    config.model.name = 'alexnet_c100'
+    _refused(config, tmp_path / 'run', 'nofe.branch_width=4 applies to the branches of tiny_cnn',
+             "'alexnet_c100' keeps its own")
+    _refused(_nofe(branch_width=-1), tmp_path / 'run', 'nofe.branch_width')
+
+
 def test_the_checks_name_what_the_training_machinery_implements():
     assert nofe_options.SPECIALTY_ASSIGNERS == tuple(specialties.ASSIGNERS)
     for method in methods.METHODS.values():  # one record per method: its checks and its recipe

@@ -20,6 +20,7 @@ Arguments (key=value, comma-separated):
   head         base | branch: the generalist's head; branch = one expert branch, and every
                expert starts from its layers but the classifier (not the release's)
   branch_init  release | msra: the filler of the alexnet_c100 experts' fresh conv4
+  branch_width the channels of each tiny_cnn expert's conv (0: the model's 16): the experts' capacity
   init         generalist | scratch: the NofE's trunk from the generalist or from random weights
                (the paper's Sec. 4.1 ablation; with learned specialties the generalist still runs
                to learn them, with fixed ones it is skipped)
@@ -122,7 +123,7 @@ def tuples_config(arg: str | None, benchmark: int | str, config_name: str):
     generalist_epochs, expert_epochs = BENCHMARKS[benchmark].epochs
     args = common.parse_args(arg, {**benchmark_args(benchmark), 'base': False, 'k': 10,
                                    'balance': 'fully_balanced', 'specialties': 'learned',
-                                   'subset': subset, 'head': 'base', 'branch_init': 'release',
+                                   'subset': subset, 'head': 'base', 'branch_init': 'release', 'branch_width': 0,
                                    'init': 'generalist', 'experts': 'generalist', 'partition': '', 'pad': 0,
                                    'generalist_epochs': generalist_epochs,
                                    'expert_epochs': expert_epochs})
@@ -137,6 +138,7 @@ def tuples_config(arg: str | None, benchmark: int | str, config_name: str):
     config.nofe.update(num_experts=args['k'], balance=args['balance'],
                        specialties=args['specialties'], subset_source=args['subset'],
                        init=args['init'], generalist_head=args['head'], branch_init=args['branch_init'],
+                       branch_width=args['branch_width'],
                        expert_partition=args['experts'], partition_file=args['partition'],
                        subset_size=subset_size, stay_margin=stay_margin,
                        update_every='0.5 epochs', update_warmup='1 epoch')

@@ -11,6 +11,8 @@ GENERALIST_HEADS = ('base', 'branch')
 # Fillers of the experts' fresh conv (`nofe.branch_init`) and the models whose branch takes one.
 BRANCH_INITS = ('release', 'msra')
 BRANCH_INIT_MODELS = ('alexnet_c100', 'alexnet_quick_c100')
+# Models whose expert branch takes `nofe.branch_width` (its conv's channels: the experts' capacity).
+BRANCH_WIDTH_MODELS = ('tiny_cnn',)
 # DMDE's N-way classifier input (`dmde.fusion`, methods/dmde/model.py): stacking function Eq. 7,
 # Eq. 12 (each group weighted by 1 - phi, or as printed by phi) of the group networks'
 # probabilities, or their concatenated features (early fusion).

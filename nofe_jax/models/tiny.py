@@ -69,11 +69,11 @@ class TinyCNNBranch(nn.Module):
 
     num_outputs: int
     dtype: Any = jnp.float32
-    width: int = 16
+    branch_width: int = 16  # its conv's channels (named apart from the trunk's `width`: overrides go by name)
 
     @nn.compact
     def __call__(self, features: jax.Array, *, train: bool) -> jax.Array:
         """Expert logits [B, num_outputs] from trunk features."""
         del train
-        x = _conv3_relu(features.astype(self.dtype), self.width, "conv1", self.dtype)
+        x = _conv3_relu(features.astype(self.dtype), self.branch_width, "conv1", self.dtype)
         return _flat_fc(x, self.num_outputs, self.dtype)

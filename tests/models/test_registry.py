@@ -205,3 +205,17 @@ def test_the_jax_free_names_match_what_the_registry_builds():
     assert names.BRANCH_INITS == tuple(alexnet.BRANCH_INITS)
     assert names.BRANCH_INIT_MODELS == tuple(sorted(
         n for n, s in registry.MODELS.items() if s.branch is not None and "branch_init" in option_names(s.branch)))
+    assert names.BRANCH_WIDTH_MODELS == tuple(sorted(
+        n for n, s in registry.MODELS.items() if s.branch is not None and "branch_width" in option_names(s.branch)))
+
+
+def test_branch_width_sets_only_the_experts_conv():
+    """The tiny experts' capacity: their conv's channels change; the trunk's stay."""
+    x, slots = jnp.zeros((BATCH, 8, 8, 1)), jnp.zeros((10,), jnp.int32)
+    narrow, default = (registry.build_nofe("tiny_cnn", 5, 2, **overrides).init(jax.random.key(0), x, slots, train=False)
+                       for overrides in ({"branch_width": 3}, {}))
+    branch = narrow["params"]["experts"]["branch"]
+    assert branch["conv1"]["kernel"].shape == (5, 3, 3, 32, 3)  # K stacked 3x3 convs from 32 trunk channels
+    assert branch["ip1"]["kernel"].shape == (5, 4 * 4 * 3, 2)
+    assert default["params"]["experts"]["branch"]["conv1"]["kernel"].shape[-1] == 16
+    assert jax.tree.map(jnp.shape, narrow["params"]["trunk"]) == jax.tree.map(jnp.shape, default["params"]["trunk"])

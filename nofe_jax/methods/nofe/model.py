@@ -17,8 +17,11 @@ def check_num_experts(num_experts: int, num_classes: int) -> None:
 
 
 def _branch_overrides(config: ml_collections.ConfigDict) -> dict:
-    """Expert-branch constructor overrides from ``config.nofe`` (the release's fillers pass none)."""
-    return {} if config.nofe.branch_init == 'release' else {'branch_init': config.nofe.branch_init}
+    """Expert-branch constructor overrides from ``config.nofe`` (the release's fillers and the
+    model's own width pass none)."""
+    nofe = config.nofe
+    return ({} if nofe.branch_init == 'release' else {'branch_init': nofe.branch_init}) | (
+        {'branch_width': nofe.branch_width} if nofe.branch_width else {})
 
 
 def generalist_model(config: ml_collections.ConfigDict):

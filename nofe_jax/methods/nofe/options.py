@@ -40,6 +40,7 @@ def defaults() -> ml_collections.ConfigDict:
                                       # branch: one expert branch, every expert starts from its layers
         branch_init='release',        # AlexNet-C100/Quick experts' fresh conv4: release N(0, 0.01^2) |
                                       # msra (He): keeps the trunk features' scale
+        branch_width=0,               # channels of each expert branch's conv (tiny_cnn); 0: the model's own
     ))
 
 
@@ -98,6 +99,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.range_problem('nofe.elasso_lam', options.elasso_lam, low=0),
         validation.range_problem('nofe.elasso_sweeps', options.elasso_sweeps, low=0, integer=True),
         validation.range_problem('nofe.subset_size', options.subset_size, low=1, integer=True),
+        validation.range_problem('nofe.branch_width', options.branch_width, low=0, integer=True),
         duration_problem('nofe.update_every', options.update_every,
                          zero=never if options.specialties == 'learned' else None),
         duration_problem('nofe.update_warmup', options.update_warmup),
@@ -105,6 +107,9 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if options.branch_init != 'release' and config.model.name not in names.BRANCH_INIT_MODELS:
         problems.append(f'nofe.branch_init={options.branch_init!r} applies to the branches of '
                         f'{", ".join(names.BRANCH_INIT_MODELS)}; {config.model.name!r} keeps its fillers.')
+    if options.branch_width and config.model.name not in names.BRANCH_WIDTH_MODELS:
+        problems.append(f'nofe.branch_width={options.branch_width} applies to the branches of '
+                        f'{", ".join(names.BRANCH_WIDTH_MODELS)}; {config.model.name!r} keeps its own.')
     if options.generalist_head == 'branch' and options.init != 'generalist':
         problems.append("nofe.generalist_head='branch' starts the experts from the generalist's branch, "
                         f"so it needs nofe.init='generalist' (got {options.init!r}).")
@@ -116,7 +121,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='nofe', stage_blocks=('generalist', 'experts'), recipe_module='nofe_jax.methods.nofe.recipe',
     option_block='nofe', defaults=defaults, option_problems=problems,
-    # K and the heads shape the networks; the source, its file, spectral's balance and the shuffle:
-    # the specialty map.
-    fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.specialties',
+    # K, the heads and the branch width shape the networks; the source, its file, spectral's balance
+    # and the shuffle: the specialty map.
+    fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.branch_width', 'nofe.specialties',
                         'nofe.partition_file', 'nofe.spectral_balanced', 'nofe.expert_partition'))
