@@ -19,8 +19,10 @@ the true grouping (the item) by NMI; the oracle arm puts the experts on it:
 
 Arguments: those of fashion_pairs.py, with its learning rates; 2 generalist + 4 expert epochs
 (the flat model 6), and the counts M from a fresh S of 10,000 training images per update,
-rebuilt from M each time (stay_margin 0, the paper's rule), as on the tuples. No paper number;
-docs/results.md has the measured sweep.
+rebuilt from M each time (stay_margin 0, the paper's rule), as on the tuples. No paper number.
+Measured over 3 seeds on 2 CPU cores, 3-6 min a run (docs/results.md): flat 77.41 +- 0.31%, NofE
+learned 76.73 +- 0.13%, shuffled 76.70 +- 0.20%, true grouping 76.93 +- 0.53%; with
+branch_width=2 the true grouping beats the shuffled partition by +0.98 +- 0.30 points (paired).
 """
 from experiments.configs import fashion_pairs
 
