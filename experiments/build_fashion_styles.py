@@ -89,10 +89,15 @@ def build(data_dir: str = '', train_per_class: int = DEFAULT_TRAIN_PER_CLASS, se
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('out', DEFAULT_OUT, 'Where to write the .npz.')
-flags.DEFINE_string('data_dir', '', 'Folder with the Fashion-MNIST IDX files (default: Debian\'s).')
-flags.DEFINE_integer('train_per_class', DEFAULT_TRAIN_PER_CLASS, 'Training images per (item, style) class.')
-flags.DEFINE_integer('seed', 0, 'Seed of the clustering and the draw.')
+
+
+def define_flags() -> None:
+    """Defined only when run as a script: the pairs builder defines flags of the same names, and a
+    process that imports both (the test suite) must not see them twice."""
+    flags.DEFINE_string('out', DEFAULT_OUT, 'Where to write the .npz.')
+    flags.DEFINE_string('data_dir', '', 'Folder with the Fashion-MNIST IDX files (default: Debian\'s).')
+    flags.DEFINE_integer('train_per_class', DEFAULT_TRAIN_PER_CLASS, 'Training images per (item, style) class.')
+    flags.DEFINE_integer('seed', 0, 'Seed of the clustering and the draw.')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -104,4 +109,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

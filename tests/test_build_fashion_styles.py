@@ -4,6 +4,8 @@ from its own images, and the build is deterministic."""
 import numpy as np
 import pytest
 
+# Both builders in one process, as the test suite's workers have them: no flag defined twice.
+from experiments import build_fashion_pairs  # noqa: F401
 from experiments import build_fashion_styles as builder
 from nofe_jax.data import sources
 
