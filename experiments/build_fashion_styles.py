@@ -60,7 +60,7 @@ def build_from(train: sources.InMemorySource, test: sources.InMemorySource,
     """The arrays of the .npz from a training and a test split of the 10 items."""
     rng = np.random.default_rng(seed)
     num_items = len(sources.FASHION_MNIST_CLASSES)
-    chosen, train_labels, test_labels = [], np.empty(0, np.int32), np.empty_like(test.labels, np.int32)
+    chosen, test_labels = [], np.empty_like(test.labels, np.int32)
     for item in range(num_items):
         train_of_item, test_of_item = np.flatnonzero(train.labels == item), np.flatnonzero(test.labels == item)
         styles, test_styles = item_styles(train.images[train_of_item], test.images[test_of_item], rng)
@@ -71,11 +71,10 @@ def build_from(train: sources.InMemorySource, test: sources.InMemorySource,
                 raise ValueError(f'style {style} of item {item} has {members.size} training images; '
                                  f'{train_per_class} per class are asked for (--train_per_class).')
             chosen.append(rng.choice(members, size=train_per_class, replace=False))
-            train_labels = np.append(train_labels, np.full(train_per_class, item * STYLES_PER_ITEM + style,
-                                                           np.int32))
-    chosen = np.concatenate(chosen)
+    chosen = np.concatenate(chosen)  # in class order: item * 10 + style
     order = rng.permutation(chosen.size)
     classes = np.arange(num_items * STYLES_PER_ITEM)
+    train_labels = np.repeat(classes, train_per_class).astype(np.int32)
     return {'x_train': train.images[chosen[order]], 'y_train': train_labels[order],
             'x_test': test.images, 'y_test': test_labels, 'class_names': np.array(class_names()),
             'grouping_item': (classes // STYLES_PER_ITEM).astype(np.int32)}
