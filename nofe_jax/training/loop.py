@@ -496,6 +496,7 @@ class _StageTraining:
     def train(self) -> StageResult:
         """Steps to the stage's end (raising ``TrainingStopped`` on a stop signal), then the result."""
         runner, actions, clock_started = self.runner, self.actions(), False
+        in_flight = None  # the metrics of the step dispatched before the current one
         while self.step < runner.total_steps:
             epoch = self.step // runner.steps_per_epoch
             batches = itertools.islice(runner.train_batches(epoch),
@@ -504,6 +505,10 @@ class _StageTraining:
                 self.state, metrics = runner.train_step(
                     self.state, parallel.to_global(batch, runner.batch_sharding), self.grouping.device)
                 faults.reached('step')
+                # At most one step ahead of the device: a stop signal (a preemption's grace period)
+                # must not wait behind a queue of dispatched steps before its checkpoint is written.
+                jax.block_until_ready(in_flight)
+                in_flight = metrics
                 self.period.append(metrics)
                 self.step += 1
                 if not clock_started:  # the rate starts after the first step's compilation

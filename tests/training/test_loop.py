@@ -1,6 +1,7 @@
 """The loop on real data (sklearn digits, tiny CNN): learning, resume, NaN guard,
 no recompile when the grouping changes, multi-device equivalence."""
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -118,6 +119,36 @@ def test_ctrl_c_saves_the_current_step_and_stops_with_status_130(digits, tmp_pat
     assert e.value.exit_code == 130
     assert checkpoints.StageCheckpoints(str(tmp_path), 'base').latest_step() == 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_the_host_dispatches_at_most_one_step_ahead_of_the_device(digits, tmp_path, monkeypatch):
+    """A stop signal is acted on at the next step; the checkpoint it writes then waits for the
+    steps already dispatched, so the host must not queue a log period's worth of them."""
+    not_ready_at_dispatch = []
+    make_runner = loop._Runner.__init__
+
+    def runner_with_a_slow_step(self, *args, **kwargs):
+        make_runner(self, *args, **kwargs)
+        step, dispatched = self.train_step, []
+        # Far slower than the host's loop, so without the bound the host runs ahead.
+        burn = jax.jit(lambda x: functools.reduce(lambda y, _: jnp.tanh(y @ y), range(20), x))
+
+        def slow_step(state, batch, grouping):
+            not_ready_at_dispatch.append(sum(not m.is_ready() for m in dispatched))
+            state, metrics = step(state, batch, grouping)
+            total, count = metrics['objective']
+            slow = burn(jnp.full((256, 256), 1e-3) + total)
+            metrics = {**metrics, 'objective': (total + 0 * slow[0, 0], count)}
+            dispatched.append(metrics['objective'][0])
+            return state, metrics
+
+        self.train_step = slow_step
+
+    monkeypatch.setattr(loop._Runner, '__init__', runner_with_a_slow_step)
+    config = _config('30 steps')
+    config.train.update(log_every='30 steps')
+    _run(_stage(config), digits, config, tmp_path)
+    assert len(not_ready_at_dispatch) == 30 and max(not_ready_at_dispatch) <= 1
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(digits, tmp_path):
