@@ -287,6 +287,8 @@ def test_cli_refuses_a_bad_flag_before_importing_the_training_machinery(override
 @pytest.mark.parametrize('config, reason', [
     ('experiments/configs/nope.py', "[Errno 2] No such file or directory: 'experiments/configs/nope.py'"),
     ('experiments/configs/quickstart.py:k=abc', "invalid literal for int() with base 10: 'abc'"),
+    ('experiments/configs/fashion_pairs.py:base,k=5',
+     "'base,k=5' sets k, which this variant does not use; drop it."),
 ])
 def test_cli_config_that_does_not_load_is_one_line(config, reason, tmp_path):
     out = subprocess.run([sys.executable, '-m', 'experiments.run', f'--config={config}',
@@ -295,6 +297,31 @@ def test_cli_config_that_does_not_load_is_one_line(config, reason, tmp_path):
     assert out.returncode == 1 and 'Traceback' not in out.stderr
     assert out.stderr.strip().splitlines() == [f'error: --config={config} does not load: {reason}']
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('module, arg, unread', [
+    ('quickstart', 'base,k=3', 'k'),                              # the flat model has no experts
+    ('quickstart', 'dmde,k=3', 'k'),
+    ('fashion_pairs', 'base,branch_width=2,balance=elasso', 'balance, branch_width'),
+    ('fashion_styles', 'base,experts=shuffled', 'experts'),
+    ('fashion_pairs_deepme', 'ablation=flat,groups=5', 'groups'),   # DeepME's, not the flat model's
+    ('fashion_pairs_dmde', 'base,overlap=0.0', 'overlap'),
+])
+def test_a_config_argument_the_variant_never_reads_is_refused(module, arg, unread):
+    get_config = importlib.import_module(f'experiments.configs.{module}').get_config
+    with pytest.raises(ValueError, match=f"^'{arg}' sets {unread}, which this variant does not use"):
+        get_config(arg)
+    selector = arg.split(',')[0]
+    get_config(selector)  # the variant itself loads
+
+
+def test_every_argument_a_config_variant_reads_is_accepted():
+    """The same arguments on the variants that read them load."""
+    importlib.import_module('experiments.configs.quickstart').get_config('k=3')
+    importlib.import_module('experiments.configs.fashion_pairs').get_config('branch_width=2,balance=elasso')
+    importlib.import_module('experiments.configs.fashion_pairs_deepme').get_config('groups=5')
+    importlib.import_module('experiments.configs.fashion_pairs_dmde').get_config('overlap=0.0,base_epochs=2')
+    importlib.import_module('experiments.configs.fashion_pairs_dmde').get_config('base,base_epochs=2')
 
 
 def test_experts_on_a_partition_file_need_the_file(tmp_path):

@@ -18,6 +18,7 @@ modern GPU: minutes (AlexNet/Quick) to a few hours (VGG/ResNet56).
 from experiments.configs import common, release
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'alexnet_c100', 'smoke': False})
     model = args['model']

@@ -24,6 +24,7 @@ run checks the machinery only.
 from experiments.configs import cifar100_base, cifar100_dmde, common, release
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {**common.DEEPME_ARGS, 'model': 'alexnet_c100', 'groups': 10,
                                    'smoke': False})

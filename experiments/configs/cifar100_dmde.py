@@ -30,6 +30,7 @@ obtained on the offline development machines; the smoke run checks the machinery
 from experiments.configs import cifar100_base, common, release
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'alexnet_c100', 'overlap': 0.5, 'group_size': 25,
                                    'ontology': 'semantic', 'fusion': 'eq7', 'multitask': True,

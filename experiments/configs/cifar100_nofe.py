@@ -41,6 +41,7 @@ reproduces the release's NofE totals (docs/results.md, "Model sizes").
 from experiments.configs import cifar100_base, common, release
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'alexnet_c100', 'k': 10, 'balance': 'fully_balanced',
                                    'lam': 1000.0, 'specialties': 'learned', 'init': 'generalist',

@@ -57,6 +57,7 @@ NUM_CLASSES = 100
 NUM_EXPERTS = 10  # the NofE the baselines are matched to
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'model': 'alexnet_c100', 'variant': 'wider', 'smoke': False})
     config = cifar100_base.get_config(f'model={args["model"]}' + (',smoke' if args['smoke'] else ''))

@@ -6,6 +6,11 @@ from another field
 (command-line overrides would leave it stale) — code derives.
 Durations are strings with a unit: '30 epochs', '500 steps', '10000 examples'.
 """
+import collections.abc
+import contextvars
+import functools
+from collections.abc import Callable
+
 import ml_collections
 
 from nofe_jax import methods
@@ -171,14 +176,40 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
-def parse_args(arg: str | None, defaults: dict) -> dict:
-    """``'k=10,model=nin_c100,smoke'`` -> dict; bare words become True; unknown keys fail."""
-    values = dict(defaults)
+class ConfigArgs(collections.abc.Mapping):
+    """A config's parsed arguments that remember which ones the config read."""
+
+    def __init__(self, arg: str | None, values: dict, given: set[str]):
+        self.arg, self._values, self._given, self._read = arg, values, given, set()
+
+    def __getitem__(self, key: str):
+        self._read.add(key)
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def unread(self) -> list[str]:
+        """The arguments the user gave that the config never read."""
+        return sorted(self._given - self._read)
+
+
+# The ConfigArgs parsed inside the running ``rejects_unread_args`` get_config (None outside one).
+_PARSED: contextvars.ContextVar[list[ConfigArgs] | None] = contextvars.ContextVar('parsed', default=None)
+
+
+def parse_args(arg: str | None, defaults: dict) -> ConfigArgs:
+    """``'k=10,model=nin_c100,smoke'`` -> ConfigArgs; bare words become True; unknown keys fail."""
+    values, given = dict(defaults), set()
     for item in filter(None, (arg or '').split(',')):
         key, _, value = item.partition('=')
         if key not in values:
             raise ValueError(f'Unknown config argument {key!r}; known: {", ".join(sorted(values))}.')
         default = values[key]
+        given.add(key)
         if not value:
             values[key] = True
         elif isinstance(default, bool):
@@ -187,7 +218,29 @@ def parse_args(arg: str | None, defaults: dict) -> dict:
             values[key] = type(default)(value)
         else:
             values[key] = value
-    return values
+    args = ConfigArgs(arg, values, given)
+    if (parsed := _PARSED.get()) is not None:
+        parsed.append(args)
+    return args
+
+
+def rejects_unread_args(get_config: Callable) -> Callable:
+    """A config's ``get_config`` that fails on an argument its chosen variant never reads (``base,k=5``:
+    the flat model has no experts), instead of accepting it and ignoring it."""
+    @functools.wraps(get_config)
+    def checked(arg: str | None = None):
+        parsed: list[ConfigArgs] = []
+        token = _PARSED.set(parsed)
+        try:
+            config = get_config(arg)
+        finally:
+            _PARSED.reset(token)
+        for args in parsed:
+            if unread := args.unread():
+                raise ValueError(f'{args.arg!r} sets {", ".join(unread)}, which this variant does not '
+                                 f'use; drop {"it" if len(unread) == 1 else "them"}.')
+        return config
+    return checked
 
 
 _SMOKE_BATCH_SIZE = 32

@@ -43,6 +43,7 @@ def configure_data(config, model: str, pad: int) -> None:
     config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0, flip=True, pad=pad)
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'epochs': 6, 'model': 'tiny_cnn', 'pad': 0, 'smoke': False})
     model = checked_model(args['model'], 'fashion_mnist_base.py')

@@ -26,6 +26,7 @@ from experiments.configs import common, fashion_mnist_base, fashion_mnist_dmde
 GATE_LR = 0.01  # the gate MLP's rate (cosine); on digits 0.01 beat the paper's 0.001 (97.3 vs 96.9%)
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 3, 'model': 'tiny_cnn', 'pad': 0,
                                    'base_epochs': 4, 'gate_epochs': 2, 'smoke': False})

@@ -29,6 +29,7 @@ from experiments.configs import common, fashion_mnist_base
 FUSION_LR_DIVISOR = 10
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'overlap': 0.5, 'group_size': 4, 'categories': 3,
                                    'ontology': 'semantic', 'fusion': 'eq7', 'multitask': True,

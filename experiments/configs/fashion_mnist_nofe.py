@@ -28,6 +28,7 @@ from experiments.configs import common, fashion_mnist_base
 EXPERT_SOLVERS = {'alexnet_c100': {'lr': 0.02, 'warmup': '1 epoch'}}
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'k': 2, 'balance': 'fully_balanced', 'specialties': 'learned',
                                    'init': 'generalist', 'subset': 'train', 'head': 'base',

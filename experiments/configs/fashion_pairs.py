@@ -113,6 +113,7 @@ def configure_data(config, model: str, path: str, pad: int = 0) -> None:
     config.data.preprocess.update(mean='per_channel', std=SOLVERS[model][2], scale=1.0, pad=pad)
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return tuples_config(arg, 2, config_name='fashion_pairs.py')
 

@@ -17,6 +17,7 @@ from experiments.configs.fashion_mnist_base import checked_model
 from experiments.configs.fashion_mnist_deepme import GATE_LR
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return tuples_deepme_config(arg, items=2, config_name='fashion_pairs_deepme.py')
 

@@ -22,6 +22,7 @@ from experiments.configs.fashion_mnist_base import checked_model
 from experiments.configs.fashion_mnist_dmde import FUSION_LR_DIVISOR
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return tuples_dmde_config(arg, items=2, config_name='fashion_pairs_dmde.py')
 

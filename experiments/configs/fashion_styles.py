@@ -24,8 +24,9 @@ Measured over 3 seeds on 2 CPU cores, 3-6 min a run (docs/results.md): flat 77.4
 learned 76.73 +- 0.13%, shuffled 76.70 +- 0.20%, true grouping 76.93 +- 0.53%; with
 branch_width=2 the true grouping beats the shuffled partition by +0.98 +- 0.30 points (paired).
 """
-from experiments.configs import fashion_pairs
+from experiments.configs import common, fashion_pairs
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return fashion_pairs.tuples_config(arg, 'styles', config_name='fashion_styles.py')

@@ -47,8 +47,9 @@ Over 3 seeds at the default 6 epochs (docs/results.md, "Fashion-MNIST tuples"): 
 0.30%, NofE learned 29.46 ± 0.58%, NofE random 28.93 ± 1.01%; paired, learned - flat +2.51 ±
 0.32 points, learned - random +0.54 ± 0.43.
 """
-from experiments.configs import fashion_pairs
+from experiments.configs import common, fashion_pairs
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return fashion_pairs.tuples_config(arg, 3, config_name='fashion_tuples.py')

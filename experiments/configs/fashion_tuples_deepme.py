@@ -12,8 +12,9 @@ classes that share items, and items of one garment family, are close. Each of th
 trains a whole base network over its classes: about T times the flat model's cost per epoch.
 No paper number; not yet measured on this benchmark.
 """
-from experiments.configs import fashion_pairs_deepme
+from experiments.configs import common, fashion_pairs_deepme
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return fashion_pairs_deepme.tuples_deepme_config(arg, items=3, config_name='fashion_tuples_deepme.py')

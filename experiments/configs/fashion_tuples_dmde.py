@@ -22,8 +22,9 @@ hence this equivalent. ``ontology=visual`` (a flat model's class-mean features, 
 WordNet LCH of the three positions' items, semantic.tuple_similarity) also work. Each group trains a whole base network: at the defaults 10x the flat model's cost
 per epoch (about 2.5 h on 2 CPU cores with the tiny CNN, not measured). No paper number.
 """
-from experiments.configs import fashion_pairs_dmde
+from experiments.configs import common, fashion_pairs_dmde
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     return fashion_pairs_dmde.tuples_dmde_config(arg, items=3, config_name='fashion_tuples_dmde.py')

@@ -53,6 +53,7 @@ def _bases_solver(stage, warm_up: bool) -> None:
     stage.optim.last_layer_only = '10 epochs' if warm_up else '0 steps'
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 15, 'init_from': PRETRAINED_VGG16,
                                    'smoke': False})

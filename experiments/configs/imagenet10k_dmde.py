@@ -36,6 +36,7 @@ BASES_SOLVER = ('450000 steps', (0.01, 0.001, 0.0001, 0.00001),
                 ('100000 steps', '200000 steps', '300000 steps'))
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'overlap': 0.5, 'group_size': 1000, 'categories': 64,
                                    'fusion': 'eq7', 'multitask': True, 'freeze': False,

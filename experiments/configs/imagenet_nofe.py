@@ -37,6 +37,7 @@ def bvlc_stage(stage, duration: str, lr_values: tuple, boundaries: tuple) -> Non
                        multipliers=release.MULTIPLIERS['alexnet'])
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'k': 10, 'specialties': 'learned',
                                    'balance': 'fully_balanced', 'smoke': False})

@@ -34,6 +34,7 @@ def _stage(stage, duration: str, lr: float) -> None:
     stage.optim.update(name='sgd', lr=lr, schedule='cosine', weight_decay=1e-4)
 
 
+@common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {'smoke': False, 'base': False, 'dmde': False, 'deepme': False,
                                    'k': 5})
