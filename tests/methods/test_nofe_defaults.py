@@ -37,16 +37,27 @@ def test_default_warmup_is_not_measured_in_images():
 
 
 @pytest.mark.parametrize('module', [fashion_pairs, fashion_tuples, fashion_styles])
+def test_a_held_out_s_leaves_stage_1_most_of_the_training_images(module):
+    """12,000-15,000 training images: 2,000 held out, never the 10,000 a fresh S draws."""
+    assert module.get_config('subset=holdout').nofe.subset_size == 2000
+
+
+@pytest.mark.parametrize('module', [fashion_pairs, fashion_tuples, fashion_styles])
 def test_benchmarks_offer_the_scratch_nofe(module):
     config = module.get_config('init=scratch')
     assert config.nofe.init == 'scratch' and config.nofe.specialties == 'learned'
     assert options.problems(config) == []
 
 
-def test_styles_benchmark_config_reads_its_own_data_with_the_tuples_rule():
+def test_styles_benchmark_config_reads_its_own_data_and_holds_out_its_counts():
     config = fashion_styles.get_config()
     assert config.data.path == '/tmp/fashion_styles.npz' and config.nofe.num_experts == 10
-    assert (config.nofe.subset_source, config.nofe.stay_margin) == ('train', 0.0)
+    nofe = config.nofe
+    assert (nofe.subset_source, nofe.subset_size, nofe.stay_margin) == ('holdout', 2000, 0.0)
+    assert (nofe.update_every, nofe.update_warmup) == ('0.25 epochs', '0.25 epochs')
+    tuples_rule = fashion_styles.get_config('subset=train,update_every=0.5,update_warmup=1').nofe
+    assert (tuples_rule.subset_size, tuples_rule.update_every, tuples_rule.update_warmup) == (
+        10000, '0.5 epochs', '1 epochs')  # a fresh S per update, as on the tuples
     assert config.generalist.train.duration == '2 epochs' and config.experts.train.duration == '4 epochs'
     assert fashion_styles.get_config('base').train.duration == '6 epochs'  # the flat model: same total
     smoke = fashion_styles.get_config('smoke')
