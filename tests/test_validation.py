@@ -315,6 +315,14 @@ def test_a_config_argument_the_variant_never_reads_is_refused(module, arg, unrea
     get_config(selector)  # the variant itself loads
 
 
+def test_every_shipped_config_refuses_arguments_it_does_not_read():
+    for path in sorted(glob.glob(os.path.join(REPO, 'experiments', 'configs', '*.py'))):
+        name = os.path.basename(path)[:-3]
+        module = importlib.import_module(f'experiments.configs.{name}')
+        if hasattr(module, 'get_config') and name != 'common':
+            assert hasattr(module.get_config, '__wrapped__'), name  # common.rejects_unread_args
+
+
 def test_every_argument_a_config_variant_reads_is_accepted():
     """The same arguments on the variants that read them load."""
     importlib.import_module('experiments.configs.quickstart').get_config('k=3')
