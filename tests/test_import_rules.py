@@ -1,6 +1,6 @@
-"""The rooms of the house (docs/development.md, "Where things live") and what each may import, read from the source with ``ast``:
-grouping/ and data/ know nothing of jax; models/ nothing of data or training; training/ no
-method; nothing in nofe_jax/ imports experiments/."""
+"""The rooms of the house (docs/development.md, "Where things live") and what each may import,
+read from the source with ``ast``: grouping/ and data/ know nothing of jax; models/ nothing of
+data or training; training/ no method; nothing in nofe_jax/ imports experiments/."""
 import ast
 import sys
 import pathlib
