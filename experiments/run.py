@@ -29,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (path[:ar
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and plots go.')
 _VERBOSE = flags.DEFINE_bool('verbose', False, 'Show the traceback of user errors too.')
+_CHECK = flags.DEFINE_bool('check', False, 'Check the config and workdir (every problem, one line '
+                           'each), then exit without training.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 OVERRIDE_PREFIX = '--config.'
@@ -122,7 +124,8 @@ def main(argv):
         methods.validate(_CONFIG.value, _WORKDIR.value)
     except validation.ConfigError as e:
         exit_with_message(e)
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if not _CHECK.value:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

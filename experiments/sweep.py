@@ -310,6 +310,24 @@ def child_argv(command: Sequence[str]) -> list[str]:
     return [command[0], '-c', _BOOTSTRAP, str(os.getpid()), *command[3:]]
 
 
+def config_problems(config: str, todo: Sequence[Run], overrides: Sequence[str],
+                    env: dict | None = None) -> list[str]:
+    """One line per variant whose run would stop at its config (``experiments.run --check``):
+    checked before any training, one run per variant (every run if an override holds {seed})."""
+    per_seed = any(SEED_FIELD in o for o in overrides)
+    checked, problems = set(), []
+    for run in todo:
+        if not per_seed and run.variant in checked:
+            continue
+        checked.add(run.variant)
+        out = subprocess.run(child_argv([*run_command(config, run, overrides), '--check']),
+                             capture_output=True, text=True, env=env, cwd=REPO)
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or [f'exit {out.returncode}'])[-1]
+            problems.append(f'{variant_name(run.variant)} seed {run.seed}: {last.removeprefix("error: ")}')
+    return problems
+
+
 class _Forwarder:
     """Passes SIGTERM / SIGINT on to the running child, and remembers that one came."""
 
@@ -324,14 +342,20 @@ class _Forwarder:
             self.child.send_signal(signum)
 
 
+class SweepConfigError(ValueError):
+    """Some variant's config does not load or validate; nothing was trained."""
+
+
 def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
               baselines: Sequence[str] | None = None, overrides: Sequence[str] = (),
               command: str = '', train: bool = True, env: dict | None = None,
               log=print) -> dict:
     """Trains every unfinished (variant, seed) run, one at a time, then writes the report.
 
-    Returns the sweep.json dict. A run that fails is reported and the sweep goes on; a signal
-    (SIGTERM, Ctrl-C) reaches the running run, and the sweep stops after it has checkpointed.
+    Returns the sweep.json dict. Every variant's config is checked first: if one does not load
+    or validate, ``SweepConfigError`` names each such variant and nothing trains. A run that fails
+    later is reported and the sweep goes on; a signal (SIGTERM, Ctrl-C) reaches the running run,
+    and the sweep stops after it has checkpointed.
     """
     baselines = [variants[0]] if baselines is None else list(baselines)
     for baseline in baselines:
@@ -345,6 +369,8 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     for run in runs:
         if run not in todo:
             log(f'[sweep] skip {variant_name(run.variant)} seed {run.seed}: finished ({run.workdir})')
+    if train and (problems := config_problems(config, todo, overrides, env)):
+        raise SweepConfigError('no run started; fix these variants first:\n  ' + '\n  '.join(problems))
     durations: list[float] = []
     done = len(runs) - len(todo)
     forwarder = _Forwarder()
@@ -427,6 +453,8 @@ def main(argv: Sequence[str]) -> None:
         f = flags.FLAGS
         result = run_sweep(f.config, variants, f.seeds, paths.expand(f.workdir), baselines, overrides,
                            command, train=not f.aggregate_only, log=print)
+    except SweepConfigError as e:
+        sys.exit(f'error: {e}')
     except ValueError as e:
         raise app.UsageError(str(e))
     failed = [r for r in result['runs'] if r['status'].startswith('failed')]

@@ -1,5 +1,6 @@
 """experiments.sweep: per-seed values aggregate to the right mean, std and paired differences;
 a sweep of smoke runs skips finished runs and resumes a killed one."""
+import glob
 import json
 import os
 
@@ -112,6 +113,20 @@ def test_read_summary_refuses_an_incomplete_one(tmp_path):
 
 CONFIG = 'experiments/configs/quickstart.py:smoke,base'  # a flat smoke run
 OVERRIDES = ('--config.train.checkpoint_every=10 steps',)
+
+
+def test_a_variant_whose_config_fails_stops_the_sweep_before_any_training(tmp_path):
+    workdir = tmp_path / 'sweep'
+    with pytest.raises(sweep.SweepConfigError) as e:
+        sweep.run_sweep(CONFIG, ['', 'k=3', 'nope=1'], 1, str(workdir), log=lambda *a, **k: None)
+    quickstart = os.path.abspath(CONFIG.split(':')[0])
+    assert str(e.value).splitlines() == [
+        'no run started; fix these variants first:',
+        f"  k=3 seed 0: --config={quickstart}:smoke,base,k=3 does not load: "
+        "'smoke,base,k=3' sets k, which this variant does not use; drop it.",
+        f"  nope=1 seed 0: --config={quickstart}:smoke,base,nope=1 does not load: "
+        "Unknown config argument 'nope'; known: base, deepme, dmde, k, smoke."]
+    assert not glob.glob(str(workdir / '*' / 'seed0' / 'summary.json'))
 
 
 def test_sweep_skips_finished_runs_and_resumes_a_killed_one(tmp_path):
