@@ -25,6 +25,7 @@ CHANGES = [
     ('smoke', 'nofe.num_experts', 4, '5'),
     ('smoke', 'nofe.specialties', 'random', "'learned'"),
     ('smoke', 'nofe.spectral_balanced', True, 'False'),
+    ('smoke', 'nofe.subset_source', 'holdout', "'train'"),
     ('smoke,dmde', 'dmde.group_size', 3, '4'),
     ('smoke,dmde', 'dmde.ontology', 'semantic', "'random'"),
     ('smoke,dmde', 'dmde.overlap', 0.3, '0.5'),

@@ -121,7 +121,9 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='nofe', stage_blocks=('generalist', 'experts'), recipe_module='nofe_jax.methods.nofe.recipe',
     option_block='nofe', defaults=defaults, option_problems=problems,
-    # K, the heads and the branch width shape the networks; the source, its file, spectral's balance
-    # and the shuffle: the specialty map.
+    # K, the heads and the branch width shape the networks; the source, its file, spectral's balance,
+    # the shuffle and where the counts come from (a held-out S also changes what stage 1 trains on):
+    # the specialty map.
     fingerprint_fields=('nofe.num_experts', 'nofe.generalist_head', 'nofe.branch_width', 'nofe.specialties',
-                        'nofe.partition_file', 'nofe.spectral_balanced', 'nofe.expert_partition'))
+                        'nofe.partition_file', 'nofe.spectral_balanced', 'nofe.expert_partition',
+                        'nofe.subset_source', 'nofe.subset_size'))
