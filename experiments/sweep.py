@@ -27,8 +27,9 @@ against its flat model and against its own control; mean ± std of the differenc
 both finished; 'yes' where |mean| > 2 std, the issue's rule for a difference that counts), each run's wall time (the runner's own, summed over
 its restarts: summary.json's total_wall_time_s; process start-up is not in it), the command and
 the machine.
-A progress line follows every finished run, with the overall ETA (remaining runs x the mean
-wall time of the runs finished so far).
+A progress line follows every finished run, with the overall ETA: each remaining run is
+expected to take its variant's mean wall time over the finished runs (earlier sweeps' included),
+or, for a variant with none finished yet, the mean over all finished runs.
 """
 from __future__ import annotations
 
@@ -135,6 +136,18 @@ def run_metrics(summary: dict) -> dict[str, float]:
         metrics[f'nmi_random/{name}'] = float(value)
     metrics['wall_time_min'] = summary.get('total_wall_time_s', summary['wall_time_s']) / 60
     return metrics
+
+
+def eta_seconds(remaining: Sequence[Run], finished_minutes: dict[str, list[float]]) -> float:
+    """Seconds the ``remaining`` runs should take: each its variant's mean of
+    ``finished_minutes`` (variant -> wall minutes of its finished runs), or the mean over every
+    finished run where its variant has none (variants differ: a DeepME run may take 10x a flat one)."""
+    every = [m for minutes in finished_minutes.values() for m in minutes]
+    if not every:
+        return 0.0
+    fallback = float(np.mean(every))
+    return 60.0 * sum(float(np.mean(finished_minutes[r.variant])) if finished_minutes.get(r.variant)
+                      else fallback for r in remaining)
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -366,12 +379,14 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     machine_info = machine()
     statuses: dict[Run, str] = {}
     todo = [r for r in runs if read_summary(r.workdir) is None]
+    finished_minutes: dict[str, list[float]] = {}  # variant -> wall minutes of its finished runs, for the ETA
     for run in runs:
         if run not in todo:
             log(f'[sweep] skip {variant_name(run.variant)} seed {run.seed}: finished ({run.workdir})')
+            finished_minutes.setdefault(run.variant, []).append(
+                run_metrics(read_summary(run.workdir))['wall_time_min'])
     if train and (problems := config_problems(config, todo, overrides, env)):
         raise SweepConfigError('no run started; fix these variants first:\n  ' + '\n  '.join(problems))
-    durations: list[float] = []
     done = len(runs) - len(todo)
     forwarder = _Forwarder()
     previous = {s: signal.signal(s, forwarder) for s in (signal.SIGTERM, signal.SIGINT)} if train else {}
@@ -401,12 +416,13 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
                     f'{os.path.join(run.workdir, "sweep_run.log")}', flush=True)
                 continue
             done += 1
-            durations.append(took)
-            left = len(todo) - index - 1
+            finished_minutes.setdefault(run.variant, []).append(run_metrics(summary)['wall_time_min'])
+            remaining = todo[index + 1:]
             top1 = summary['final']['test/top1']
             log(f'[sweep] {done}/{len(runs)} done: {variant_name(run.variant)} seed {run.seed} '
                 f'test top-1 {100 * top1:.2f}% in {took / 60:.1f} min; '
-                f'ETA {_duration(left * float(np.mean(durations)))} for {left} more run(s)', flush=True)
+                f'ETA {_duration(eta_seconds(remaining, finished_minutes))} for {len(remaining)} more run(s)',
+                flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

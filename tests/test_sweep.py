@@ -101,6 +101,17 @@ def test_seed_in_an_override_becomes_each_runs_seed():
     assert [c[-3] for c in commands] == ['--config.seed=0', '--config.seed=1']
 
 
+def test_eta_takes_each_remaining_runs_variant_mean():
+    """A sweep of flat runs (4 and 6 min) and DeepME runs (50 min): the old ETA, remaining runs x
+    the mean of all finished ones, said 2 x 20 = 40 min for one flat and one DeepME run left."""
+    finished = {'ablation=flat': [4.0, 6.0], '': [50.0]}
+    remaining = [sweep.Run('ablation=flat', 2, 'a'), sweep.Run('', 2, 'b'), sweep.Run('nossc', 2, 'c')]
+    # flat 5 + DeepME 50 + an unseen variant at the mean of every finished run, 60 / 3 = 20
+    assert sweep.eta_seconds(remaining, finished) == pytest.approx(60 * (5 + 50 + 20))
+    assert sweep.eta_seconds(remaining, {}) == 0.0  # nothing finished: no estimate yet
+    assert sweep.eta_seconds([], finished) == 0.0
+
+
 def test_read_summary_refuses_an_incomplete_one(tmp_path):
     assert sweep.read_summary(str(tmp_path)) is None
     (tmp_path / 'summary.json').write_text('{"final": {"test/top1": 0.5}')  # cut short
