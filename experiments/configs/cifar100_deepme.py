@@ -9,7 +9,8 @@ Arguments (key=value, comma-separated):
   groups       T, soft spectral clusters of CIFAR-100's WordNet LCH (default 10)
   threshold    membership threshold delta (default 0.3: with T=10, groups of 3-16 classes)
   finetune     False (bases frozen while the gate trains, the paper) | True (end to end)
-  gate_input   all (every base network's features, the default) | first (network 0's)
+  gate_input   all (every base network's features, the default) | first (network 0's) |
+               shared (init_from's flat model's: set --config.init_from)
   ablation     none | nossc | nogate | flat (cifar100_base.py) | dmde (cifar100_dmde.py)
   smoke        320 training / 100 test synthetic 32x32x3 images of 100 classes, one epoch per
                stage, T=4; the real class table and models

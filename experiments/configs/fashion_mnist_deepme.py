@@ -6,7 +6,7 @@ r"""DeepME on Fashion-MNIST (real data, offline) — DeepME's real-data check.
 
 Arguments: groups (T, 3), threshold (membership threshold delta, 0.3), finetune (False: the bases
 stay frozen while the gate trains, the paper's mode; True: fine-tuned end to end at 0.01 of the
-gate's rate), gate_input=all|first, model=tiny_cnn|alexnet_c100, pad,
+gate's rate), gate_input=all|first|shared, model=tiny_cnn|alexnet_c100, pad,
 base_epochs (4), gate_epochs (2), smoke, and ablation:
   none    DeepME
   nossc   random groups of the sizes SSC found (the paper's DeepME-NoSSC)

@@ -3,7 +3,7 @@ r"""DeepME on the Fashion-MNIST pairs benchmark (100 real classes with known str
   python -m experiments.build_fashion_pairs --out=/tmp/fashion_pairs.npz
   python -m experiments.run --config=experiments/configs/fashion_pairs_deepme.py --workdir=/tmp/pairs_deepme
 
-Arguments: groups (T, 10), threshold (delta, 0.3), finetune (False), gate_input=all|first,
+Arguments: groups (T, 10), threshold (delta, 0.3), finetune (False), gate_input=all|first|shared,
 model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path, smoke, and
 ablation=none|nossc|nogate|flat|dmde (fashion_mnist_deepme.py explains them; flat is
 fashion_pairs.py:base and dmde fashion_pairs_dmde.py over the same 12 epochs). Theta is the mean

@@ -18,7 +18,7 @@ Caffe VGG16 the paper used expects; for torchvision's own VGG16 weights set
 --config.data.preprocess.std=per_channel`.
 
 Arguments: groups (T, 15), threshold (delta, 0.3), finetune (False: bases frozen while the gate
-trains, the paper; True: end to end, its future work), gate_input=all|first,
+trains, the paper; True: end to end, its future work), gate_input=all|first|shared,
 ablation=none|nossc|nogate|flat|scratch (the paper's DeepME-NoSSC and -NoGate; flat:
 VGG16-Ext, one 10,184-way VGG16 from the same pretrained network on the bases' solver; scratch: every network from random weights, without the warm-up), init_from (above),
 smoke (8 synthetic 224x224 images of 10 classes per split, from scratch, Theta from the digits'

@@ -23,7 +23,7 @@ FUSION_INPUTS = ('log', 'raw')
 # DeepME's gate (`deepme.gate`, methods/deepme/model.py: GatedMixture): a learned MLP, or equal weights
 # (the paper's NoGate ablation).
 GATES = ('learned', 'equal')
-# What the learned gate reads (`deepme.gate_input`, methods/deepme/model.py: gate_features): every
-# base network's features, or network 0's. The paper's choice, the network every base starts
-# from (`init_from`), is not offered yet.
-GATE_INPUTS = ('all', 'first')
+# What the learned gate reads (`deepme.gate_input`, methods/deepme/model.py: GatedMixture): every
+# base network's features, network 0's, or those of the trained flat model every base starts
+# from (`init_from`), frozen beside the bases: the paper's "image representation".
+GATE_INPUTS = ('all', 'first', 'shared')

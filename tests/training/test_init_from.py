@@ -197,19 +197,46 @@ def test_a_resumed_run_reads_its_checkpoint_not_the_source_and_ends_as_the_unint
                  kill_soak.outcome(uninterrupted.workdir)['states']['base']['params'])
 
 
-def test_deepme_bases_warm_up_their_classifier_alone_from_the_flat_checkpoint(flat_source, tmp_path):
+def test_deepme_from_the_flat_checkpoint_warms_up_its_bases_and_gates_on_the_frozen_flat_model(
+        flat_source, tmp_path, capsys):
+    """The bases' classifiers warm up alone on the loaded trunks; with gate_input='shared' the gate
+    stage loads the flat model beside them, never updates it, and reads its features."""
     from experiments.benchmarks import kill_soak
     config = _config('smoke,deepme', flat_source)
     config.bases.optim.last_layer_only = '1 epoch'  # the whole smoke stage is phase one
-    config.gate.train.duration = '2 steps'
+    config.deepme.gate_input = 'shared'
+    config.gate.train.duration = '5 steps'
     summary = methods.train_and_evaluate(config, str(tmp_path))
-    bases = kill_soak.outcome(tmp_path)['states']['bases']['params']['base']
-    source = _source_params(flat_source)
+    states, source = kill_soak.outcome(tmp_path)['states'], _source_params(flat_source)
+    bases = states['bases']['params']['base']
     for layer in ('conv1', 'conv2'):
         for g in range(config.deepme.num_groups):
             np.testing.assert_array_equal(bases['trunk'][layer]['kernel'][g], source[f'trunk/{layer}']['kernel'])
     # The classifiers alone learned, on the flat model's features.
     assert summary['stages']['bases']['final']['test/in_group_top1'] > 0.5
+
+    assert f'[gate] init_from {flat_source}: loaded 3 layers (head/ip1, trunk/conv1, trunk/conv2)' \
+        in capsys.readouterr().out
+    shared = states['gate']['params']['shared']
+    for layer, weights in init_from.layers_of({'params': shared})['params'].items():
+        jax.tree.map(np.testing.assert_array_equal, weights, source[layer])  # loaded, then never updated
+    mixture = deepme_model.gated_mixture(config, deepme_model.even_layout(config, 10), 10)
+    images = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    tables = (np.zeros((3, 4), np.int32), np.ones((3, 4), bool))
+    variables = jax.jit(lambda r: mixture.init(r, images, *tables, train=False))(jax.random.key(0))
+    variables['params']['shared'] = shared
+    features = mixture.apply(variables, images, *tables, train=False)[1]['features']
+    flat = registry.build_base('tiny_cnn', 10).apply({'params': shared}, images, train=False)[1]['features']
+    np.testing.assert_allclose(features, np.asarray(flat).reshape(3, -1), rtol=1e-6)
+
+
+def test_a_shared_gate_without_init_from_is_one_line():
+    config = quickstart.get_config('deepme')
+    config.deepme.gate_input = 'shared'
+    (problem,) = methods.config_problems(config, '/tmp/unused')
+    assert problem.startswith("deepme.gate_input='shared' reads the trained flat model of init_from")
+    config.deepme.gate = 'equal'  # NoGate reads nothing
+    assert methods.config_problems(config, '/tmp/unused') == []
 
 
 def test_resuming_with_another_last_layer_warm_up_is_refused_naming_it(flat_source, trained_run, tmp_path):

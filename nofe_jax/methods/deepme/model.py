@@ -33,7 +33,12 @@ def gate_features(base_features: jax.Array, gate_input: str) -> jax.Array:
     into them: all T concatenated ('all') or network 0's ('first', a network trained on one
     group only, which routes worse: docs/methods.md "Gate stage")."""
     chosen = base_features[:, 0] if gate_input == 'first' else base_features
-    return jax.lax.stop_gradient(chosen).reshape(chosen.shape[0], -1).astype(jnp.float32)
+    return frozen_features(chosen)
+
+
+def frozen_features(features: jax.Array) -> jax.Array:
+    """[B, d] float32, flattened, without gradient into the network that made them."""
+    return jax.lax.stop_gradient(features).reshape(features.shape[0], -1).astype(jnp.float32)
 
 
 class GatedMixture(nn.Module):
@@ -42,8 +47,9 @@ class GatedMixture(nn.Module):
     ``gate='equal'`` (the NoGate ablation), 1 / sqrt(T) each.
 
     The gate is an MLP on ``gate_features``: every group network's features concatenated
-    (``gate_input='all'``, the default) or the first one's (``'first'``), layer-normalised,
-    without gradient into the networks. Returns
+    (``gate_input='all'``, the default), the first one's (``'first'``) or, ``'shared'``, those of
+    ``shared``, the trained flat model the bases started from (frozen: eval mode, no gradient;
+    its classifier goes unused); layer-normalised, without gradient into the networks. Returns
     log(F / sum F) as the logits (the mixture's own decision; its cross-entropy is the 'loss'
     metric) and, in the intermediates, what the DeepME loss reads: the group probabilities, phi,
     and the gate's confidences (its softmax over the groups, uniform for 'equal'), which the
@@ -54,8 +60,9 @@ class GatedMixture(nn.Module):
     groups: GroupNetworks
     num_classes: int
     gate: str = 'learned'  # learned | equal
-    gate_input: str = 'all'  # all: every base network's features | first: base network 0's
+    gate_input: str = 'all'  # all: every base network's features | first: base network 0's | shared
     gate_hidden: int = 256
+    shared: nn.Module | None = None  # the flat model the gate reads with gate_input='shared'
     freeze_groups: bool = True
 
     @nn.compact
@@ -65,7 +72,10 @@ class GatedMixture(nn.Module):
         log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
         probs = jnp.exp(log_probs)
         batch, num_groups = probs.shape[:2]
-        features = gate_features(out['features'], self.gate_input)
+        if self.shared is not None:
+            features = frozen_features(self.shared(x, train=False)[1]['features'])
+        else:
+            features = gate_features(out['features'], self.gate_input)
         if self.gate == 'equal':
             confidences = jnp.full((batch, num_groups), 1.0 / num_groups, jnp.float32)
             log_phi = jnp.full((batch, num_groups), -0.5 * jnp.log(num_groups), jnp.float32)
@@ -95,12 +105,20 @@ def group_networks(config: ml_collections.ConfigDict, layout: GroupLayout
     return GroupNetworks(base, layout.num_groups, layout.m_max, split_classifier=False)
 
 
+def reads_shared_network(deepme: ml_collections.ConfigDict) -> bool:
+    """Whether the gate reads a flat network of its own (the NoGate ablation reads nothing)."""
+    return deepme.gate == 'learned' and deepme.gate_input == 'shared'
+
+
 def gated_mixture(config: ml_collections.ConfigDict, layout: GroupLayout,
                   num_classes: int) -> GatedMixture:
     deepme = config.deepme
+    shared = None
+    if reads_shared_network(deepme):  # the flat model init_from holds, over all the classes
+        shared = registry.build_base(config.model.name, num_classes, **run_lib.model_overrides(config))
     return GatedMixture(group_networks(config, layout), num_classes, gate=deepme.gate,
                         gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden,
-                        freeze_groups=deepme.base_lr_mult == 0)
+                        freeze_groups=deepme.base_lr_mult == 0, shared=shared)
 
 
 def even_layout(config: ml_collections.ConfigDict, num_classes: int) -> GroupLayout:

@@ -29,7 +29,8 @@ def defaults() -> ml_collections.ConfigDict:
         gate='learned',               # learned (an MLP) | equal (NoGate: 1 / sqrt(T) each)
         gate_input='all',             # the gate MLP reads every base network's features,
                                       # concatenated | first: base network 0's (trained on one
-                                      # group; routes worse, docs/methods.md "Gate stage")
+                                      # group; routes worse, docs/methods.md "Gate stage") |
+                                      # shared: those of init_from's flat model, kept frozen
         gate_hidden=256,              # the gate MLP's hidden units
         consistency_weight=1.0,       # weight of the consistency term of Eq. 4: the gate's mean
                                       # confidences per class agree between groups sharing it
@@ -51,6 +52,9 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('deepme.groups', options.groups, DEEPME_GROUPINGS),
         validation.choice_problem('deepme.gate', options.gate, names.GATES),
         validation.choice_problem('deepme.gate_input', options.gate_input, names.GATE_INPUTS),
+        ("deepme.gate_input='shared' reads the trained flat model of init_from, which is not set; "
+         "set --config.init_from or choose gate_input='all'."
+         if options.gate == 'learned' and options.gate_input == 'shared' and not config.init_from else None),
         validation.range_problem('deepme.num_groups', options.num_groups, low=2, integer=True),
         validation.range_problem('deepme.membership_threshold', options.membership_threshold, low=0,
                                  high=1, low_open=True),

@@ -29,12 +29,17 @@ from nofe_jax.grouping import clustering, semantic, task_groups
 from nofe_jax.grouping.layout import GroupLayout, group_layout, semantic_laplacians, shared_class_pairs
 from nofe_jax.methods import group_stages
 from nofe_jax.methods.deepme import options
-from nofe_jax.methods.deepme.model import build_models, check_num_groups, gated_mixture, group_networks
+from nofe_jax.methods.deepme.model import (build_models, check_num_groups, gated_mixture, group_networks,
+                                          reads_shared_network)
 from nofe_jax.methods.deepme.task import MixtureTask
 from nofe_jax.training import init_from, loop, tasks
 from nofe_jax.training import run as run_lib
 
 __all__ = ['build_models', 'train_and_evaluate']
+
+# The flat model the gate reads with gate_input='shared', inside the gate stage's variables.
+SHARED_NETWORK = init_from.Fit(mount=('shared',))
+SHARED_PARAMS = r'^shared/'
 
 
 def semantic_similarity(run: run_lib.Run) -> np.ndarray:
@@ -109,6 +114,15 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
     num_classes = run.dataset.num_classes
     optim_config = ml_collections.ConfigDict(config.gate.optim.to_dict())
     optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
+    copy_bases, fingerprint = group_stages.copy_bases(bases.variables), {}
+    init_variables = copy_bases
+    if reads_shared_network(deepme):  # frozen: no update, no weight decay
+        optim_config.multipliers = ((SHARED_PARAMS, 0.0, 0.0), *optim_config.multipliers)
+        load_shared = init_from.loader(config.init_from, config.model.name, SHARED_NETWORK, 'gate')
+
+        def init_variables(fresh: dict) -> dict:
+            return load_shared(copy_bases(fresh))
+        fingerprint = {'init_from': config.init_from}
     pairs, pair_mask = shared_class_pairs(layout, num_classes)
     task = MixtureTask(num_classes, consistency_weight=deepme.consistency_weight, alpha=deepme.alpha,
                        beta=deepme.beta, mixture_ce_weight=deepme.mixture_ce)
@@ -118,7 +132,7 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask,
                   'class_targets': layout.class_targets(num_classes), 'pairs': pairs,
                   'pair_mask': pair_mask},
-        init_variables=group_stages.copy_bases(bases.variables),
+        init_variables=init_variables, fingerprint=fingerprint,
         config_block='gate', meta={'shared_class_pairs': int(pair_mask.sum())})
 
 
