@@ -5,8 +5,11 @@ import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from experiments.benchmarks import kill_soak
 from experiments.configs import quickstart
 from nofe_jax import methods
 from nofe_jax.training import checkpoints
@@ -60,6 +63,21 @@ def test_resuming_after_changing_a_shaping_option_is_refused_naming_it(
     assert '\n' not in message
     assert 'was written by a different config (' in message
     assert f'{field}={before} there, {value!r} now' in message
+
+
+def test_a_new_gate_on_trained_deepme_bases_restores_them_and_trains_only_the_gate(
+        trained_run, tmp_path, capsys):
+    """The gate's options are the gate stage's fingerprint, not the bases': copying a finished
+    run's bases checkpoints into a new workdir reuses them under another gate input."""
+    finished = trained_run(quickstart.get_config('smoke,deepme'))
+    workdir = tmp_path / 'new_gate'
+    shutil.copytree(finished.workdir / 'checkpoints' / 'bases', workdir / 'checkpoints' / 'bases')
+    capsys.readouterr()
+    methods.train_and_evaluate(_changed('smoke,deepme', 'deepme.gate_input', 'first'), str(workdir))
+    assert '[bases] resumed from step' in capsys.readouterr().out
+    bases = kill_soak.outcome(finished.workdir)['states']['bases']['params']
+    gate = kill_soak.outcome(workdir)['states']['gate']['params']
+    jax.tree.map(np.testing.assert_array_equal, bases, gate['groups'])
 
 
 def test_every_method_declares_its_fingerprint_fields():

@@ -77,7 +77,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 METHOD = Method(
     name='deepme', stage_blocks=('bases', 'gate'), recipe_module='nofe_jax.methods.deepme.recipe',
     option_block='deepme', defaults=defaults, option_problems=problems,
-    # The clustering and its inputs shape the groups; the gate options the gate network.
+    # The clustering and its inputs shape the groups (every stage); GATE_FIELDS, the gate network
+    # only (its stage's own fingerprint: trained bases may be reused under another gate).
     fingerprint_fields=('deepme.groups', 'deepme.num_groups', 'deepme.membership_threshold',
-                        'deepme.fuzzifier', 'deepme.class_table', 'deepme.gate',
-                        'deepme.gate_input', 'deepme.gate_hidden'))
+                        'deepme.fuzzifier', 'deepme.class_table'))
+GATE_FIELDS = ('deepme.gate', 'deepme.gate_input', 'deepme.gate_hidden')

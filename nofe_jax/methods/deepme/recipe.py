@@ -114,15 +114,15 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
     num_classes = run.dataset.num_classes
     optim_config = ml_collections.ConfigDict(config.gate.optim.to_dict())
     optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
-    copy_bases, fingerprint = group_stages.copy_bases(bases.variables), {}
-    init_variables = copy_bases
+    copy_bases = init_variables = group_stages.copy_bases(bases.variables)
+    fingerprint = {path: run_lib.config_value(config, path) for path in options.GATE_FIELDS}
     if reads_shared_network(deepme):  # frozen: no update, no weight decay
         optim_config.multipliers = ((SHARED_PARAMS, 0.0, 0.0), *optim_config.multipliers)
         load_shared = init_from.loader(config.init_from, config.model.name, SHARED_NETWORK, 'gate')
 
         def init_variables(fresh: dict) -> dict:
             return load_shared(copy_bases(fresh))
-        fingerprint = {'init_from': config.init_from}
+        fingerprint['init_from'] = config.init_from
     pairs, pair_mask = shared_class_pairs(layout, num_classes)
     task = MixtureTask(num_classes, consistency_weight=deepme.consistency_weight, alpha=deepme.alpha,
                        beta=deepme.beta, mixture_ce_weight=deepme.mixture_ce)
