@@ -18,7 +18,8 @@ Caffe VGG16 the paper used expects; for torchvision's own VGG16 weights set
 --config.data.preprocess.std=per_channel`.
 
 Arguments: groups (T, 15), threshold (delta, 0.3), finetune (False: bases frozen while the gate
-trains, the paper; True: end to end, its future work), gate_input=all|first|shared,
+trains, the paper; True: end to end, its future work), gate_input=all|first|shared (default:
+shared, the pretrained VGG16's features, whenever the networks start from it; all from scratch),
 ablation=none|nossc|nogate|flat|scratch (the paper's DeepME-NoSSC and -NoGate; flat:
 VGG16-Ext, one 10,184-way VGG16 from the same pretrained network on the bases' solver; scratch: every network from random weights, without the warm-up), init_from (above),
 smoke (8 synthetic 224x224 images of 10 classes per split, from scratch, Theta from the digits'
@@ -56,7 +57,7 @@ def _bases_solver(stage, warm_up: bool) -> None:
 @common.rejects_unread_args
 def get_config(arg: str | None = None):
     args = common.parse_args(arg, {**common.DEEPME_ARGS, 'groups': 15, 'init_from': PRETRAINED_VGG16,
-                                   'smoke': False})
+                                   'smoke': False, 'gate_input': ''})
     ablation = args['ablation']
     if ablation == 'dmde':
         raise ValueError('imagenet10k_deepme.py: for the DMDE baseline run imagenet10k_dmde.py '
@@ -83,4 +84,6 @@ def get_config(arg: str | None = None):
                                       stage_names=('bases', 'gate'))
         # Synthetic classes have no WordNet ids: Theta from the shipped table of 10 classes.
         config.deepme.update(class_table='digits', num_groups=3, similarity_subset_size=8)
+    # The paper's gate reads "the image's representation": the network every base starts from.
+    config.deepme.gate_input = args['gate_input'] or ('shared' if config.init_from else 'all')
     return config

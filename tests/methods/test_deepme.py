@@ -325,6 +325,18 @@ def test_ablations_are_config_values():
         fashion_mnist_deepme.get_config('ablation=nothing')
 
 
+def test_the_imagenet10k_gate_reads_the_pretrained_vgg16_whenever_the_bases_start_from_it():
+    from experiments.configs import imagenet10k_deepme
+    assert imagenet10k_deepme.get_config().deepme.gate_input == 'shared'
+    assert imagenet10k_deepme.get_config('ablation=nogate').deepme.gate_input == 'shared'
+    for from_scratch in ('ablation=scratch', 'smoke'):
+        config = imagenet10k_deepme.get_config(from_scratch)
+        assert (config.init_from, config.deepme.gate_input) == ('', 'all')
+    config = imagenet10k_deepme.get_config('ablation=scratch,gate_input=shared')  # asked for: refused
+    assert any(p.startswith("deepme.gate_input='shared' reads the trained flat model of init_from")
+               for p in methods.config_problems(config, '/tmp/unused'))
+
+
 def test_bad_deepme_settings_get_one_line_each():
     config = quickstart.get_config('deepme')
     config.deepme.update(gate='softmax', groups='kmeans', membership_threshold=0.0, fuzzifier=1.0,
