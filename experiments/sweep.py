@@ -378,13 +378,13 @@ def run_sweep(config: str, variants: Sequence[str], seeds: int, workdir: str,
     runs = plan(workdir, variants, seeds)
     machine_info = machine()
     statuses: dict[Run, str] = {}
-    todo = [r for r in runs if read_summary(r.workdir) is None]
+    summaries = {run: read_summary(run.workdir) for run in runs}
+    todo = [r for r in runs if summaries[r] is None]
     finished_minutes: dict[str, list[float]] = {}  # variant -> wall minutes of its finished runs, for the ETA
-    for run in runs:
-        if run not in todo:
+    for run, summary in summaries.items():
+        if summary is not None:
             log(f'[sweep] skip {variant_name(run.variant)} seed {run.seed}: finished ({run.workdir})')
-            finished_minutes.setdefault(run.variant, []).append(
-                run_metrics(read_summary(run.workdir))['wall_time_min'])
+            finished_minutes.setdefault(run.variant, []).append(run_metrics(summary)['wall_time_min'])
     if train and (problems := config_problems(config, todo, overrides, env)):
         raise SweepConfigError('no run started; fix these variants first:\n  ' + '\n  '.join(problems))
     done = len(runs) - len(todo)

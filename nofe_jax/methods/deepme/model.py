@@ -8,6 +8,7 @@ import numpy as np
 
 from nofe_jax import validation
 from nofe_jax.grouping.layout import GroupLayout, group_layout
+from nofe_jax.methods.deepme import options
 from nofe_jax.models import layers, registry
 from nofe_jax.models.group_networks import (GroupNetworks, layout_table_shapes, log_scatter_to_classes,
                                            mask_padded_slots, run_groups, scatter_to_classes)
@@ -105,16 +106,11 @@ def group_networks(config: ml_collections.ConfigDict, layout: GroupLayout
     return GroupNetworks(base, layout.num_groups, layout.m_max, split_classifier=False)
 
 
-def reads_shared_network(deepme: ml_collections.ConfigDict) -> bool:
-    """Whether the gate reads a flat network of its own (the NoGate ablation reads nothing)."""
-    return deepme.gate == 'learned' and deepme.gate_input == 'shared'
-
-
 def gated_mixture(config: ml_collections.ConfigDict, layout: GroupLayout,
                   num_classes: int) -> GatedMixture:
     deepme = config.deepme
     shared = None
-    if reads_shared_network(deepme):  # the flat model init_from holds, over all the classes
+    if options.reads_shared_network(deepme):  # the flat model init_from holds, over all the classes
         shared = registry.build_base(config.model.name, num_classes, **run_lib.model_overrides(config))
     return GatedMixture(group_networks(config, layout), num_classes, gate=deepme.gate,
                         gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden,

@@ -45,6 +45,11 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 
+def reads_shared_network(deepme: ml_collections.ConfigDict) -> bool:
+    """Whether the gate reads a flat network of its own (the NoGate ablation reads nothing)."""
+    return deepme.gate == 'learned' and deepme.gate_input == 'shared'
+
+
 def problems(config: ml_collections.ConfigDict) -> list[str]:
     """Problems of ``config.deepme`` found before any data is read (T <= C is checked once it is)."""
     options = config.deepme
@@ -54,7 +59,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.choice_problem('deepme.gate_input', options.gate_input, names.GATE_INPUTS),
         ("deepme.gate_input='shared' reads the trained flat model of init_from, which is not set; "
          "set --config.init_from or choose gate_input='all'."
-         if options.gate == 'learned' and options.gate_input == 'shared' and not config.init_from else None),
+         if reads_shared_network(options) and not config.init_from else None),
         validation.range_problem('deepme.num_groups', options.num_groups, low=2, integer=True),
         validation.range_problem('deepme.membership_threshold', options.membership_threshold, low=0,
                                  high=1, low_open=True),

@@ -29,8 +29,7 @@ from nofe_jax.grouping import clustering, semantic, task_groups
 from nofe_jax.grouping.layout import GroupLayout, group_layout, semantic_laplacians, shared_class_pairs
 from nofe_jax.methods import group_stages
 from nofe_jax.methods.deepme import options
-from nofe_jax.methods.deepme.model import (build_models, check_num_groups, gated_mixture, group_networks,
-                                          reads_shared_network)
+from nofe_jax.methods.deepme.model import build_models, check_num_groups, gated_mixture, group_networks
 from nofe_jax.methods.deepme.task import MixtureTask
 from nofe_jax.training import init_from, loop, tasks
 from nofe_jax.training import run as run_lib
@@ -116,7 +115,7 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
     optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
     copy_bases = init_variables = group_stages.copy_bases(bases.variables)
     fingerprint = {path: run_lib.config_value(config, path) for path in options.GATE_FIELDS}
-    if reads_shared_network(deepme):  # frozen: no update, no weight decay
+    if options.reads_shared_network(deepme):  # frozen: no update, no weight decay
         optim_config.multipliers = ((SHARED_PARAMS, 0.0, 0.0), *optim_config.multipliers)
         load_shared = init_from.loader(config.init_from, config.model.name, SHARED_NETWORK, 'gate')
 
