@@ -10,8 +10,8 @@ import pytest
 
 from PIL import Image
 
-from experiments.benchmarks import (expert_branches, group_networks, grouping, inference, input_pipeline,
-                                    train_speed, update_share)
+from experiments.benchmarks import (conv_lowering, expert_branches, group_networks, grouping, inference,
+                                    input_pipeline, train_speed, update_share)
 from nofe_jax.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +34,31 @@ def test_expert_branches_benchmark_tiny(tmp_path, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     assert json.loads(printed[-1]) == result  # the last line is the JSON record
     assert sum(line.startswith('| ') and line.endswith('| PASS |') for line in printed) == 2
+
+
+def test_conv_lowering_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'conv.json'
+    result = conv_lowering.main(['--models=tiny_cnn:6x10x2', '--batch_size=2', '--iterations=1', '--rounds=1',
+                                 f'--json_out={out}'])
+    # The tiny CNN's two 3x3 convolutions, at the asked input shape.
+    assert [(row['input'], row['kernel']) for row in result['rows']] == [
+        ([2, 6, 10, 2], [3, 3, 2, 16]), ([2, 6, 10, 16], [3, 3, 16, 32])]
+    for row in result['rows']:
+        assert row['model'] == 'tiny_cnn:6x10x2' and row['same_grad'] and row['output_pixels'] == 120
+        assert row['picked'] == ('xla' if row['output_pixels'] < 32768 else 'tap_grad')
+        assert np.isclose(row['xla_over_tap_grad'], row['xla_ms'] / row['tap_grad_ms'])
+    assert json.loads(out.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_conv_lowering_benchmark_names_an_unknown_model_or_shape_in_one_line(capsys):
+    for value, message in (('resnet9', "unknown model 'resnet9'; choose from alexnet, "),
+                           ('tiny_cnn:28x28', "input shape '28x28' of tiny_cnn is not HxWxC"),
+                           ('tiny_cnn:axbxc', "input shape 'axbxc' of tiny_cnn is not HxWxC")):
+        with pytest.raises(SystemExit):
+            conv_lowering.main([f'--models={value}'])
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f': error: argument --models: {message}' in error  # argparse's one line, the program named as run
 
 
 def test_train_speed_benchmark_tiny(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 import contextlib
 import contextvars
+import functools
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
@@ -154,9 +156,17 @@ def lrn_across_channels(
 
 # --- convolution lowering --------------------------------------------------------------------
 
-CONV_LOWERINGS = ("xla", "im2col")
+CONV_LOWERINGS = ("xla", "im2col", "tap_grad")
 _STACKED_KERNELS = contextvars.ContextVar("stacked_kernels", default=False)
 _XLA_ONLY = contextvars.ContextVar("xla_convolutions", default=False)
+_NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+# Where XLA:CPU's kernel gradient is slow (`python -m experiments.benchmarks.conv_lowering`): it
+# runs as a convolution whose window is the whole output map, 1.9-26x slower than one matmul per
+# tap for every 1x1 kernel and for 3x3 and 5x5 kernels on at least this many output pixels
+# (batch x out_h x out_w: 26x26 to 32x32 maps at batch 100), except 3x3 image layers on 3
+# channels (the same time both ways). On smaller maps it took 0.5-1.4x the tap matmuls' time,
+# so XLA's stays there.
+TAP_GRAD_MIN_OUTPUT_PIXELS = 32768
 
 
 @contextlib.contextmanager
@@ -183,50 +193,95 @@ def xla_convolutions() -> contextlib.AbstractContextManager[None]:
     return _set_within(_XLA_ONLY)
 
 
-def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool) -> str:
-    """'im2col' where it is measured faster than XLA's convolution, else 'xla'.
+def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool,
+                  kernel_shape: Sequence[int], output_pixels: int) -> str:
+    """The lowering measured fastest for this convolution: 'im2col', 'tap_grad' or 'xla'.
 
-    XLA:CPU turns a convolution whose kernel is vmapped over K experts into one convolution
+    On CPU, XLA turns a convolution whose kernel is vmapped over K experts into one convolution
     with K times the output channels, which it runs slowly at the small spatial sizes of expert
-    branches; patches + one batched matmul was faster for every stacked branch shape of the
-    CIFAR models (`python -m experiments.benchmarks.expert_branches`), while for unstacked
-    trunk shapes XLA was mostly as fast or faster in a probe. GPUs and TPUs keep XLA's
-    convolution.
+    branches, so stacked kernels go through patches + one batched matmul ('im2col',
+    `python -m experiments.benchmarks.expert_branches`). An unstacked convolution (HWIO
+    `kernel_shape`, `output_pixels` = batch x out_h x out_w) keeps XLA's forward pass and input
+    gradient; its kernel gradient becomes one matmul per tap ('tap_grad') where XLA's is slow
+    (`TAP_GRAD_MIN_OUTPUT_PIXELS`). GPUs and TPUs keep XLA's convolution.
     """
-    if backend == "cpu" and stacked and feature_group_count == 1 and not dilated:
+    if backend != "cpu" or feature_group_count != 1 or dilated:
+        return "xla"
+    if stacked:
         return "im2col"
+    if tuple(kernel_shape[:2]) == (1, 1) or output_pixels >= TAP_GRAD_MIN_OUTPUT_PIXELS:
+        return "tap_grad"
     return "xla"
 
 
 def _explicit_padding(padding: str | Sequence[tuple[int, int]], in_spatial: Sequence[int],
-                      window: Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
+                      window: Sequence[int], strides: Sequence[int]) -> tuple[tuple[int, int], ...]:
     if isinstance(padding, str):
-        return lax.padtype_to_pads(in_spatial, window, strides, padding)
-    return [tuple(p) for p in padding]
+        return tuple(lax.padtype_to_pads(in_spatial, window, strides, padding))
+    return tuple(tuple(p) for p in padding)
+
+
+def _kernel_taps(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int],
+                 padding: str | Sequence[tuple[int, int]]) -> list[jax.Array]:
+    """Per kernel tap (row-major over kh x kw), the input pixels it multiplies: [B, out_h, out_w, C] each."""
+    (kh, kw), (sh, sw) = kernel_hw, strides
+    pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    batch, height, width, channels = x.shape
+    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    return [lax.slice(x, (0, i, j, 0), (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, channels),
+                      (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
 
 
 def im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                 padding: str | Sequence[tuple[int, int]], precision: Any = None) -> jax.Array:
     """NHWC x HWIO convolution as patches (strided slices, cheap to differentiate) + one matmul."""
     kh, kw, in_ch, out_ch = kernel.shape
-    sh, sw = strides
-    pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    batch, height, width, _ = x.shape
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
     # Patch channels ordered (row, column, input channel), as an HWIO kernel flattens.
-    cols = [
-        lax.slice(x, (0, i, j, 0), (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, in_ch),
-                  (1, sh, sw, 1))
-        for i in range(kh) for j in range(kw)
-    ]
-    patches = jnp.concatenate(cols, axis=-1)
+    patches = jnp.concatenate(_kernel_taps(x, (kh, kw), strides, padding), axis=-1)
     return jnp.dot(patches, kernel.reshape(kh * kw * in_ch, out_ch), precision=precision)
 
 
+def xla_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Any, precision: Any = None) -> jax.Array:
+    """XLA's NHWC x HWIO convolution."""
+    return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC_HWIO, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def tap_grad_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, ...],
+                  padding: tuple[tuple[int, int], ...], precision: Any = None) -> jax.Array:
+    """XLA's NHWC x HWIO convolution and input gradient; the kernel gradient as one matmul per tap.
+
+    Tap (i, j) of the kernel gradient is the input pixels that tap multiplied, channel-major
+    [in_ch, B*out_h*out_w], times dy [B*out_h*out_w, out_ch]. `padding` is explicit ((lo, hi)
+    per spatial dim).
+    """
+    return xla_conv(x, kernel, strides, padding, precision)
+
+
+def _tap_grad_conv_fwd(x, kernel, strides, padding, precision):
+    return xla_conv(x, kernel, strides, padding, precision), (x, kernel)
+
+
+def _tap_grad_conv_bwd(strides, padding, precision, residuals, dy):
+    x, kernel = residuals
+    kh, kw, in_ch, out_ch = kernel.shape
+    input_grad = jax.linear_transpose(lambda x: xla_conv(x, kernel, strides, padding, precision), x)
+    dy_rows = dy.reshape(-1, out_ch)
+    # Each tap's pixels channel-major [in_ch, B*out_h*out_w]: one well-shaped matmul per tap.
+    taps = [jnp.dot(jnp.transpose(tap, (3, 0, 1, 2)).reshape(in_ch, -1), dy_rows, precision=precision)
+            for tap in _kernel_taps(x, (kh, kw), strides, padding)]
+    kernel_grad = jnp.stack(taps).reshape(kh, kw, in_ch, out_ch)
+    return input_grad(dy)[0], kernel_grad.astype(kernel.dtype)
+
+
+tap_grad_conv.defvjp(_tap_grad_conv_fwd, _tap_grad_conv_bwd)
+
+
 def _is_nhwc_hwio(dimension_numbers: Any) -> bool:
-    expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
-    return dimension_numbers in (None, expected, ("NHWC", "HWIO", "NHWC"))
+    expected = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC_HWIO)
+    return dimension_numbers in (None, expected, _NHWC_HWIO)
 
 
 def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any, *,
@@ -236,10 +291,17 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
     """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call
     (XLA's inside `xla_convolutions`)."""
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-    lowering = "xla" if _XLA_ONLY.get() else conv_lowering(
-        jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated)
-    if lowering == "im2col" and _is_nhwc_hwio(dimension_numbers):
-        return im2col_conv(lhs, rhs, window_strides, padding, precision)
+    if not _XLA_ONLY.get() and _is_nhwc_hwio(dimension_numbers):
+        pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
+        output_pixels = lhs.shape[0] * math.prod(
+            (size + lo + hi - window) // stride + 1
+            for size, (lo, hi), window, stride in zip(lhs.shape[1:3], pads, rhs.shape[:2], window_strides))
+        lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated,
+                                 rhs.shape, output_pixels)
+        if lowering == "im2col":
+            return im2col_conv(lhs, rhs, window_strides, pads, precision)
+        if lowering == "tap_grad":
+            return tap_grad_conv(lhs, rhs, tuple(window_strides), pads, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count, precision=precision)

@@ -128,7 +128,8 @@ def _xla_conv(x, kernel, strides, padding):
         (7, 2, 3, 1, 2, "VALID"),  # 1x1 strided projection
     ],
 )
-def test_im2col_conv_equals_xla_outputs_and_grads(size, in_ch, out_ch, kernel, stride, padding):
+@pytest.mark.parametrize("lowering", ["im2col", "tap_grad"])
+def test_lowered_conv_equals_xla_outputs_and_grads(lowering, size, in_ch, out_ch, kernel, stride, padding):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, size, size, in_ch)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(kernel, kernel, in_ch, out_ch)), jnp.float32)
@@ -138,7 +139,10 @@ def test_im2col_conv_equals_xla_outputs_and_grads(size, in_ch, out_ch, kernel, s
         return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(conv(x, w, (stride, stride), padding) * probe),
                                           argnums=(0, 1)))
 
-    (value, grads), (ref_value, ref_grads) = loss(layers.im2col_conv)(x, w), loss(_xla_conv)(x, w)
+    pads = layers._explicit_padding(padding, x.shape[1:3], (kernel, kernel), (stride, stride))
+    lowered = {"im2col": layers.im2col_conv,
+               "tap_grad": lambda x, w, strides, padding: layers.tap_grad_conv(x, w, strides, pads)}[lowering]
+    (value, grads), (ref_value, ref_grads) = loss(lowered)(x, w), loss(_xla_conv)(x, w)
     np.testing.assert_allclose(value, ref_value, rtol=1e-5)
     for got, want in zip(grads, ref_grads):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -159,13 +163,42 @@ def test_stacked_kernels_under_vmap_equal_xla_per_expert():
         np.testing.assert_allclose(out[k], _xla_conv(x, kernels[k], (1, 1), ((2, 2), (2, 2))), rtol=1e-5, atol=1e-5)
 
 
-def test_conv_lowering_uses_im2col_only_for_stacked_plain_convs_on_cpu():
-    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=False) == "im2col"
-    assert layers.conv_lowering("cpu", stacked=False, feature_group_count=1, dilated=False) == "xla"
-    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=2, dilated=False) == "xla"
-    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=True) == "xla"
-    for accelerator in ("gpu", "tpu"):
-        assert layers.conv_lowering(accelerator, stacked=True, feature_group_count=1, dilated=False) == "xla"
+def test_conv_lowering_picks_im2col_for_stacked_and_tap_grad_for_large_or_1x1_plain_convs_on_cpu():
+    big = layers.TAP_GRAD_MIN_OUTPUT_PIXELS
+    plain = dict(stacked=False, feature_group_count=1, dilated=False)
+    assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=False,
+                                kernel_shape=(3, 3, 8, 8), output_pixels=big) == "im2col"
+    assert layers.conv_lowering("cpu", **plain, kernel_shape=(3, 3, 8, 8), output_pixels=big) == "tap_grad"
+    assert layers.conv_lowering("cpu", **plain, kernel_shape=(3, 3, 8, 8), output_pixels=big - 1) == "xla"
+    assert layers.conv_lowering("cpu", **plain, kernel_shape=(1, 1, 8, 8), output_pixels=1) == "tap_grad"
+    for stacked in (True, False):
+        assert layers.conv_lowering("cpu", stacked, feature_group_count=2, dilated=False,
+                                    kernel_shape=(3, 3, 8, 8), output_pixels=big) == "xla"
+        assert layers.conv_lowering("cpu", stacked, feature_group_count=1, dilated=True,
+                                    kernel_shape=(3, 3, 8, 8), output_pixels=big) == "xla"
+        for accelerator in ("gpu", "tpu"):
+            assert layers.conv_lowering(accelerator, stacked, feature_group_count=1, dilated=False,
+                                        kernel_shape=(1, 1, 8, 8), output_pixels=big) == "xla"
+
+
+def test_a_large_plain_conv_takes_its_kernel_gradient_from_tap_matmuls_and_matches_xla():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(8, 64, 64, 2)), jnp.float32)  # 32,768 output pixels at stride 1
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
+    probe = jnp.asarray(rng.normal(size=(8, 64, 64, 3)), jnp.float32)
+
+    def kernel_grad(x, w):
+        return jax.grad(lambda w: jnp.sum(layers.auto_conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) * probe))(w)
+
+    jaxpr = jax.make_jaxpr(kernel_grad)(x, w)
+    conv_shapes = [e.outvars[0].aval.shape for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    if jax.default_backend() == "cpu":  # XLA's forward and input gradient, the kernel's from one matmul per tap
+        assert conv_shapes == [(8, 64, 64, 3), (8, 64, 64, 2)] and len(dots) == 9
+    with layers.xla_convolutions():
+        want = jax.jit(kernel_grad)(x, w)
+    np.testing.assert_allclose(jax.jit(kernel_grad)(x, w), want, rtol=1e-4, atol=1e-3)
 
 
 def test_stacked_kernels_flag_is_scoped():
