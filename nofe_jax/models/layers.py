@@ -221,14 +221,21 @@ def _explicit_padding(padding: str | Sequence[tuple[int, int]], in_spatial: Sequ
     return tuple(tuple(p) for p in padding)
 
 
+def _conv_output_hw(in_hw: Sequence[int], pads: Sequence[tuple[int, int]], window: Sequence[int],
+                    strides: Sequence[int]) -> tuple[int, ...]:
+    """Output height and width of an undilated convolution with explicit padding."""
+    return tuple((size + lo + hi - w) // stride + 1
+                 for size, (lo, hi), w, stride in zip(in_hw, pads, window, strides))
+
+
 def _kernel_taps(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int],
                  padding: str | Sequence[tuple[int, int]]) -> list[jax.Array]:
     """Per kernel tap (row-major over kh x kw), the input pixels it multiplies: [B, out_h, out_w, C] each."""
     (kh, kw), (sh, sw) = kernel_hw, strides
     pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
+    out_h, out_w = _conv_output_hw(x.shape[1:3], pads, kernel_hw, strides)
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    batch, height, width, channels = x.shape
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+    batch, _, _, channels = x.shape
     return [lax.slice(x, (0, i, j, 0), (batch, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, channels),
                       (1, sh, sw, 1))
             for i in range(kh) for j in range(kw)]
@@ -293,9 +300,7 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
     if not _XLA_ONLY.get() and _is_nhwc_hwio(dimension_numbers):
         pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
-        output_pixels = lhs.shape[0] * math.prod(
-            (size + lo + hi - window) // stride + 1
-            for size, (lo, hi), window, stride in zip(lhs.shape[1:3], pads, rhs.shape[:2], window_strides))
+        output_pixels = lhs.shape[0] * math.prod(_conv_output_hw(lhs.shape[1:3], pads, rhs.shape[:2], window_strides))
         lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated,
                                  rhs.shape, output_pixels)
         if lowering == "im2col":

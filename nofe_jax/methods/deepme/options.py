@@ -44,7 +44,6 @@ def defaults() -> ml_collections.ConfigDict:
     ))
 
 
-
 def reads_shared_network(deepme: ml_collections.ConfigDict) -> bool:
     """Whether the gate reads a flat network of its own (the NoGate ablation reads nothing)."""
     return deepme.gate == 'learned' and deepme.gate_input == 'shared'
