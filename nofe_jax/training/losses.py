@@ -32,15 +32,15 @@ def per_class_sums(correct: jax.Array, labels: jax.Array, mask: jax.Array,
 
 
 def trace_penalty(weights: jax.Array) -> jax.Array:
-    """tr(W W^T) of stacked class-weight matrices [G, d, M] (columns w_k), averaged over G."""
-    return jnp.mean(jnp.sum(weights.astype(jnp.float32) ** 2, axis=(1, 2)))
+    """[G]: tr(W W^T) of each of the stacked class-weight matrices [G, d, M] (columns w_k)."""
+    return jnp.sum(weights.astype(jnp.float32) ** 2, axis=(1, 2))
 
 
 def laplacian_penalty(weights: jax.Array, laplacians: jax.Array) -> jax.Array:
     """tr(W L W^T) = 1/2 sum_ab S_ab ||w_a - w_b||^2 of [G, d, M] weights and [G, M, M]
-    Laplacians L = diag(S 1) - S, averaged over G: small when similar classes' weights agree."""
+    Laplacians L = diag(S 1) - S, [G], one per matrix: small when similar classes' weights agree."""
     weights = weights.astype(jnp.float32)
-    return jnp.mean(jnp.einsum('gda,gab,gdb->g', weights, laplacians, weights))
+    return jnp.einsum('gda,gab,gdb->g', weights, laplacians, weights)
 
 
 def true_class_probability(group_probs: jax.Array, slots: jax.Array) -> jax.Array:

@@ -146,12 +146,15 @@ class GroupTask:
     give an image of class c: its slot, else the not-in-group output m_max, or -1 where the
     network has none: such images do not train it), ``slot_mask`` [G, m_max], ``laplacian``
     [G, m_max, m_max] (L = diag(S 1) - S of each group's visual similarity; recomputed between
-    epochs, zero until then) and, with ``delta3``, ``semantic_laplacian`` (fixed). Loss
-    (DMDE Eq. 2-6, DeepME Eq. 1; docs/methods.md):
-      mu * mean over groups of the weighted cross-entropy (not-in-group examples carry
-      ``not_in_group_weight`` of a group's data term, its class examples the rest)
+    epochs, zero until then) and, with ``delta3``, ``semantic_laplacian`` (fixed). Each group's
+    network has its own loss (DMDE Eq. 2-6, DeepME Eq. 1; docs/methods.md):
+      mu * the weighted cross-entropy (not-in-group examples carry ``not_in_group_weight`` of
+      the group's data term, its class examples the rest)
       + delta1 * tr(W W^T) + delta2 / 2 * tr(W L W^T) + delta3 / 2 * tr(W L_semantic W^T),
-    the traces summed over a group's class weight vectors w_k and averaged over the groups.
+    and the stacked networks minimise the sum of these G losses, so each network's gradient is
+    the one it would get trained alone (a mean over groups would train each at 1/G of the
+    stage's rate, against the optimiser's full weight decay). The reported ``loss`` metric is
+    the data term's mean over groups, comparable with ln(outputs) whatever G.
     """
     num_groups: int
     num_class_slots: int  # m_max
@@ -191,25 +194,29 @@ class GroupTask:
         """[B, G], at slot 0 where the image has no target in a group (weighted 0 there)."""
         return losses.cross_entropy(self._masked(logits, grouping), jnp.maximum(targets, 0))
 
-    def _data_term(self, logits, targets, grouping, mask) -> jax.Array:
-        """Mean over groups of the not-in-group-weighted mean cross-entropy, a scalar."""
+    def _group_data_terms(self, logits, targets, grouping, mask) -> jax.Array:
+        """[G]: each group's not-in-group-weighted mean cross-entropy."""
         ce = self._cross_entropy(logits, targets, grouping)
         inside, outside = self._inside_outside(targets, mask)
-        per_group = ((1.0 - self.not_in_group_weight) * jnp.sum(ce * inside, 0)
-                     / jnp.maximum(jnp.sum(inside, 0), 1.0)
-                     + self.not_in_group_weight * jnp.sum(ce * outside, 0)
-                     / jnp.maximum(jnp.sum(outside, 0), 1.0))
-        return jnp.mean(per_group)
+        return ((1.0 - self.not_in_group_weight) * jnp.sum(ce * inside, 0)
+                / jnp.maximum(jnp.sum(inside, 0), 1.0)
+                + self.not_in_group_weight * jnp.sum(ce * outside, 0)
+                / jnp.maximum(jnp.sum(outside, 0), 1.0))
+
+    def _data_term(self, logits, targets, grouping, mask) -> jax.Array:
+        """The groups' data terms averaged, a scalar (the reported loss)."""
+        return jnp.mean(self._group_data_terms(logits, targets, grouping, mask))
 
     def loss(self, logits, out, targets, params, grouping) -> jax.Array:
+        """The sum over groups of each network's own loss."""
         del out
-        data = self._data_term(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
+        data = self._group_data_terms(logits, targets, grouping, jnp.ones(targets.shape[:1], jnp.float32))
         weights = group_networks.class_weights(params, grouping['slot_mask'])  # [G, d, m_max]
-        total = (self.mu * data + self.delta1 * losses.trace_penalty(weights)
-                 + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
+        per_group = (self.mu * data + self.delta1 * losses.trace_penalty(weights)
+                     + 0.5 * self.delta2 * losses.laplacian_penalty(weights, grouping['laplacian']))
         if self.delta3:
-            total += 0.5 * self.delta3 * losses.laplacian_penalty(weights, grouping['semantic_laplacian'])
-        return total
+            per_group += 0.5 * self.delta3 * losses.laplacian_penalty(weights, grouping['semantic_laplacian'])
+        return jnp.sum(per_group)
 
     def metrics(self, logits, out, targets, labels, grouping, mask) -> Metrics:
         """loss: the data term; top1 over all (image, group) pairs with a target; in_group_top1:

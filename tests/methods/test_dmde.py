@@ -69,7 +69,7 @@ def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_toget
     smooth = loss(task, weights)
     # tr(W L W^T) = 1/2 sum_ab S_ab ||w_a - w_b||^2 = ||w_0 - w_1||^2 here; the loss takes half of it.
     traces = [np.sum((effective[g, :, 0] - effective[g, :, 1]) ** 2) for g in range(2)]
-    np.testing.assert_allclose(smooth, 0.5 * np.mean(traces), rtol=1e-5)
+    np.testing.assert_allclose(smooth, 0.5 * np.sum(traces), rtol=1e-5)
     grad = np.asarray(jax.jit(jax.grad(loss, argnums=1), static_argnums=0)(task, weights))
     stepped = weights - 0.1 * grad
     gap = lambda w: np.linalg.norm(w[:, :, 0] - w[:, :, 1], axis=1)
@@ -77,7 +77,37 @@ def test_group_loss_terms_and_the_laplacian_gradient_pulls_similar_classes_toget
     np.testing.assert_array_equal(grad[:, :, 2:], 0.0)  # dissimilar classes are left alone
     trace_task = tasks.GroupTask(2, 4, 0.2, mu=0.0, delta1=1.0, delta2=0.0)
     np.testing.assert_allclose(loss(trace_task, weights),
-                               np.mean(np.sum(effective ** 2, axis=(1, 2))), rtol=1e-5)
+                               np.sum(effective ** 2), rtol=1e-5)
+
+
+def test_each_stacked_network_gets_the_gradient_it_would_get_trained_alone():
+    """Stacking G networks must not scale their training: the stacked loss's gradient for group g
+    (its logits and its class weights) equals that of a one-group task on g's slice. A mean over
+    groups would give 1/G of it."""
+    layout = group_layout_lib.group_layout([[0, 1], [1, 2, 3], [4]], num_classes=5, not_in_group=True)
+    rng = np.random.default_rng(3)
+    labels = jnp.array([0, 1, 2, 3, 4, 1])
+    weights = rng.normal(size=(3, 5, layout.m_max)).astype(np.float32)
+    shared = rng.normal(size=(3, 5)).astype(np.float32)
+    sim = rng.uniform(size=(3, layout.m_max, layout.m_max)).astype(np.float32)
+    sim = (sim + sim.transpose(0, 2, 1)) / 2
+    grouping = {'class_targets': jnp.asarray(layout.class_targets(5)), 'slot_mask': jnp.asarray(layout.slot_mask),
+                'laplacian': jnp.asarray(np.eye(layout.m_max) * sim.sum(2)[:, :, None] - sim)}
+    logits = jnp.asarray(rng.normal(size=(6, 3, layout.m_max + 1)).astype(np.float32))
+
+    def gradients(groups, logits, weights, shared, grouping):
+        task = tasks.GroupTask(groups, layout.m_max, not_in_group_weight=0.3, delta1=0.01, delta2=0.1)
+        targets = task.targets(labels, grouping)
+        loss = lambda lg, w: task.loss(lg, {}, targets, _group_params(w, shared), grouping)  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(logits, weights)
+
+    stacked = gradients(3, logits, weights, shared, grouping)
+    for g in range(3):
+        alone = gradients(1, logits[:, g:g + 1], weights[g:g + 1], shared[g:g + 1],
+                          {name: value[:, g:g + 1] if name == 'class_targets' else value[g:g + 1]
+                           for name, value in grouping.items()})
+        np.testing.assert_allclose(stacked[0][:, g], alone[0][:, 0], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(stacked[1][g], alone[1][0], rtol=1e-5, atol=1e-7)
 
 
 def test_group_task_weights_not_in_group_examples_and_scores_per_group():
