@@ -68,6 +68,13 @@ def test_chance_loss_warning_names_the_step_it_was_measured_at():
     warning = health.chance_loss_warning(np.log(10) * 0.99, 10, step=21, epoch=0.05)
     assert 'at step 21 (epoch 0.05)' in warning and 'first epoch' not in warning
     assert health.chance_loss_warning(np.log(10) * 0.9, 10, step=21, epoch=0.05) is None
+    assert 'within 2% of ln(10)' in warning
+
+
+def test_chance_loss_warning_says_diverging_when_the_loss_is_far_above_chance():
+    # A DMDE fusion at 1,000 classes ended its epoch at 25.1 against ln(1000) = 6.9: not "at chance".
+    warning = health.chance_loss_warning(25.14, 1000, step=120, epoch=1.0)
+    assert 'worse than a uniform guess' in warning and 'within' not in warning
 
 
 def test_held_out_counts_never_use_stage_one_training_images(tmp_path, monkeypatch):

@@ -16,14 +16,19 @@ COLLAPSE_RATIO = 0.1
 
 def chance_loss_warning(loss: float, num_outputs: int, *, step: int, epoch: float) -> str | None:
     """A warning when ``loss`` (mean cross-entropy of the log period ending at ``step``, epoch
-    ``epoch``) is still within 2% of ln(num_outputs); the warning names that step and epoch."""
+    ``epoch``) is still within 2% of ln(num_outputs), or above it (worse than a uniform guess);
+    the warning names that step and epoch."""
     chance = math.log(num_outputs)
     if num_outputs < 2 or not loss >= (1.0 - CHANCE_LOSS_TOLERANCE) * chance:
         return None
-    return (f'training loss {loss:.4f} at step {step} (epoch {epoch:.2f}) is within '
-            f'{CHANCE_LOSS_TOLERANCE:.0%} of ln({num_outputs}) = {chance:.4f}: the stage has not '
-            'started to learn. Check its learning rate and optimiser, the labels it trains on, and '
-            'whether its model (e.g. an expert branch) can see the features it needs.')
+    where = f'training loss {loss:.4f} at step {step} (epoch {epoch:.2f})'
+    if loss > (1.0 + CHANCE_LOSS_TOLERANCE) * chance:
+        return (f'{where} is above ln({num_outputs}) = {chance:.4f}, worse than a uniform guess: '
+                'the stage is diverging or its outputs are saturated, confidently wrong. Check its '
+                'learning rate and the scale of its inputs and initial outputs.')
+    return (f'{where} is within {CHANCE_LOSS_TOLERANCE:.0%} of ln({num_outputs}) = {chance:.4f}: the '
+            'stage has not started to learn. Check its learning rate and optimiser, the labels it '
+            'trains on, and whether its model (e.g. an expert branch) can see the features it needs.')
 
 
 def effective_classes(histogram: np.ndarray) -> float:
