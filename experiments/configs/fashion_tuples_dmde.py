@@ -24,8 +24,11 @@ epoch costs G flat epochs (7-8 min with overlap=0.0, 5 groups, on 2 CPU cores). 
 runs at a tenth of the pairs' rate (DMDE_DEFAULTS: at theirs it diverged here). From a trained
 flat model (--config.init_from=...) give the bases --config.bases.optim.lr=0.01: at the flat
 model's 0.05 the bases, a fresh classifier on trained features, did not learn. Measured from the
-flat model, seed 0 (docs/results.md): 23.93% against 27.51% for the flat model continued. No
-paper number.
+seed-0 flat model of fashion_tuples.py:base (docs/results.md, "Tuples (1,000 classes), from the
+trained flat model"): 23.93% against 27.51% for the flat model continued 3 epochs, with
+  python -m experiments.run --config=experiments/configs/fashion_tuples_dmde.py:overlap=0.0,base_epochs=2,fusion_epochs=1 \
+      --config.init_from=/tmp/tuples_flat/base/seed0 --config.bases.optim.lr=0.01 --workdir=/tmp/tuples_ft_dmde
+No paper number.
 """
 from experiments.configs import common, fashion_pairs_dmde
 
