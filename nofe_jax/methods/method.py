@@ -36,6 +36,9 @@ class Method:
     # Option fields (dotted paths) a stage's checkpoint fits only: they shape the grouping or the
     # networks. Resuming after changing one is refused, naming it (training.checkpoints).
     fingerprint_fields: tuple[str, ...] = ()
+    # Stage blocks whose duration may be 0: the stage's model is whole at its start (e.g. DMDE's
+    # fusion, the stacking function itself), and is then evaluated and saved as it starts.
+    untrained_stage_blocks: tuple[str, ...] = ()
 
     @property
     def option_blocks(self) -> tuple[str, ...]:

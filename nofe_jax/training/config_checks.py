@@ -24,10 +24,12 @@ from nofe_jax.training.durations import duration_problem
 _AT_END_WHEN_ZERO = ('log_every', 'eval_every', 'checkpoint_every')
 
 
-def train_config_problems(config: ml_collections.ConfigDict, prefix: str = 'train') -> list[str]:
-    """Every problem of one stage's loop settings, one line each (``prefix`` names its place)."""
+def train_config_problems(config: ml_collections.ConfigDict, prefix: str = 'train',
+                          untrained_ok: bool = False) -> list[str]:
+    """Every problem of one stage's loop settings, one line each (``prefix`` names its place).
+    ``untrained_ok``: the stage's model is whole at its start, so a duration of 0 is allowed."""
     problems = [duration_problem(f'{prefix}.duration', config.duration,
-                                 zero='a stage must train at least one step.'),
+                                 zero=None if untrained_ok else 'a stage must train at least one step.'),
                 *(duration_problem(f'{prefix}.{field}', config[field]) for field in _AT_END_WHEN_ZERO),
                 validation.range_problem(f'{prefix}.keep_checkpoints', config.keep_checkpoints,
                                          low=1, integer=True)]
@@ -84,6 +86,7 @@ class MethodConfig(Protocol):
     """What a method reads of a config (``nofe_jax.methods.Method``)."""
     name: str
     stage_blocks: tuple[str, ...]  # blocks holding a stage's train/optim ('' = top level)
+    untrained_stage_blocks: tuple[str, ...]  # those whose duration may be 0
     option_problems: Callable[[ml_collections.ConfigDict], list[str]]
 
     def top_level_blocks(self) -> tuple[str, ...]: ...
@@ -122,12 +125,12 @@ def preprocess_problems(preprocess: ml_collections.ConfigDict) -> list[str]:
     return [p for p in problems if p]
 
 
-def stage_problems(config: ml_collections.ConfigDict, block: str) -> list[str]:
+def stage_problems(config: ml_collections.ConfigDict, block: str, untrained_ok: bool = False) -> list[str]:
     """Problems of the train and optim settings of one stage block ('' = top level)."""
     if block and block not in config:
         return [f'config.{block} is missing; recipe {config.recipe!r} trains a stage from it.']
     stage, prefix = (config[block], f'{block}.') if block else (config, '')
-    return (train_config_problems(stage.train, f'{prefix}train')
+    return (train_config_problems(stage.train, f'{prefix}train', untrained_ok)
             + optim_config_problems(stage.optim, f'{prefix}optim'))
 
 
@@ -140,7 +143,7 @@ def config_problems(config: ml_collections.ConfigDict, workdir: str,
     problems += model_problems(config.model)
     problems += sources.data_problems(config.data) + preprocess_problems(config.data.preprocess)
     for block in method.stage_blocks:
-        problems += stage_problems(config, block)
+        problems += stage_problems(config, block, block in method.untrained_stage_blocks)
     problems += method.option_problems(config)
     problems += [p for p in (init_files.init_from_problem(config.init_from, config.model.name),) if p]
     return problems + [p for p in (validation.workdir_problem(workdir),) if p]

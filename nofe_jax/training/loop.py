@@ -122,6 +122,9 @@ class Stage:
     train_indices: np.ndarray | None = None
     # The config block holding train_config/optim_config ('' = top level), named in messages.
     config_block: str = ''
+    # The model is whole at its start (after ``init_variables``): a duration of 0 is allowed, and
+    # the stage then evaluates and saves its start.
+    untrained_ok: bool = False
     # {dotted config field: value} the stage's checkpoints fit only (shapes of its grouping arrays
     # and networks, meaning of its outputs): resuming with another value is refused, naming the
     # field. ``training.run.run_stage`` adds the method's fields (``Method.fingerprint_fields``).
@@ -229,7 +232,8 @@ class _Runner:
         self.mesh = parallel.data_mesh()
         self.batch_sharding = parallel.batch_sharded(self.mesh)
         train_config = stage.train_config
-        validation.raise_problems(config_checks.train_config_problems(train_config, config_field(stage, 'train')))
+        validation.raise_problems(config_checks.train_config_problems(
+            train_config, config_field(stage, 'train'), stage.untrained_ok))
         parallel.check_batch_size(train_config.batch_size, self.mesh, 'batch_size')
         # Eval pads with masked examples anyway, so any eval batch size runs on any device count.
         self.eval_batch_size = parallel.padded_batch_size(train_config.eval_batch_size, self.mesh)
@@ -522,6 +526,9 @@ class _StageTraining:
                     raise TrainingStopped(self.stop[0], self.stage.name, self.step)
                 if last:
                     break
+        if runner.total_steps == 0 and self.ckpt.latest_step() is None:  # a stage of no steps
+            self.evaluate_and_log()
+            self.save()
         if not self.final:  # resumed after the last step: evaluate the restored state
             self.final = self.evaluate(True)
         self.ckpt.close()

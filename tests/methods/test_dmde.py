@@ -274,6 +274,39 @@ def test_frozen_bases_stay_bit_identical_and_fine_tuned_ones_change(quickstart_d
     jax.tree.map(np.testing.assert_array_equal, bases, frozen)
 
 
+def test_a_fusion_of_no_steps_is_the_stacking_function_on_the_bases(quickstart_dmde, tmp_path):
+    """fusion.train.duration=0: the fused model is the bases as trained plus the identity N x N
+    layer (whose softmax is Y / sum Y, test_the_fusion_starts_at_the_stacking_rules_normalised_scores),
+    evaluated and saved at step 0; resuming it restores that state and its metrics."""
+    import shutil
+    _, workdir, _ = quickstart_dmde
+    untrained = tmp_path / 'untrained'
+    shutil.copytree(workdir / 'checkpoints' / 'bases', untrained / 'checkpoints' / 'bases')
+    config = _smoke_config()
+    config.fusion.train.duration = '0 steps'
+    assert methods.config_problems(config, str(untrained)) == []
+    summary = methods.train_and_evaluate(config, str(untrained))
+    fused = _final_params(untrained, 'fusion')
+    jax.tree.map(np.testing.assert_array_equal, _final_params(workdir, 'bases'), fused['groups'])
+    np.testing.assert_array_equal(fused['fusion']['kernel'], np.eye(10, dtype=np.float32))
+    np.testing.assert_array_equal(fused['fusion']['bias'], np.zeros(10, np.float32))
+    assert summary['stages']['fusion']['final']['test/top1'] > 0.5
+    assert methods.train_and_evaluate(config, str(untrained))['final'] == summary['final']
+
+
+def test_only_a_stacking_fusion_may_train_no_steps():
+    config = quickstart.get_config('dmde')
+    config.fusion.train.duration = '0 epochs'
+    assert methods.config_problems(config, '/tmp/dmde_untrained') == []
+    config.dmde.fusion = 'early'
+    assert methods.config_problems(config, '/tmp/dmde_untrained') == [
+        "fusion.train.duration is zero with dmde.fusion='early': early fusion's N-way layer starts "
+        "random and must train (a stacking function, eq7 or stack2, may stay at its identity start)."]
+    config.dmde.fusion, config.bases.train.duration = 'eq7', '0 steps'
+    assert methods.config_problems(config, '/tmp/dmde_untrained') == [
+        "bases.train.duration='0 steps' is zero: a stage must train at least one step."]
+
+
 def test_bad_dmde_settings_get_one_line_each():
     config = quickstart.get_config('dmde')
     config.dmde.update(overlap=0.8, fusion='late', ontology='wordnet')

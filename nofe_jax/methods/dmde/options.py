@@ -6,7 +6,7 @@ from nofe_jax import validation
 from nofe_jax.grouping import ONTOLOGY_SOURCES
 from nofe_jax.methods.method import Method
 from nofe_jax.models import names
-from nofe_jax.training.durations import duration_problem
+from nofe_jax.training.durations import duration_problem, parse_duration
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -81,7 +81,19 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if not group_problem and not overlap_problem and options.group_size * (1.0 - options.overlap) < 1.0 - 1e-9:
         problems.append(f'dmde.group_size={options.group_size} at overlap {options.overlap} moves the windows '
                         'by less than one class: group_size * (1 - overlap) must be at least 1.')
+    if options.fusion == 'early' and 'fusion' in config and _untrained(config.fusion.train.duration):
+        problems.append('fusion.train.duration is zero with dmde.fusion=\'early\': early fusion\'s '
+                        'N-way layer starts random and must train (a stacking function, eq7 or '
+                        'stack2, may stay at its identity start).')
     return [p for p in problems if p]
+
+
+def _untrained(duration) -> bool:
+    """Whether a readable duration is zero (an unreadable one is reported by the stage checks)."""
+    try:
+        return parse_duration(duration)[0] == 0
+    except ValueError:
+        return False
 
 
 METHOD = Method(
@@ -91,4 +103,7 @@ METHOD = Method(
     # networks (the fusion layer's weights mean something else on log Y than on Y).
     fingerprint_fields=('dmde.ontology', 'dmde.num_categories', 'dmde.class_table',
                         'dmde.group_size', 'dmde.overlap', 'dmde.multitask', 'dmde.fusion',
-                        'dmde.fusion_input'))
+                        'dmde.fusion_input'),
+    # fusion.train.duration=0: the N x N layer keeps its identity start, so the classifier is the
+    # stacking function's own normalised scores Y / sum Y (docs/methods.md, "Fusion stage").
+    untrained_stage_blocks=('fusion',))
