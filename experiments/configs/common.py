@@ -58,7 +58,7 @@ def train_config() -> ml_collections.ConfigDict:
     A period of 0 (e.g. '0 steps') logs, evaluates or checkpoints only at the end of the stage.
     """
     return ml_collections.ConfigDict(dict(
-        duration='10 epochs',     # > 0
+        duration='10 epochs',     # > 0 (0 for DMDE's fusion: the stacking function itself)
         batch_size=128,           # a positive multiple of the device count
         eval_batch_size=500,      # likewise
         log_every='50 steps',
