@@ -104,7 +104,9 @@ def _read_torchvision(path: str, model_name: str) -> Layers:
     return {'params': layers}
 
 
-def _read_checkpoint(state_dir: str) -> Layers:
+def read_checkpoint_variables(state_dir: str) -> dict:
+    """The model variables {'params', and its other collections} of a checkpoint's ``state``
+    folder (``init_files.checkpoint_state_dir``), as numpy arrays."""
     tree = _checkpoint_metadata(state_dir)
     abstract = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype),
                             {'params': tree['params'], 'model_state': tree['model_state']})
@@ -112,14 +114,14 @@ def _read_checkpoint(state_dir: str) -> Layers:
     # Only the model's variables: the optimiser state and rng of the source stay on disk.
     restored = ocp.PyTreeCheckpointHandler().restore(epath.Path(state_dir), args=ocp.args.PyTreeRestore(
         item=abstract, restore_args=as_numpy, partial_restore=True))
-    return layers_of(_checkpoint_variables(restored))
+    return _checkpoint_variables(restored)
 
 
 def read_source(path: str, model_name: str) -> Layers:
     """Every layer of the source as ours (numpy arrays)."""
     if init_files.is_torchvision_file(path):
         return _read_torchvision(path, model_name)
-    return _read_checkpoint(init_files.checkpoint_state_dir(path))
+    return layers_of(read_checkpoint_variables(init_files.checkpoint_state_dir(path)))
 
 
 # ----------------------------------------------------------------------------- checking the fit
