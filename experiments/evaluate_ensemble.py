@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from nofe_jax import validation
 from nofe_jax.data import pipeline, sources
@@ -47,12 +47,13 @@ def test_probabilities(workdir: str, config: ml_collections.ConfigDict, dataset:
     """(softmax [N, C], labels [N]) of the run's last checkpoint on the test split."""
     variables = init_from.read_checkpoint_variables(init_files.checkpoint_state_dir(workdir))
     model = registry.build_base(config.model.name, dataset.num_classes, **run_lib.model_overrides(config))
-    forward = jax.jit(lambda x: jax.nn.softmax(model.apply(variables, x, train=False)[0].astype(np.float32)))
+    # The variables are an argument, not constants baked into the program (slow to compile).
+    forward = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False)[0].astype(np.float32)))
     probabilities, labels = [], []
     for batch in pipeline.eval_batches(dataset.test, _BATCH_SIZE, preprocess=config.data.preprocess,
                                        normalization=normalization):
         keep = batch['mask'] > 0
-        probabilities.append(np.asarray(forward(batch['image']))[keep])
+        probabilities.append(np.asarray(forward(variables, batch['image']))[keep])
         labels.append(batch['label'][keep])
     return np.concatenate(probabilities), np.concatenate(labels)
 
@@ -92,6 +93,7 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError('Give the workdirs of one or more finished flat runs.')
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
         result = evaluate(workdirs)
     except (validation.ConfigError, sources.DatasetNotFoundError) as e:

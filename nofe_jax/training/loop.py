@@ -123,7 +123,8 @@ class Stage:
     # The config block holding train_config/optim_config ('' = top level), named in messages.
     config_block: str = ''
     # The model is whole at its start (after ``init_variables``): a duration of 0 is allowed, and
-    # the stage then evaluates and saves its start.
+    # the stage then evaluates and saves its start (``training.run.run_stage`` sets it from
+    # ``Method.untrained_stage_blocks``).
     untrained_ok: bool = False
     # {dotted config field: value} the stage's checkpoints fit only (shapes of its grouping arrays
     # and networks, meaning of its outputs): resuming with another value is refused, naming the

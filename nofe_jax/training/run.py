@@ -42,6 +42,8 @@ class Run:
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The method's stage blocks in the order its stages run (for the run's ETA).
     stage_blocks: tuple[str, ...] = ()
+    # Those whose stage may train no steps (``Method.untrained_stage_blocks``).
+    untrained_stage_blocks: tuple[str, ...] = ()
     # What the grouping said about itself (e.g. an arbitrary spectral split), for summary.json.
     grouping_warnings: list[str] = dataclasses.field(default_factory=list)
     _records: tuple[reporting.MetricWriter, reporting.RunLog] | None = dataclasses.field(
@@ -92,6 +94,7 @@ def grouping_warnings_reported(run: Run) -> Iterator[None]:
 class MethodInfo(Protocol):
     """What the run scaffolding reads of a method (``nofe_jax.methods.Method``)."""
     stage_blocks: tuple[str, ...]
+    untrained_stage_blocks: tuple[str, ...]
     fingerprint_fields: tuple[str, ...]
 
     def recipe(self) -> Any: ...  # its module: ``build_models(config, num_classes)``
@@ -146,7 +149,7 @@ def prepare_run(config: ml_collections.ConfigDict, workdir: str,
             validation.raise_problems(init_from_problems(config, dataset.num_classes, input_shape))
     return Run(config, paths.expand(workdir), dataset, normalization, start_time,
                config_fingerprint(config, method.fingerprint_fields if method else ()),
-               method.stage_blocks if method else ())
+               method.stage_blocks if method else (), method.untrained_stage_blocks if method else ())
 
 
 def model_input_shape(dataset: sources.Dataset, normalization: pipeline.Normalization,
@@ -239,8 +242,10 @@ def flat_stage(run: Run, name: str, block: str = '',
 
 def run_stage(run: Run, stage: loop.Stage) -> loop.StageResult:
     """``loop.run_stage`` with the run's data, config and writer; the stage's fingerprint gets the
-    run's (the method's fields), under the stage's own entries."""
-    stage = dataclasses.replace(stage, fingerprint={**run.fingerprint, **stage.fingerprint})
+    run's (the method's fields), under the stage's own entries, and it may train no steps where
+    the method says so."""
+    stage = dataclasses.replace(stage, fingerprint={**run.fingerprint, **stage.fingerprint},
+                                untrained_ok=stage.config_block in run.untrained_stage_blocks)
     return loop.run_stage(stage, run.dataset, run.normalization, run.config, run.workdir,
                           run.writer, later_examples(run, stage.config_block))
 

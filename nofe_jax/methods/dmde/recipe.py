@@ -70,7 +70,7 @@ def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult)
         train_config=config.fusion.train, optim_config=optim_config,
         grouping={'slot_classes': layout.slot_classes, 'slot_mask': layout.slot_mask},
         init_variables=group_stages.copy_bases(bases.variables),
-        config_block='fusion', untrained_ok=True)
+        config_block='fusion')
 
 
 def visual_similarity(run: run_lib.Run, rng: np.random.Generator, stages: dict) -> np.ndarray:
