@@ -4,6 +4,8 @@ r"""DeepME on the Fashion-MNIST pairs benchmark (100 real classes with known str
   python -m experiments.run --config=experiments/configs/fashion_pairs_deepme.py --workdir=/tmp/pairs_deepme
 
 Arguments: groups (T, 10), threshold (delta, 0.3), finetune (False), gate_input=all|first|shared,
+theta=mean|left (the semantic similarity: mean, the mean LCH over positions; left, every class a
+WordNet hyponym of its left item, the benchmark's coarse grouping that DMDE's ontology=left reads),
 model=tiny_cnn|alexnet_c100, base_epochs (8), gate_epochs (4), path, smoke, and
 ablation=none|nossc|nogate|flat|dmde (fashion_mnist_deepme.py explains them; flat is
 fashion_pairs.py:base and dmde fashion_pairs_dmde.py over the same 12 epochs). Theta is the mean
@@ -25,14 +27,15 @@ def get_config(arg: str | None = None):
     return tuples_deepme_config(arg, items=2, config_name='fashion_pairs_deepme.py')
 
 
-# The semantic class table of each benchmark (semantic.TUPLE_DATASETS).
+# The semantic class table of each benchmark (semantic.TUPLE_DATASETS), by theta's reading.
 CLASS_TABLES = {2: 'fashion_pairs', 3: 'fashion_tuples'}
+THETA_SUFFIXES = {'mean': '', 'left': '_left'}
 
 
 def tuples_deepme_config(arg: str | None, items: int, config_name: str):
     """DeepME (or an ablation) on the `items`-garment benchmark."""
     args = common.parse_args(arg, {**common.DEEPME_ARGS, **fashion_pairs.benchmark_args(items),
-                                   'groups': 10, 'base_epochs': 8, 'gate_epochs': 4})
+                                   'groups': 10, 'base_epochs': 8, 'gate_epochs': 4, 'theta': 'mean'})
     ablation = common.checked_ablation(args['ablation'], config_name)
     model, epochs = args['model'], (args['base_epochs'], args['gate_epochs'])
     shared = f'model={model},path={args["path"]}' + (',smoke' if args['smoke'] else '')
@@ -43,9 +46,11 @@ def tuples_deepme_config(arg: str | None, items: int, config_name: str):
         return fashion_pairs_dmde.tuples_dmde_config(
             f'base_epochs={epochs[0]},fusion_epochs={epochs[1]},{shared}', items, config_name)
     checked_model(model, config_name)
+    if args['theta'] not in THETA_SUFFIXES:
+        raise ValueError(f'{config_name}: theta must be one of {", ".join(THETA_SUFFIXES)}, not {args["theta"]!r}.')
     config = common.get_config()
     fashion_pairs.configure_data(config, model, args['path'])
-    common.configure_deepme(config, args, CLASS_TABLES[items])
+    common.configure_deepme(config, args, CLASS_TABLES[items] + THETA_SUFFIXES[args['theta']])
     fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat')
     fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat')
     config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)

@@ -5,7 +5,7 @@ import nltk
 import numpy as np
 import pytest
 
-from nofe_jax.grouping import semantic, specialties as sp
+from nofe_jax.grouping import clustering, semantic, specialties as sp
 
 
 def _nltk_has_wordnet():
@@ -215,3 +215,27 @@ def test_tuple_classes_number_their_items_left_first():
     assert shipped.shape == (1000, 1000)
     # 'Shirt|Bag|Coat' (6, 8, 4) vs 'T-shirt/top|Bag|Pullover' (0, 8, 2)
     assert shipped[684, 82] == pytest.approx((fashion[6, 0] + fashion[8, 8] + fashion[4, 2]) / 3)
+
+
+def test_left_item_reading_makes_each_tuple_a_hyponym_of_its_left_item():
+    items = np.array([[0.0, 3.0], [3.0, 0.0]])  # two items three edges apart
+    # pairs (0,0), (0,1), (1,0), (1,1): siblings under one left item are 2 apart, cousins 3 + 2
+    assert np.array_equal(semantic.left_item_paths(items, 2),
+                          [[0, 2, 5, 5], [2, 0, 5, 5], [5, 5, 0, 2], [5, 5, 2, 0]])
+    fashion_paths = semantic.shipped_path_lengths('fashion_mnist')
+    theta = semantic.semantic_similarity('fashion_tuples_left')
+    assert theta.shape == (1000, 1000)
+    # 'Shirt|Bag|Coat' (684) vs 'Shirt|Bag|Pullover' (682): siblings; vs 'T-shirt/top|Bag|Pullover' (82)
+    assert theta[684, 682] == pytest.approx(semantic.lch_from_path_lengths(2.0))
+    assert theta[684, 82] == pytest.approx(semantic.lch_from_path_lengths(fashion_paths[6, 0] + 2.0))
+    assert theta[684, 684] == pytest.approx(semantic.lch_from_path_lengths(0.0))
+
+
+def test_clustering_the_left_item_reading_groups_whole_left_items():
+    theta = semantic.semantic_similarity('fashion_pairs_left')
+    affinity = theta * (1.0 - np.eye(100))
+    memberships = clustering.soft_spectral_clustering(affinity, 10, np.random.default_rng(0))
+    groups = np.argmax(memberships, axis=1)
+    # one group per left item: classes 10 l .. 10 l + 9 share theirs
+    assert sorted(len(set(groups[10 * left:10 * left + 10])) for left in range(10)) == [1] * 10
+    assert len(set(groups)) == 10

@@ -325,6 +325,15 @@ def test_ablations_are_config_values():
         fashion_mnist_deepme.get_config('ablation=nothing')
 
 
+def test_the_benchmarks_theta_reads_every_position_or_the_left_item():
+    from experiments.configs import fashion_pairs_deepme, fashion_tuples_deepme
+    assert fashion_tuples_deepme.get_config().deepme.class_table == 'fashion_tuples'
+    assert fashion_tuples_deepme.get_config('theta=left').deepme.class_table == 'fashion_tuples_left'
+    assert fashion_pairs_deepme.get_config('theta=left').deepme.class_table == 'fashion_pairs_left'
+    with pytest.raises(ValueError, match='theta must be one of mean, left'):
+        fashion_tuples_deepme.get_config('theta=right')
+
+
 def test_the_imagenet10k_gate_reads_the_pretrained_vgg16_whenever_the_bases_start_from_it():
     from experiments.configs import imagenet10k_deepme
     assert imagenet10k_deepme.get_config().deepme.gate_input == 'shared'
