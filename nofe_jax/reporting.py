@@ -290,7 +290,8 @@ def plot_learning_curves(workdir: str, path: str, top1_labels: Mapping[str, str]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, s in enumerate(series):
         color = f'C{i % 10}'
-        ax_loss.plot(*s.train_loss, color=color, label=f'{s.stage}: train')
+        if s.train_loss[0]:  # a stage of no steps (DMDE's Eq. 7 alone) has only its evaluation
+            ax_loss.plot(*s.train_loss, color=color, label=f'{s.stage}: train')
         if s.test_loss[0]:
             ax_loss.plot(*s.test_loss, 'o--', color=color, markersize=4, label=f'{s.stage}: test')
         ax_acc.plot(*s.test_top1, 'o-', color=color, markersize=4,

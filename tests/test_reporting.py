@@ -96,3 +96,17 @@ def test_learning_curves_mark_each_stage_start_on_a_log_loss_axis(tmp_path, monk
         assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ':'] == [2.0]
         assert [t.get_text() for t in ax.texts] == ['generalist', 'nofe']
     assert list(ax_acc.get_lines()[1].get_xdata()) == [3.0, 4.0] and ax_acc.get_lines()[1].get_marker() == 'o'
+
+
+def test_a_stage_of_no_steps_is_one_evaluation_without_a_training_curve(tmp_path, monkeypatch):
+    records = [{'step': 10, 'stage': 'bases', 'epoch': 2.0, 'train/loss': 1.0},
+               {'step': 10, 'stage': 'bases', 'epoch': 2.0, 'test/loss': 1.2, 'test/top1': 0.3},
+               {'step': 0, 'stage': 'fusion', 'epoch': 0.0, 'test/loss': 3.0, 'test/top1': 0.31}]
+    (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', lambda fig, *a, **k: saved.append(fig))
+    reporting.plot_learning_curves(str(tmp_path), str(tmp_path / 'curves.png'), {})
+    ax_loss, ax_acc = saved[0].axes
+    assert [t.get_text() for t in ax_loss.get_legend().get_texts()] == [
+        'bases: train', 'bases: test', 'fusion: test']
+    assert list(ax_acc.get_lines()[1].get_xdata()) == [2.0]  # evaluated where the bases ended
