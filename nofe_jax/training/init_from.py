@@ -31,6 +31,11 @@ class Fit:
     mount: tuple[str, ...] = ()  # the path of the flat model's tree inside the stage's
     stacked: bool = False  # leaves carry a leading group axis: every group gets the same weights
     keep_classifier: bool = True  # False: the stage's outputs mean other things than the source's
+    # Stacked group networks over a source of the run's own ``num_classes`` classes: [G, m_max]
+    # the class each class slot holds (-1: padded). Each slot's classifier column starts from the
+    # source's column of its class; padded slots and a not-in-group output stay fresh.
+    slot_classes: np.ndarray | None = dataclasses.field(default=None, compare=False)
+    num_classes: int = 0
 
 
 FLAT = Fit()
@@ -38,6 +43,13 @@ FLAT = Fit()
 RELABELLED = Fit(keep_classifier=False)
 # DMDE's and DeepME's stacked base networks (``models.group_networks.GroupNetworks``).
 STACKED_GROUPS = Fit(mount=('base',), stacked=True, keep_classifier=False)
+
+
+def stacked_groups(slot_classes: np.ndarray, slot_mask: np.ndarray, num_classes: int) -> Fit:
+    """STACKED_GROUPS whose class slots start from their classes' columns when the source is a
+    flat model of the same ``num_classes`` classes (a group network's class is the source's)."""
+    return dataclasses.replace(STACKED_GROUPS, slot_classes=np.where(slot_mask, slot_classes, -1),
+                               num_classes=num_classes)
 
 
 def layers_of(variables: dict, leaf_fn: Callable[[Any], Any] = lambda leaf: leaf) -> Layers:
@@ -173,6 +185,31 @@ def _fresh_reason(layer: str, theirs: dict | None, ours: dict, fit: Fit, classif
     return None
 
 
+def _takes_class_columns(theirs: dict | None, ours: dict, fit: Fit) -> bool:
+    """Whether the stacked group classifier ``ours`` starts from the columns of its classes in
+    ``theirs``: a source classifier over the run's classes, of the same input width."""
+    if fit.slot_classes is None or theirs is None or set(theirs) != {'kernel', 'bias'}:
+        return False
+    width = np.shape(ours['kernel'])[1]  # [G, d, outputs]
+    return (tuple(np.shape(theirs['kernel'])) == (width, fit.num_classes)
+            and tuple(np.shape(theirs['bias'])) == (fit.num_classes,))
+
+
+def class_columns(ours: dict, theirs: dict, slot_classes: np.ndarray) -> dict:
+    """The stacked classifier ``ours`` ({'kernel' [G, d, outputs], 'bias' [G, outputs], ...}) with
+    slot j of network g set to the source's kernel column and bias of class ``slot_classes[g, j]``;
+    padded slots (-1), outputs past the slots (not-in-group) and other leaves (w0) keep ours."""
+    m_max = slot_classes.shape[1]
+    held = jnp.asarray(slot_classes >= 0)
+    classes = jnp.asarray(np.maximum(slot_classes, 0))
+    kernel, bias = ours['kernel'], ours['bias']
+    their_kernel = jnp.moveaxis(jnp.asarray(theirs['kernel'], kernel.dtype)[:, classes], 0, 1)  # [G, d, m_max]
+    their_bias = jnp.asarray(theirs['bias'], bias.dtype)[classes]  # [G, m_max]
+    return {**ours,
+            'kernel': kernel.at[..., :m_max].set(jnp.where(held[:, None], their_kernel, kernel[..., :m_max])),
+            'bias': bias.at[..., :m_max].set(jnp.where(held, their_bias, bias[..., :m_max]))}
+
+
 def load_layers(fresh: dict, source: Layers, fit: Fit) -> tuple[dict, list[str], list[str]]:
     """(variables, loaded layers, 're-initialised layer (why)' lines): ``fresh`` with every layer
     that fits replaced by the source's (copied into every group when ``fit.stacked``)."""
@@ -188,6 +225,11 @@ def load_layers(fresh: dict, source: Layers, fit: Fit) -> tuple[dict, list[str],
                 continue
             name, path = layer.removeprefix(prefix), tuple(layer.split('/'))
             theirs = source.get(collection, {}).get(name)
+            if name == classifier and _takes_class_columns(theirs, ours, fit):
+                for leaf, value in class_columns(ours, theirs, fit.slot_classes).items():
+                    flat[(*path, leaf)] = value
+                loaded.append(f"{name} (its classes' columns)")
+                continue
             reason = _fresh_reason(name, theirs, ours, fit, classifier)
             if reason:
                 renewed.setdefault(name, reason)

@@ -74,6 +74,29 @@ def test_every_stacked_group_network_gets_the_same_loaded_layers_and_a_fresh_cla
                     're-initialised head/ip1 (the classifier: new outputs)')
 
 
+def test_group_networks_over_the_sources_classes_start_from_their_classes_columns():
+    groups = group_networks.GroupNetworks(registry.build_base('tiny_cnn', 5), num_groups=3, num_class_slots=4)
+    fresh = _init(groups)
+    slot_classes = np.array([[3, 1, 0, 0], [0, 2, 4, 5], [9, 8, 7, 0]])
+    slot_mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    fit = init_from.stacked_groups(slot_classes, slot_mask, num_classes=10)
+    loaded, names, renewed = init_from.load_layers(fresh, _source(10), fit)
+    assert names == ["head/ip1 (its classes' columns)", 'trunk/conv1', 'trunk/conv2'] and renewed == []
+    theirs, ours = _source(10)['params']['head/ip1'], loaded['params']['base']['head']['ip1']
+    before = fresh['params']['base']['head']['ip1']
+    for g in range(3):
+        for j in range(5):  # slot 4: the not-in-group output
+            held = j < 4 and slot_mask[g, j]
+            kernel, bias = ((theirs['kernel'][:, slot_classes[g, j]], theirs['bias'][slot_classes[g, j]])
+                            if held else (before['kernel'][g, :, j], before['bias'][g, j]))
+            np.testing.assert_array_equal(ours['kernel'][g, :, j], kernel)
+            assert ours['bias'][g, j] == bias
+    np.testing.assert_array_equal(ours[group_networks.SHARED_WEIGHT], 0.0)  # w_k = w_0 + v_k = the source's
+    # A source of other classes (7, not the run's 10): the classifier stays fresh.
+    _, names, renewed = init_from.load_layers(fresh, _source(7), fit)
+    assert names == ['trunk/conv1', 'trunk/conv2'] and renewed == ['head/ip1 (the classifier: new outputs)']
+
+
 @pytest.fixture(scope='module')
 def flat_source(trained_run):
     """A finished flat quickstart smoke run: the workdir others start from."""

@@ -104,7 +104,8 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout, theta: np.ndarray) -> loo
                        train_config=config.bases.train, optim_config=config.bases.optim,
                        grouping=grouping, hooks=hooks, config_block='bases',
                        meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()})
-    return run_lib.started_from_init(run, stage, init_from.STACKED_GROUPS)
+    return run_lib.started_from_init(run, stage, init_from.stacked_groups(
+        layout.slot_classes, layout.slot_mask, run.dataset.num_classes))
 
 
 def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:

@@ -55,7 +55,7 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout) -> loop.Stage:
                                               dmde.similarity_subset_size),)
                if learns_similarity else ()),
         config_block='bases', meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()}),
-        init_from.STACKED_GROUPS)
+        init_from.stacked_groups(layout.slot_classes, layout.slot_mask, num_classes))
 
 
 def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:
