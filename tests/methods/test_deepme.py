@@ -327,9 +327,13 @@ def test_ablations_are_config_values():
 
 def test_the_benchmarks_theta_reads_every_position_or_the_left_item():
     from experiments.configs import fashion_pairs_deepme, fashion_tuples_deepme
-    assert fashion_tuples_deepme.get_config().deepme.class_table == 'fashion_tuples'
-    assert fashion_tuples_deepme.get_config('theta=left').deepme.class_table == 'fashion_tuples_left'
+    assert fashion_tuples_deepme.get_config().deepme.class_table == 'fashion_tuples_left'
+    assert fashion_tuples_deepme.get_config('theta=mean').deepme.class_table == 'fashion_tuples'
+    assert fashion_pairs_deepme.get_config().deepme.class_table == 'fashion_pairs'
     assert fashion_pairs_deepme.get_config('theta=left').deepme.class_table == 'fashion_pairs_left'
+    # groups of 100-300 classes: no semantic Laplacian on the tuples; the pairs' groups keep it
+    assert fashion_tuples_deepme.get_config().deepme.lambda3 == 0.0
+    assert fashion_pairs_deepme.get_config().deepme.lambda3 == 1e-3
     with pytest.raises(ValueError, match='theta must be one of mean, left'):
         fashion_tuples_deepme.get_config('theta=right')
 
