@@ -131,7 +131,13 @@ def test_the_group_methods_start_every_base_network_from_the_flat_checkpoint(var
     for g in range(layout.num_groups):
         for layer in ('conv1', 'conv2'):
             np.testing.assert_array_equal(loaded['trunk'][layer]['kernel'][g], source[f'trunk/{layer}']['kernel'])
-    assert loaded['head']['ip1']['kernel'].shape[-1] == layout.num_outputs  # fresh, of the group's outputs
+    # The source is a flat model of the run's 10 classes: each slot starts from its class's column.
+    kernel, bias = loaded['head']['ip1']['kernel'], loaded['head']['ip1']['bias']
+    assert kernel.shape[-1] == layout.num_outputs
+    for g, j in zip(*np.nonzero(layout.slot_mask)):
+        c = layout.slot_classes[g, j]
+        np.testing.assert_array_equal(kernel[g, :, j], source['head/ip1']['kernel'][:, c])
+        assert bias[g, j] == source['head/ip1']['bias'][c]
 
 
 def test_the_nofe_generalist_starts_from_the_flat_checkpoint_with_a_fresh_classifier(flat_source, capsys):
