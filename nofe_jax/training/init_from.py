@@ -41,13 +41,14 @@ class Fit:
 FLAT = Fit()
 # The NofE generalist: its outputs are specialties, whatever their number.
 RELABELLED = Fit(keep_classifier=False)
-# DMDE's and DeepME's stacked base networks (``models.group_networks.GroupNetworks``).
+# Stacked base networks (``models.group_networks.GroupNetworks``) with fresh classifiers: DMDE's.
 STACKED_GROUPS = Fit(mount=('base',), stacked=True, keep_classifier=False)
 
 
 def stacked_groups(slot_classes: np.ndarray, slot_mask: np.ndarray, num_classes: int) -> Fit:
     """STACKED_GROUPS whose class slots start from their classes' columns when the source is a
-    flat model of the same ``num_classes`` classes (a group network's class is the source's)."""
+    flat model of the same ``num_classes`` classes (a group network's class is the source's):
+    DeepME's bases, which have no not-in-group output to learn from scratch."""
     return dataclasses.replace(STACKED_GROUPS, slot_classes=np.where(slot_mask, slot_classes, -1),
                                num_classes=num_classes)
 

@@ -55,7 +55,9 @@ def bases_stage(run: run_lib.Run, layout: GroupLayout) -> loop.Stage:
                                               dmde.similarity_subset_size),)
                if learns_similarity else ()),
         config_block='bases', meta={'num_groups': layout.num_groups, 'sizes': layout.sizes.tolist()}),
-        init_from.stacked_groups(layout.slot_classes, layout.slot_mask, num_classes))
+        # Fresh classifiers: from a same-class flat model's memorised columns the new not-in-group
+        # output takes over the in-group images (docs/methods.md, "Start from a trained network").
+        init_from.STACKED_GROUPS)
 
 
 def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -> loop.Stage:
