@@ -196,7 +196,7 @@ def _takes_class_columns(theirs: dict | None, ours: dict, fit: Fit) -> bool:
             and tuple(np.shape(theirs['bias'])) == (fit.num_classes,))
 
 
-def class_columns(ours: dict, theirs: dict, slot_classes: np.ndarray) -> dict:
+def _class_columns(ours: dict, theirs: dict, slot_classes: np.ndarray) -> dict:
     """The stacked classifier ``ours`` ({'kernel' [G, d, outputs], 'bias' [G, outputs], ...}) with
     slot j of network g set to the source's kernel column and bias of class ``slot_classes[g, j]``;
     padded slots (-1), outputs past the slots (not-in-group) and other leaves (w0) keep ours."""
@@ -227,7 +227,7 @@ def load_layers(fresh: dict, source: Layers, fit: Fit) -> tuple[dict, list[str],
             name, path = layer.removeprefix(prefix), tuple(layer.split('/'))
             theirs = source.get(collection, {}).get(name)
             if name == classifier and _takes_class_columns(theirs, ours, fit):
-                for leaf, value in class_columns(ours, theirs, fit.slot_classes).items():
+                for leaf, value in _class_columns(ours, theirs, fit.slot_classes).items():
                     flat[(*path, leaf)] = value
                 loaded.append(f"{name} (its classes' columns)")
                 continue
