@@ -48,10 +48,10 @@ def copy_bases(bases_variables: dict):
     return init
 
 
-def bases_multiplier(base_lr_mult: float) -> tuple:
-    """The optimiser rule for the base networks inside a model over them: ``base_lr_mult`` times
-    the stage's rate, and no weight decay when frozen (0)."""
-    return (BASES, base_lr_mult, 1.0 if base_lr_mult else 0.0)
+def lr_multiplier(pattern: str, lr_mult: float) -> tuple:
+    """The optimiser rule for the parameters matching ``pattern``: ``lr_mult`` times the stage's
+    rate, and no weight decay when frozen (0)."""
+    return (pattern, lr_mult, 1.0 if lr_mult else 0.0)
 
 
 def wordnet_similarity(class_names: Sequence[str], field: str) -> np.ndarray:

@@ -229,10 +229,11 @@ def test_a_resumed_run_reads_its_checkpoint_not_the_source_and_ends_as_the_unint
                  kill_soak.outcome(uninterrupted.workdir)['states']['base']['params'])
 
 
-def test_deepme_from_the_flat_checkpoint_warms_up_its_bases_and_gates_on_the_frozen_flat_model(
+def test_deepme_from_the_flat_checkpoint_warms_up_its_bases_and_gates_on_the_flat_model(
         flat_source, tmp_path, capsys):
     """The bases' classifiers warm up alone on the loaded trunks; with gate_input='shared' the gate
-    stage loads the flat model beside them, never updates it, and reads its features."""
+    stage loads the flat model beside them, reads its features and, frozen (the default), never
+    updates it; with shared_lr_mult > 0 it trains it, the bases still frozen."""
     from experiments.benchmarks import kill_soak
     config = _config('smoke,deepme', flat_source)
     config.bases.optim.last_layer_only = '1 epoch'  # the whole smoke stage is phase one
@@ -261,6 +262,17 @@ def test_deepme_from_the_flat_checkpoint_warms_up_its_bases_and_gates_on_the_fro
     flat = registry.build_base('tiny_cnn', 10).apply({'params': shared}, images, train=False)[1]['features']
     np.testing.assert_allclose(features, np.asarray(flat).reshape(3, -1), rtol=1e-6)
 
+    tuned_dir = tmp_path / 'tuned'  # the same bases (their stage resumes at its end), a tuned gate
+    shutil.copytree(tmp_path / 'checkpoints' / 'bases', tuned_dir / 'checkpoints' / 'bases')
+    config.deepme.shared_lr_mult = 1.0
+    config.gate.optim.weight_decay = 0.0  # what moves the flat model is the gate's gradient
+    methods.train_and_evaluate(config, str(tuned_dir))
+    tuned = kill_soak.outcome(tuned_dir)['states']['gate']['params']
+    jax.tree.map(np.testing.assert_array_equal, tuned['groups'], states['gate']['params']['groups'])
+    for layer, weights in init_from.layers_of({'params': tuned['shared']})['params'].items():
+        if layer != 'head/ip1':  # its classifier has no gradient: the gate reads the features
+            assert not np.array_equal(weights['kernel'], source[layer]['kernel']), layer
+
 
 def test_a_shared_gate_without_init_from_is_one_line():
     config = quickstart.get_config('deepme')
@@ -269,6 +281,9 @@ def test_a_shared_gate_without_init_from_is_one_line():
     assert problem.startswith("deepme.gate_input='shared' reads the trained flat model of init_from")
     config.deepme.gate = 'equal'  # NoGate reads nothing
     assert methods.config_problems(config, '/tmp/unused') == []
+    config.deepme.shared_lr_mult = 1.0  # would tune a network nothing reads: refused, not ignored
+    (problem,) = methods.config_problems(config, '/tmp/unused')
+    assert problem.startswith('deepme.shared_lr_mult fine-tunes the flat model the gate reads')
 
 
 def test_resuming_with_another_last_layer_warm_up_is_refused_naming_it(flat_source, trained_run, tmp_path):

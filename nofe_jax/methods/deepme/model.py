@@ -49,8 +49,9 @@ class GatedMixture(nn.Module):
 
     The gate is an MLP on ``gate_features``: every group network's features concatenated
     (``gate_input='all'``, the default), the first one's (``'first'``) or, ``'shared'``, those of
-    ``shared``, the trained flat model the bases started from (frozen: eval mode, no gradient;
-    its classifier goes unused); layer-normalised, without gradient into the networks. Returns
+    ``shared``, the trained flat model the bases started from (``freeze_shared``: eval mode, no
+    gradient; else trained with the gate; its classifier goes unused); layer-normalised, without
+    gradient into the group networks. Returns
     log(F / sum F) as the logits (the mixture's own decision; its cross-entropy is the 'loss'
     metric) and, in the intermediates, what the DeepME loss reads: the group probabilities, phi,
     and the gate's confidences (its softmax over the groups, uniform for 'equal'), which the
@@ -65,6 +66,7 @@ class GatedMixture(nn.Module):
     gate_hidden: int = 256
     shared: nn.Module | None = None  # the flat model the gate reads with gate_input='shared'
     freeze_groups: bool = True
+    freeze_shared: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, slot_classes: jax.Array, slot_mask: jax.Array, *,
@@ -73,8 +75,11 @@ class GatedMixture(nn.Module):
         log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
         probs = jnp.exp(log_probs)
         batch, num_groups = probs.shape[:2]
-        if self.shared is not None:
+        if self.shared is not None and self.freeze_shared:
             features = frozen_features(self.shared(x, train=False)[1]['features'])
+        elif self.shared is not None:  # fine-tuned with the gate
+            features = self.shared(x, train=train)[1]['features']
+            features = features.reshape(batch, -1).astype(jnp.float32)
         else:
             features = gate_features(out['features'], self.gate_input)
         if self.gate == 'equal':
@@ -114,7 +119,8 @@ def gated_mixture(config: ml_collections.ConfigDict, layout: GroupLayout,
         shared = registry.build_base(config.model.name, num_classes, **run_lib.model_overrides(config))
     return GatedMixture(group_networks(config, layout), num_classes, gate=deepme.gate,
                         gate_input=deepme.gate_input, gate_hidden=deepme.gate_hidden,
-                        freeze_groups=deepme.base_lr_mult == 0, shared=shared)
+                        freeze_groups=deepme.base_lr_mult == 0, shared=shared,
+                        freeze_shared=deepme.shared_lr_mult == 0)
 
 
 def even_layout(config: ml_collections.ConfigDict, num_classes: int) -> GroupLayout:

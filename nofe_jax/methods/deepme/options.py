@@ -41,6 +41,10 @@ def defaults() -> ml_collections.ConfigDict:
                                       # docs/methods.md "Gate stage")
         base_lr_mult=0.0,             # gate stage: the bases' lr multiplier; 0 = frozen (the
                                       # paper), > 0 = fine-tuned end to end (its future work)
+        shared_lr_mult=0.0,           # gate stage, gate_input='shared': the flat model's lr
+                                      # multiplier; 0 = frozen, > 0 = fine-tuned with the gate
+                                      # (frozen features of memorised images cap the routing:
+                                      # docs/methods.md "Gate stage")
     ))
 
 
@@ -67,7 +71,10 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
         validation.range_problem('deepme.mu', options.mu, low=0, low_open=True),
         *(validation.range_problem(f'deepme.{field}', options[field], low=0)
           for field in ('lambda1', 'lambda2', 'lambda3', 'consistency_weight', 'alpha', 'beta',
-                        'mixture_ce', 'base_lr_mult')),
+                        'mixture_ce', 'base_lr_mult', 'shared_lr_mult')),
+        ("deepme.shared_lr_mult fine-tunes the flat model the gate reads with gate_input='shared' "
+         f"(gate_input={options.gate_input!r}, gate={options.gate!r}); set it to 0 or gate_input='shared'."
+         if options.shared_lr_mult and not reads_shared_network(options) else None),
         validation.range_problem('deepme.gate_hidden', options.gate_hidden, low=1, integer=True),
         validation.range_problem('deepme.similarity_subset_size', options.similarity_subset_size, low=1,
                                  integer=True),

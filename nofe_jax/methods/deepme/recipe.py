@@ -15,7 +15,8 @@ docs/methods.md ("DeepME") reads it.
    with ||phi||_2 = 1, trained with Eq. 4 (gate-weighted base losses, consistency of the gate's
    per-class confidences between groups sharing a class, margin hinge); the bases frozen (the
    paper) or fine-tuned with it at ``base_lr_mult`` times its rate (end to end, the paper's
-   future work). ``gate='equal'`` is the NoGate ablation.
+   future work); the flat model it reads with ``gate_input='shared'`` frozen or fine-tuned at
+   ``shared_lr_mult``. ``gate='equal'`` is the NoGate ablation.
 Both stages checkpoint their state and grouping arrays, so a killed run resumes inside either.
 """
 import os
@@ -113,11 +114,13 @@ def gate_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult) -
     config, deepme = run.config, run.config.deepme
     num_classes = run.dataset.num_classes
     optim_config = ml_collections.ConfigDict(config.gate.optim.to_dict())
-    optim_config.multipliers = (group_stages.bases_multiplier(deepme.base_lr_mult), *optim_config.multipliers)
+    optim_config.multipliers = (group_stages.lr_multiplier(group_stages.BASES, deepme.base_lr_mult),
+                                *optim_config.multipliers)
     copy_bases = init_variables = group_stages.copy_bases(bases.variables)
     fingerprint = {path: run_lib.config_value(config, path) for path in options.GATE_FIELDS}
-    if options.reads_shared_network(deepme):  # frozen: no update, no weight decay
-        optim_config.multipliers = ((SHARED_PARAMS, 0.0, 0.0), *optim_config.multipliers)
+    if options.reads_shared_network(deepme):
+        optim_config.multipliers = (group_stages.lr_multiplier(SHARED_PARAMS, deepme.shared_lr_mult),
+                                    *optim_config.multipliers)
         load_shared = init_from.loader(config.init_from, config.model.name, SHARED_NETWORK, 'gate')
 
         def init_variables(fresh: dict) -> dict:

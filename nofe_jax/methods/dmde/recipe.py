@@ -65,7 +65,8 @@ def fusion_stage(run: run_lib.Run, layout: GroupLayout, bases: loop.StageResult)
     rate (0: frozen, so no weight decay either; their gradient is stopped too)."""
     config, dmde = run.config, run.config.dmde
     optim_config = ml_collections.ConfigDict(config.fusion.optim.to_dict())
-    optim_config.multipliers = (group_stages.bases_multiplier(dmde.base_lr_mult), *optim_config.multipliers)
+    optim_config.multipliers = (group_stages.lr_multiplier(group_stages.BASES, dmde.base_lr_mult),
+                                *optim_config.multipliers)
     return loop.Stage(
         name='fusion', model=fusion_model(config, layout, run.dataset.num_classes),
         task=FusionTask(run.dataset.num_classes),
