@@ -39,7 +39,12 @@ def gate_features(base_features: jax.Array, gate_input: str) -> jax.Array:
 
 def frozen_features(features: jax.Array) -> jax.Array:
     """[B, d] float32, flattened, without gradient into the network that made them."""
-    return jax.lax.stop_gradient(features).reshape(features.shape[0], -1).astype(jnp.float32)
+    return flat_features(jax.lax.stop_gradient(features))
+
+
+def flat_features(features: jax.Array) -> jax.Array:
+    """[B, d] float32, flattened."""
+    return features.reshape(features.shape[0], -1).astype(jnp.float32)
 
 
 class GatedMixture(nn.Module):
@@ -75,11 +80,9 @@ class GatedMixture(nn.Module):
         log_probs = jax.nn.log_softmax(mask_padded_slots(group_logits, slot_mask), axis=-1)  # [B, T, m_max]
         probs = jnp.exp(log_probs)
         batch, num_groups = probs.shape[:2]
-        if self.shared is not None and self.freeze_shared:
-            features = frozen_features(self.shared(x, train=False)[1]['features'])
-        elif self.shared is not None:  # fine-tuned with the gate
-            features = self.shared(x, train=train)[1]['features']
-            features = features.reshape(batch, -1).astype(jnp.float32)
+        if self.shared is not None:
+            shared = self.shared(x, train=train and not self.freeze_shared)[1]['features']
+            features = frozen_features(shared) if self.freeze_shared else flat_features(shared)
         else:
             features = gate_features(out['features'], self.gate_input)
         if self.gate == 'equal':
