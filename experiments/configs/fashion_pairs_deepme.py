@@ -55,7 +55,9 @@ def tuples_deepme_config(arg: str | None, items: int, config_name: str):
     common.configure_deepme(config, args, CLASS_TABLES[items] + THETA_SUFFIXES[args['theta']])
     if items >= 3:  # groups of 100-300 classes: the semantic Laplacian would outweigh the data
         config.deepme.lambda3 = 0.0  # term 2-30 times and pull the columns together (docs/methods.md)
-    fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat')
-    fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat')
+    fashion_pairs.configure_stage(config.bases, epochs[0], model, 'flat',
+                                fashion_pairs.GROUP_EVAL_BATCH_SIZE)
+    fashion_pairs.configure_stage(config.gate, epochs[1], model, 'flat',
+                                fashion_pairs.GROUP_EVAL_BATCH_SIZE)
     config.gate.optim.update(lr=GATE_LR, weight_decay=0.0)
     return fashion_pairs.maybe_smoke(config, args['smoke'], items, ('bases', 'gate'))

@@ -75,8 +75,10 @@ def tuples_dmde_config(arg: str | None, items: int, config_name: str):
                        group_size=args['group_size'], overlap=args['overlap'],
                        fusion=args['fusion'], multitask=args['multitask'],
                        base_lr_mult=0.0 if args['freeze'] else 0.01, class_table=defaults.class_table)
-    fashion_pairs.configure_stage(config.bases, args['base_epochs'], model, 'flat')
-    fashion_pairs.configure_stage(config.fusion, args['fusion_epochs'], model, 'flat')
+    fashion_pairs.configure_stage(config.bases, args['base_epochs'], model, 'flat',
+                                fashion_pairs.GROUP_EVAL_BATCH_SIZE)
+    fashion_pairs.configure_stage(config.fusion, args['fusion_epochs'], model, 'flat',
+                                fashion_pairs.GROUP_EVAL_BATCH_SIZE)
     config.fusion.optim.lr /= FUSION_LR_DIVISOR * defaults.fusion_lr_divisor
     if args['smoke'] and items >= 3:  # 1,000 classes: two disjoint groups keep the smoke a smoke
         config.dmde.update(group_size=500, overlap=0.0)
