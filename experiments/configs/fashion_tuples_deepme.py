@@ -16,8 +16,9 @@ semantic Laplacian (deepme.lambda3=0): at groups of 100-300 classes it outweighs
 classes, and every base runs on every image: a base epoch costs T flat epochs (5-8 min at
 groups=5 on 2 CPU cores). From a trained flat model of these classes (--config.init_from=...)
 each base starts from its classes' columns of that model's classifier; give the bases
---config.bases.optim.lr=0.01. Measured from the flat model (groups=5,gate_input=shared):
-docs/results.md, "Tuples (1,000 classes), from the trained flat model". No paper number.
+--config.bases.optim.lr=0.01. Measured from the flat model with gate_input=shared, groups=5 and
+groups=10 (31-37 min a run): docs/results.md, "Tuples (1,000 classes), from the trained flat
+model". No paper number.
 """
 from experiments.configs import common, fashion_pairs_deepme
 
