@@ -73,13 +73,13 @@ def _flops(cost) -> float:
 
 def describe_model(model, image_shape: tuple[int, ...], extra_args: tuple = ()) -> dict:
     """Parameter counts (eval_shape) and per-image forward FLOPs of one model: XLA's cost analysis
-    of the lowered program with XLA's convolutions (`layers.xla_convolutions`), so the count is
+    of the lowered program with XLA's convolutions and pools (`layers.xla_lowerings`), so the count is
     the model's, not the backend's lowering's; compiling would take seconds and change only fusions."""
     x = jax.ShapeDtypeStruct((_BATCH, *image_shape), jnp.float32)
     variables = jax.eval_shape(lambda x, *a: model.init(jax.random.key(0), x, *a, train=False), x, *extra_args)
     counts = registry.count_parameters(variables)
     forward = jax.jit(lambda v, x, *a: model.apply(v, x, *a, train=False))
-    with layers.xla_convolutions():
+    with layers.xla_lowerings():
         cost = forward.lower(variables, x, *extra_args).cost_analysis()
     return {'params': counts['total'], 'trainable_params': counts['trainable'],
             'flops_per_image': _flops(cost) / _BATCH}

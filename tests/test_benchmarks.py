@@ -5,14 +5,15 @@ import json
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from experiments.benchmarks import (conv_lowering, expert_branches, group_networks, grouping, inference,
-                                    input_pipeline, train_speed, update_share)
+                                    input_pipeline, pool_lowering, train_speed, update_share)
 from nofe_jax.data import sources
+from nofe_jax.models import layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'experiments', 'notebooks', 'nofe_colab_tpu.ipynb')
@@ -47,6 +48,21 @@ def test_conv_lowering_benchmark_tiny(tmp_path, capsys):
         assert row['model'] == 'tiny_cnn:6x10x2' and row['same_grad'] and row['output_pixels'] == 120
         assert row['picked'] == ('xla' if row['output_pixels'] < 32768 else 'tap_grad')
         assert np.isclose(row['xla_over_tap_grad'], row['xla_ms'] / row['tap_grad_ms'])
+    assert json.loads(out.read_text()) == result
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_pool_lowering_benchmark_tiny(tmp_path, capsys):
+    out = tmp_path / 'pool.json'
+    result = pool_lowering.main(['--models=tiny_cnn:6x10x2,alexnet_c100:10x10x3', '--batch_size=2', '--iterations=1',
+                                 '--rounds=1', f'--json_out={out}'])
+    # The tiny CNN's 2/2 pool (floor mode); AlexNet-C100's one max pool, pool1 3/2 (pool2 and
+    # pool3 are AVE), on a 10x10 map Caffe's ceil mode pools to 5 cells: padded to 11x11.
+    assert [(row['model'], row['input'], row['window'], row['stride']) for row in result['rows']] == [
+        ('tiny_cnn:6x10x2', [2, 6, 10, 32], 2, 2), ('alexnet_c100:10x10x3', [2, 11, 11, 32], 3, 2)]
+    for row in result['rows']:
+        assert row['same_grad'] and row['picked'] == layers.max_pool_lowering(jax.default_backend())
+        assert np.isclose(row['xla_over_taps'], row['xla_ms'] / row['taps_ms'])
     assert json.loads(out.read_text()) == result
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 

@@ -18,8 +18,6 @@ Prints a table and one JSON line {'rows': [...]}; `--json_out` also writes that 
 """
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmarks
+from experiments.benchmarks import train_speed
 from nofe_jax.models import layers, registry
 
 DEFAULT_MODELS = ('tiny_cnn:28x28x1', 'tiny_cnn:28x56x1', 'alexnet_c100', 'alexnet_quick_c100', 'nin_c100',
@@ -51,15 +50,21 @@ def _parse_model(value: str) -> tuple[str, tuple[int, ...]]:
     return name, tuple(int(d) for d in dims)
 
 
-def model_convolutions(name: str, input_shape: tuple[int, ...], batch_size: int) -> list[dict[str, Any]]:
-    """Each distinct convolution in the forward pass of the flat `name` on [batch_size, *input_shape]."""
+def forward_equations(name: str, input_shape: tuple[int, ...], batch_size: int) -> list[Any]:
+    """Every equation of the flat `name`'s forward pass on [batch_size, *input_shape], traced with
+    XLA's lowerings (nested jaxprs included)."""
     model = registry.build_base(name, 10)
     x = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
     variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-    with layers.xla_convolutions():
+    with layers.xla_lowerings():
         jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    return list(_equations(jaxpr.jaxpr))
+
+
+def model_convolutions(name: str, input_shape: tuple[int, ...], batch_size: int) -> list[dict[str, Any]]:
+    """Each distinct convolution in the forward pass of the flat `name` on [batch_size, *input_shape]."""
     convs = {}
-    for eqn in _equations(jaxpr.jaxpr):
+    for eqn in forward_equations(name, input_shape, batch_size):
         if eqn.primitive.name != 'conv_general_dilated':
             continue
         params = eqn.params
@@ -97,15 +102,11 @@ def measure(shape: dict[str, Any], iterations: int, rounds: int, seed: int) -> d
         lambda: layers.xla_conv(x, kernel, strides, padding, None)).shape), jnp.float32)
     want, got = xla(kernel, x, probe), tap(kernel, x, probe)
     agree = bool(np.allclose(got, want, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(want)))))
-    times = {'xla': [], 'tap_grad': []}
-    for _ in range(rounds):
-        for name, grad in (('xla', xla), ('tap_grad', tap)):
-            start = time.perf_counter()
-            for _ in range(iterations):
-                jax.block_until_ready(grad(kernel, x, probe))
-            times[name].append(1e3 * (time.perf_counter() - start) / iterations)
+    seconds = train_speed.time_alternating(
+        {name: lambda grad=grad: jax.block_until_ready(grad(kernel, x, probe))
+         for name, grad in (('xla', xla), ('tap_grad', tap))}, iterations, rounds)
     output_pixels = math.prod(probe.shape[:3])
-    xla_ms, tap_ms = (statistics.median(times[name]) for name in ('xla', 'tap_grad'))
+    xla_ms, tap_ms = 1e3 * seconds['xla'], 1e3 * seconds['tap_grad']
     return {**{key: list(value) for key, value in shape.items() if key != 'padding'},
             'padding': [list(p) for p in padding],
             'xla_ms': xla_ms, 'tap_grad_ms': tap_ms, 'xla_over_tap_grad': xla_ms / tap_ms, 'same_grad': agree,

@@ -111,6 +111,8 @@ def pool2d(
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     if kind == "max":
         padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)))
+        if max_pool_lowering(jax.default_backend()) == "taps":
+            return tap_max_pool(padded, window, stride)
         # Python-scalar identities let jax pick its differentiable max/add window reducers.
         return lax.reduce_window(padded, -jnp.inf, lax.max, dims, strides, "VALID")
     if kind == "ave":
@@ -122,6 +124,52 @@ def pool2d(
         )
         return summed / jnp.asarray(divisor[None, :, :, None], x.dtype)
     raise ValueError(f"pooling kind must be 'max' or 'ave', got {kind!r}")
+
+
+def max_pool_lowering(backend: str) -> str:
+    """'taps' on CPU (outside `xla_lowerings`), else 'xla'.
+
+    XLA:CPU differentiates a max pool with select-and-scatter, which took 5-8x the time of the
+    window's strided slices and their transposes (`python -m experiments.benchmarks.conv_lowering`,
+    its max pool rows): on the tiny CNN's 28x84 maps it was most of a train step.
+    """
+    return "taps" if backend == "cpu" and not _XLA_ONLY.get() else "xla"
+
+
+def _window_taps(x: jax.Array, window: int, stride: int) -> list[jax.Array]:
+    """Per window cell (row-major), the pixels it covers in every VALID window: [B, out_h, out_w, C] each."""
+    return _kernel_taps(x, (window, window), (stride, stride), "VALID")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def tap_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+    """MAX pooling of NHWC x over VALID windows as the maximum of the window's strided slices.
+
+    The gradient goes to each window's first maximum in row-major order: Caffe's rule, and XLA's
+    select-and-scatter's, so both lowerings give the same gradients (up to the order in which a
+    pixel shared by overlapping windows sums them).
+    """
+    return functools.reduce(jnp.maximum, _window_taps(x, window, stride))
+
+
+def _tap_max_pool_fwd(x, window, stride):
+    pooled = tap_max_pool(x, window, stride)
+    return pooled, (x, pooled)
+
+
+def _tap_max_pool_bwd(window, stride, residuals, dy):
+    x, pooled = residuals
+    claimed = jnp.zeros(pooled.shape, bool)
+    tap_grads = []
+    for tap in _window_taps(x, window, stride):
+        first = (tap == pooled) & ~claimed
+        claimed = claimed | first
+        tap_grads.append(jnp.where(first, dy, jnp.zeros_like(dy)))
+    # The slices' transpose: each cell's gradient padded back to where its pixels came from, summed.
+    return jax.linear_transpose(lambda x: _window_taps(x, window, stride), x)(tap_grads)
+
+
+tap_max_pool.defvjp(_tap_max_pool_fwd, _tap_max_pool_bwd)
 
 
 def global_ave_pool(x: jax.Array) -> jax.Array:
@@ -158,7 +206,7 @@ def lrn_across_channels(
 
 CONV_LOWERINGS = ("xla", "im2col", "tap_grad")
 _STACKED_KERNELS = contextvars.ContextVar("stacked_kernels", default=False)
-_XLA_ONLY = contextvars.ContextVar("xla_convolutions", default=False)
+_XLA_ONLY = contextvars.ContextVar("xla_lowerings", default=False)
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 # Where XLA:CPU's kernel gradient is slow (`python -m experiments.benchmarks.conv_lowering`): it
 # runs as a convolution whose window is the whole output map, 1.9-26x slower than one matmul per
@@ -183,8 +231,8 @@ def stacked_kernels() -> contextlib.AbstractContextManager[None]:
     return _set_within(_STACKED_KERNELS)
 
 
-def xla_convolutions() -> contextlib.AbstractContextManager[None]:
-    """Traces every convolution inside with XLA's lowering, whatever the backend would pick.
+def xla_lowerings() -> contextlib.AbstractContextManager[None]:
+    """Traces every convolution and max pool inside with XLA's lowering, whatever the backend would pick.
 
     For counting FLOPs: XLA's cost analysis counts a convolution's in-bounds taps only, while the
     patches of im2col multiply the padding's zeros too (twice the taps of a padded 5x5 conv on a
@@ -296,7 +344,7 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
                               dimension_numbers: Any = None, feature_group_count: int = 1,
                               precision: Any = None) -> jax.Array:
     """`lax.conv_general_dilated` with the lowering `conv_lowering` picks for this backend and call
-    (XLA's inside `xla_convolutions`)."""
+    (XLA's inside `xla_lowerings`)."""
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
     if not _XLA_ONLY.get() and _is_nhwc_hwio(dimension_numbers):
         pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)

@@ -52,6 +52,61 @@ def test_pool2d_matches_caffe_reference(kind, size, k, s, p):
     np.testing.assert_allclose(np.asarray(got), _caffe_pool_reference(x, kind, k, s, p), rtol=1e-6, atol=1e-6)
 
 
+def _max_pool_grads(x, k, s, p, probe):
+    """d sum(pool2d(x) * probe) / dx with the backend's max pool lowering, and with XLA's."""
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.pool2d(x, "max", k, s, p) * probe)))
+    got = grad(x)
+    with layers.xla_lowerings():
+        want = jax.jit(jax.grad(lambda x: jnp.sum(layers.pool2d(x, "max", k, s, p) * probe)))(x)
+    return np.asarray(got), np.asarray(want)
+
+
+@pytest.mark.parametrize("size, k, s, p", [(8, 2, 2, 0), (9, 3, 2, 0), (8, 3, 2, 1), (6, 6, 1, 0)])
+def test_tap_max_pool_gradient_equals_xla_select_and_scatter(size, k, s, p):
+    rng = np.random.default_rng(size + k)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 3, 3)), jnp.float32)
+    out_shape = jax.eval_shape(lambda x: layers.pool2d(x, "max", k, s, p), x).shape
+    probe = jnp.asarray(rng.normal(size=out_shape), jnp.float32)
+    got, want = _max_pool_grads(x, k, s, p, probe)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_tap_max_pool_gradient_goes_to_each_windows_first_maximum():
+    # Every pixel ties: each window sends its gradient to its top-left cell (Caffe's rule, XLA's
+    # too); overlapping 3/2 windows share their border pixels, which no window claims first
+    # except at the top-left corner.
+    x = jnp.zeros((1, 5, 5, 1), jnp.float32)
+    probe = jnp.asarray(np.arange(1, 5, dtype=np.float32).reshape(1, 2, 2, 1))
+    got, want = _max_pool_grads(x, 3, 2, 0, probe)
+    expected = np.zeros((5, 5), np.float32)
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1, 2, 3, 4
+    np.testing.assert_array_equal(got[0, :, :, 0], expected)
+    np.testing.assert_array_equal(want[0, :, :, 0], expected)
+
+
+def test_max_pool_lowering_is_taps_on_cpu_only_outside_xla_lowerings():
+    def primitives():
+        jaxpr = jax.make_jaxpr(lambda x: layers.pool2d(x, "max", 2, 2))(jnp.ones((1, 4, 4, 1)))
+        return {e.primitive.name for e in jaxpr.eqns}
+
+    on_cpu = jax.default_backend() == "cpu"
+    assert ("reduce_window_max" in primitives()) is not on_cpu
+    with layers.xla_lowerings():
+        assert "reduce_window_max" in primitives()
+    assert layers.max_pool_lowering("gpu") == layers.max_pool_lowering("tpu") == "xla"
+
+
+def test_tap_max_pool_under_vmap_equals_each_network_alone():
+    # Stacked group networks vmap the pool over their leading axis.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 2, 8, 8, 4)), jnp.float32)
+    probe = jnp.asarray(rng.normal(size=(3, 2, 4, 4, 4)), jnp.float32)
+    grad = jax.grad(lambda x, p: jnp.sum(layers.tap_max_pool(x, 2, 2) * p))
+    stacked = jax.jit(jax.vmap(grad))(x, probe)
+    for g in range(3):
+        np.testing.assert_array_equal(stacked[g], jax.jit(grad)(x[g], probe[g]))
+
+
 def test_ave_pool_edge_windows_divide_by_in_bounds_cells():
     x = np.arange(16, dtype=np.float32).reshape(4, 4)
     got = np.asarray(layers.pool2d(jnp.asarray(x)[None, :, :, None], "ave", 3, 2)[0, :, :, 0])
@@ -196,7 +251,7 @@ def test_a_large_plain_conv_takes_its_kernel_gradient_from_tap_matmuls_and_match
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     if jax.default_backend() == "cpu":  # XLA's forward and input gradient, the kernel's from one matmul per tap
         assert conv_shapes == [(8, 64, 64, 3), (8, 64, 64, 2)] and len(dots) == 9
-    with layers.xla_convolutions():
+    with layers.xla_lowerings():
         want = jax.jit(kernel_grad)(x, w)
     np.testing.assert_allclose(jax.jit(kernel_grad)(x, w), want, rtol=1e-4, atol=1e-3)
 
@@ -218,7 +273,7 @@ def test_stacked_kernels_flag_is_scoped():
     assert len(conv_primitives(stacked=False)) == 1  # the flag does not leak out of its block
 
 
-def test_xla_convolutions_overrides_im2col_inside_its_block_only():
+def test_xla_lowerings_overrides_im2col_inside_its_block_only():
     def conv_primitives(x, w):
         with layers.stacked_kernels():
             jaxpr = jax.make_jaxpr(lambda x, w: layers.auto_conv_general_dilated(
@@ -226,6 +281,6 @@ def test_xla_convolutions_overrides_im2col_inside_its_block_only():
         return [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
 
     x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))
-    with layers.xla_convolutions():
+    with layers.xla_lowerings():
         assert len(conv_primitives(x, w)) == 1
     assert len(conv_primitives(x, w)) == (0 if jax.default_backend() == "cpu" else 1)
