@@ -111,7 +111,9 @@ def pool2d(
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     if kind == "max":
         padded = lax.pad(x, jnp.array(-jnp.inf, x.dtype), ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)))
-        if max_pool_lowering(jax.default_backend()) == "taps":
+        # No window fits a map smaller than it (a model too large for its images): reduce_window
+        # gives the empty output that `training.run.input_fit_problem` names.
+        if min(out_h, out_w) > 0 and max_pool_lowering(jax.default_backend()) == "taps":
             return tap_max_pool(padded, window, stride)
         # Python-scalar identities let jax pick its differentiable max/add window reducers.
         return lax.reduce_window(padded, -jnp.inf, lax.max, dims, strides, "VALID")

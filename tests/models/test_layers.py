@@ -96,6 +96,14 @@ def test_max_pool_lowering_is_taps_on_cpu_only_outside_xla_lowerings():
     assert layers.max_pool_lowering("gpu") == layers.max_pool_lowering("tpu") == "xla"
 
 
+def test_max_pool_of_a_map_smaller_than_its_window_is_empty_with_either_lowering():
+    # What training.run.input_fit_problem reads to refuse a model too large for its images.
+    x = jnp.ones((1, 2, 2, 3))
+    assert layers.pool2d(x, "max", 3, 2, caffe=False).shape == (1, 0, 0, 3)
+    with layers.xla_lowerings():
+        assert layers.pool2d(x, "max", 3, 2, caffe=False).shape == (1, 0, 0, 3)
+
+
 def test_tap_max_pool_under_vmap_equals_each_network_alone():
     # Stacked group networks vmap the pool over their leading axis.
     rng = np.random.default_rng(0)
