@@ -112,7 +112,8 @@ def measure(shape: dict[str, Any], iterations: int, rounds: int, seed: int) -> d
             'xla_ms': xla_ms, 'tap_grad_ms': tap_ms, 'xla_over_tap_grad': xla_ms / tap_ms, 'same_grad': agree,
             'output_pixels': output_pixels,
             'picked': layers.conv_lowering(jax.default_backend(), stacked=False, feature_group_count=1, dilated=False,
-                                           kernel_shape=shape['kernel'], output_pixels=output_pixels)}
+                                           kernel_shape=shape['kernel'], output_pixels=output_pixels,
+                                           avx512=layers.cpu_has_avx512())}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

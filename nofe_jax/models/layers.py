@@ -211,12 +211,23 @@ _STACKED_KERNELS = contextvars.ContextVar("stacked_kernels", default=False)
 _XLA_ONLY = contextvars.ContextVar("xla_lowerings", default=False)
 _NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 # Where XLA:CPU's kernel gradient is slow (`python -m experiments.benchmarks.conv_lowering`): it
-# runs as a convolution whose window is the whole output map, 1.9-26x slower than one matmul per
-# tap for every 1x1 kernel and for 3x3 and 5x5 kernels on at least this many output pixels
-# (batch x out_h x out_w: 26x26 to 32x32 maps at batch 100), except 3x3 image layers on 3
-# channels (the same time both ways). On smaller maps it took 0.5-1.4x the tap matmuls' time,
-# so XLA's stays there.
+# runs as a convolution whose window is the whole output map, 1.8-21x slower than one matmul per
+# tap for every 1x1 kernel on both CPUs measured. For 3x3 and 5x5 kernels it depends on the CPU.
+# On an AMD EPYC whose flags were not recorded XLA's took 1.9-5.8x the tap matmuls' time from
+# this many output pixels up (batch x out_h x out_w: 26x26 to 32x32 maps at batch 100) and
+# 0.5-1.4x below. On an AMD EPYC with AVX-512 (its other convolutions 2-5x faster than there, the
+# tap matmuls as fast) it took 0.32-0.97x their time on those maps: the rule keys on AVX-512.
 TAP_GRAD_MIN_OUTPUT_PIXELS = 32768
+
+
+@functools.cache
+def cpu_has_avx512() -> bool:
+    """Whether the host CPU reports AVX-512F (Linux's /proc/cpuinfo; False where it is unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and "avx512f" in line.split() for line in f)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -244,7 +255,7 @@ def xla_lowerings() -> contextlib.AbstractContextManager[None]:
 
 
 def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated: bool,
-                  kernel_shape: Sequence[int], output_pixels: int) -> str:
+                  kernel_shape: Sequence[int], output_pixels: int, avx512: bool) -> str:
     """The lowering measured fastest for this convolution: 'im2col', 'tap_grad' or 'xla'.
 
     On CPU, XLA turns a convolution whose kernel is vmapped over K experts into one convolution
@@ -252,14 +263,15 @@ def conv_lowering(backend: str, stacked: bool, feature_group_count: int, dilated
     branches, so stacked kernels go through patches + one batched matmul ('im2col',
     `python -m experiments.benchmarks.expert_branches`). An unstacked convolution (HWIO
     `kernel_shape`, `output_pixels` = batch x out_h x out_w) keeps XLA's forward pass and input
-    gradient; its kernel gradient becomes one matmul per tap ('tap_grad') where XLA's is slow
-    (`TAP_GRAD_MIN_OUTPUT_PIXELS`). GPUs and TPUs keep XLA's convolution.
+    gradient; its kernel gradient becomes one matmul per tap ('tap_grad') where XLA's is slow:
+    every 1x1 kernel, and on a CPU without AVX-512 (`avx512`) larger kernels on at least
+    `TAP_GRAD_MIN_OUTPUT_PIXELS` output pixels. GPUs and TPUs keep XLA's convolution.
     """
     if backend != "cpu" or feature_group_count != 1 or dilated:
         return "xla"
     if stacked:
         return "im2col"
-    if tuple(kernel_shape[:2]) == (1, 1) or output_pixels >= TAP_GRAD_MIN_OUTPUT_PIXELS:
+    if tuple(kernel_shape[:2]) == (1, 1) or (not avx512 and output_pixels >= TAP_GRAD_MIN_OUTPUT_PIXELS):
         return "tap_grad"
     return "xla"
 
@@ -352,7 +364,7 @@ def auto_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Se
         pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
         output_pixels = lhs.shape[0] * math.prod(_conv_output_hw(lhs.shape[1:3], pads, rhs.shape[:2], window_strides))
         lowering = conv_lowering(jax.default_backend(), _STACKED_KERNELS.get(), feature_group_count, dilated,
-                                 rhs.shape, output_pixels)
+                                 rhs.shape, output_pixels, cpu_has_avx512())
         if lowering == "im2col":
             return im2col_conv(lhs, rhs, window_strides, pads, precision)
         if lowering == "tap_grad":

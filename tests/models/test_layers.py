@@ -226,25 +226,39 @@ def test_stacked_kernels_under_vmap_equal_xla_per_expert():
         np.testing.assert_allclose(out[k], _xla_conv(x, kernels[k], (1, 1), ((2, 2), (2, 2))), rtol=1e-5, atol=1e-5)
 
 
-def test_conv_lowering_picks_im2col_for_stacked_and_tap_grad_for_large_or_1x1_plain_convs_on_cpu():
+@pytest.mark.parametrize("avx512", [False, True])
+def test_conv_lowering_picks_im2col_for_stacked_and_tap_grad_for_1x1_and_large_plain_convs_on_cpu(avx512):
     big = layers.TAP_GRAD_MIN_OUTPUT_PIXELS
-    plain = dict(stacked=False, feature_group_count=1, dilated=False)
+    plain = dict(stacked=False, feature_group_count=1, dilated=False, avx512=avx512)
     assert layers.conv_lowering("cpu", stacked=True, feature_group_count=1, dilated=False,
-                                kernel_shape=(3, 3, 8, 8), output_pixels=big) == "im2col"
-    assert layers.conv_lowering("cpu", **plain, kernel_shape=(3, 3, 8, 8), output_pixels=big) == "tap_grad"
+                                kernel_shape=(3, 3, 8, 8), output_pixels=big, avx512=avx512) == "im2col"
+    # XLA's 3x3 kernel gradient is the faster one on a large map only where the CPU has AVX-512.
+    assert layers.conv_lowering("cpu", **plain, kernel_shape=(3, 3, 8, 8), output_pixels=big) == (
+        "xla" if avx512 else "tap_grad")
     assert layers.conv_lowering("cpu", **plain, kernel_shape=(3, 3, 8, 8), output_pixels=big - 1) == "xla"
     assert layers.conv_lowering("cpu", **plain, kernel_shape=(1, 1, 8, 8), output_pixels=1) == "tap_grad"
     for stacked in (True, False):
         assert layers.conv_lowering("cpu", stacked, feature_group_count=2, dilated=False,
-                                    kernel_shape=(3, 3, 8, 8), output_pixels=big) == "xla"
+                                    kernel_shape=(3, 3, 8, 8), output_pixels=big, avx512=avx512) == "xla"
         assert layers.conv_lowering("cpu", stacked, feature_group_count=1, dilated=True,
-                                    kernel_shape=(3, 3, 8, 8), output_pixels=big) == "xla"
+                                    kernel_shape=(3, 3, 8, 8), output_pixels=big, avx512=avx512) == "xla"
         for accelerator in ("gpu", "tpu"):
             assert layers.conv_lowering(accelerator, stacked, feature_group_count=1, dilated=False,
-                                        kernel_shape=(1, 1, 8, 8), output_pixels=big) == "xla"
+                                        kernel_shape=(1, 1, 8, 8), output_pixels=big, avx512=avx512) == "xla"
 
 
-def test_a_large_plain_conv_takes_its_kernel_gradient_from_tap_matmuls_and_matches_xla():
+def test_cpu_has_avx512_reads_the_hosts_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    assert layers.cpu_has_avx512() == ("avx512f" in flags)
+
+
+@pytest.mark.parametrize("avx512", [False, True])
+def test_a_large_plain_conv_takes_its_kernel_gradient_where_the_cpu_rule_says_and_matches_xla(avx512, monkeypatch):
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: avx512)
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(8, 64, 64, 2)), jnp.float32)  # 32,768 output pixels at stride 1
     w = jnp.asarray(rng.normal(size=(3, 3, 2, 3)), jnp.float32)
@@ -257,8 +271,10 @@ def test_a_large_plain_conv_takes_its_kernel_gradient_from_tap_matmuls_and_match
     jaxpr = jax.make_jaxpr(kernel_grad)(x, w)
     conv_shapes = [e.outvars[0].aval.shape for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
-    if jax.default_backend() == "cpu":  # XLA's forward and input gradient, the kernel's from one matmul per tap
+    if jax.default_backend() == "cpu" and not avx512:  # XLA's forward and input gradient, the kernel's from tap matmuls
         assert conv_shapes == [(8, 64, 64, 3), (8, 64, 64, 2)] and len(dots) == 9
+    else:  # XLA's forward and kernel gradient
+        assert conv_shapes == [(8, 64, 64, 3), (3, 3, 2, 3)] and not dots
     with layers.xla_lowerings():
         want = jax.jit(kernel_grad)(x, w)
     np.testing.assert_allclose(jax.jit(kernel_grad)(x, w), want, rtol=1e-4, atol=1e-3)
