@@ -181,7 +181,8 @@ def aggregate(per_run: dict[str, dict[int, dict[str, float]]], baseline: str) ->
 
 
 def machine() -> dict:
-    """CPU model, core count, jax backend and devices, host and Python."""
+    """CPU model (and whether it has AVX-512, which decides some CPU lowerings: models/layers.py),
+    core count, jax backend and devices, host and Python."""
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -190,10 +191,11 @@ def machine() -> dict:
         pass
     # Asked of a short-lived process: jax in the sweep's own would hold the accelerator (and, on a
     # GPU, preallocate its memory) while the runs need it.
-    probe = subprocess.run([sys.executable, '-c', 'import jax; print(jax.default_backend(), '
-                            'len(jax.devices()), jax.__version__)'], capture_output=True, text=True)
-    backend, devices, version = (probe.stdout.split() + ['?'] * 3)[:3]
-    return {'cpu': cpu, 'cores': os.cpu_count(),
+    probe = subprocess.run([sys.executable, '-c', 'import jax; from nofe_jax.models import layers; '
+                            'print(jax.default_backend(), len(jax.devices()), jax.__version__, '
+                            'layers.cpu_has_avx512())'], capture_output=True, text=True, cwd=REPO)
+    backend, devices, version, avx512 = (probe.stdout.split() + ['?'] * 4)[:4]
+    return {'cpu': cpu, 'cpu_avx512': {'True': True, 'False': False}.get(avx512), 'cores': os.cpu_count(),
             'affinity_cores': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
             'jax_backend': backend, 'jax_devices': devices, 'jax_version': version,
             'host': platform.node(), 'python': platform.python_version()}
@@ -225,8 +227,9 @@ def markdown(result: dict) -> str:
     shown += [m for m in result['metrics'] if m.startswith('nmi')]
     label = {m: (f'{m} (%)' if _is_percent(m) else m) for m in shown}
     lines = [f'# Sweep: {result["config"]}', '', f'Command: `{result["command"]}`', '',
-             'Machine: {cpu}, {cores} cores, jax {jax_version} on {jax_backend} '
-             '({jax_devices} device(s)), host {host}'.format(**result['machine']), '',
+             'Machine: {cpu}{avx512}, {cores} cores, jax {jax_version} on {jax_backend} '
+             '({jax_devices} device(s)), host {host}'.format(
+                 **result['machine'], avx512=' with AVX-512' if result['machine'].get('cpu_avx512') else ''), '',
              f'Seeds: {result["seeds"]}; mean ± std over seeds (sample std, ddof=1); '
              f'{result["finished"]} of {result["planned"]} runs finished.', '',
              '## Mean ± std over seeds', '',

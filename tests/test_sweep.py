@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
+from nofe_jax.models import layers
 from nofe_jax.training import faults
 
 
@@ -172,5 +173,6 @@ def test_sweep_skips_finished_runs_and_resumes_a_killed_one(tmp_path):
     assert third['table']['']['test/top1']['n'] == 2
     on_disk = json.load(open(os.path.join(workdir, 'sweep.json')))
     assert on_disk['seeds_done'] == {'': 2} and on_disk['machine']['cores'] == os.cpu_count()
+    assert on_disk['machine']['cpu_avx512'] == layers.cpu_has_avx512()  # it decides CPU lowerings
     markdown = open(os.path.join(workdir, 'sweep.md')).read()
     assert '| default | 2 |' in markdown and 'Machine:' in markdown
