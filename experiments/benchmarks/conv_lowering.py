@@ -18,7 +18,7 @@ Prints a table and one JSON line {'rows': [...]}; `--json_out` also writes that 
 """
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -127,9 +127,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parses `argv`, measures every model's convolutions, prints the table and one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+def layer_benchmark(argv: Sequence[str] | None, doc: str, layers_of: Callable[..., list[dict[str, Any]]],
+                    measure_layer: Callable[..., dict[str, Any]],
+                    table: Callable[[list[dict[str, Any]]], str]) -> dict[str, Any]:
+    """The command line of a per-layer lowering benchmark: parses `argv`, measures each layer that
+    `layers_of(name, shape, batch_size)` finds in every model, prints `table(rows)` and one JSON line."""
+    parser = argparse.ArgumentParser(description=doc.split('\n\n')[0].strip())
     parser.add_argument('--models', type=parse_models, default=','.join(DEFAULT_MODELS),
                         help='comma-separated model names, each optionally :HxWxC for another input shape')
     parser.add_argument('--batch_size', type=int, default=100)
@@ -138,9 +141,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--json_out', default=None, help='also write the JSON result here')
     args = parser.parse_args(argv)
-    rows = [{'model': f'{name}:{"x".join(map(str, shape))}', **measure(conv, args.iterations, args.rounds, args.seed)}
-            for name, shape in args.models for conv in model_convolutions(name, shape, args.batch_size)]
-    return benchmarks.report(format_table(rows), {'rows': rows}, args.json_out)
+    rows = [{'model': f'{name}:{"x".join(map(str, shape))}', **measure_layer(layer, args.iterations, args.rounds, args.seed)}
+            for name, shape in args.models for layer in layers_of(name, shape, args.batch_size)]
+    return benchmarks.report(table(rows), {'rows': rows}, args.json_out)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parses `argv`, measures every model's convolutions, prints the table and one JSON line."""
+    return layer_benchmark(argv, __doc__, model_convolutions, measure, format_table)
 
 
 if __name__ == '__main__':

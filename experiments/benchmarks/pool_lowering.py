@@ -14,7 +14,6 @@ to agree, then timed in alternating rounds (median ms per round); the row shows 
 
 Prints a table and one JSON line {'rows': [...]}; `--json_out` also writes that JSON to a file.
 """
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from experiments import benchmarks
 from experiments.benchmarks import conv_lowering, train_speed
 from nofe_jax.models import layers
 
@@ -79,18 +77,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses `argv`, measures every model's max pools, prints the table and one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
-    parser.add_argument('--models', type=conv_lowering.parse_models, default=','.join(conv_lowering.DEFAULT_MODELS),
-                        help='comma-separated model names, each optionally :HxWxC for another input shape')
-    parser.add_argument('--batch_size', type=int, default=100)
-    parser.add_argument('--iterations', type=int, default=3, help='timed gradients per round')
-    parser.add_argument('--rounds', type=int, default=5, help='alternating timed rounds per lowering')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--json_out', default=None, help='also write the JSON result here')
-    args = parser.parse_args(argv)
-    rows = [{'model': f'{name}:{"x".join(map(str, shape))}', **measure(pool, args.iterations, args.rounds, args.seed)}
-            for name, shape in args.models for pool in model_max_pools(name, shape, args.batch_size)]
-    return benchmarks.report(format_table(rows), {'rows': rows}, args.json_out)
+    return conv_lowering.layer_benchmark(argv, __doc__, model_max_pools, measure, format_table)
 
 
 if __name__ == '__main__':
