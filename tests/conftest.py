@@ -57,11 +57,14 @@ def compilation_cache(tmp_path_factory):
             os.environ[name] = value
 
 
-# The files that take longest (summed ``pytest -n 0 --durations=0`` times), run first: xdist hands
-# out whole files (setup.cfg), so a long one started last would keep one worker busy while the
-# other idles. setup.cfg's --no-loadscope-reorder keeps xdist from re-sorting them by test count.
-_LONGEST_FIRST = ('test_run.py', 'test_kill_anywhere.py', 'test_nofe_real_data.py', 'test_dmde.py',
-                  'test_deepme.py', 'test_loop.py', 'test_devices.py', 'test_benchmarks.py')
+# The files that take longest (their tests' times summed from `pytest tests/ --durations=0`), run
+# first: xdist hands out whole files (setup.cfg), so a long one started last would keep one worker
+# busy while the other idles. setup.cfg's --no-loadscope-reorder keeps xdist from re-sorting them
+# by test count.
+_LONGEST_FIRST = ('test_run.py', 'test_kill_anywhere.py', 'test_nofe_real_data.py', 'test_benchmarks.py',
+                  'test_resume_fingerprints.py', 'test_dmde.py', 'test_init_from.py', 'test_devices.py',
+                  'test_loop.py', 'test_deepme.py', 'test_sweep.py', 'test_kill_workers.py',
+                  'test_layers.py', 'test_multiprocess.py', 'test_torchvision_weights.py')
 
 
 def pytest_collection_modifyitems(items):
